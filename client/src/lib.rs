@@ -1,0 +1,1 @@
+//! Network client for remote ATE chains (arrives with the daemon issue).

@@ -1,0 +1,396 @@
+//! Chains and the builder that opens them.
+
+use crate::config::{AteConfig, Durability, StorageBackend};
+use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
+use crate::key::{ChainKey, CollectionId, PrimaryKey};
+use crate::log::{recover, spawn_writer, ChainShared, CommitReceipt, CommitRequest};
+use crate::session::AteSession;
+use crate::storage::{PortableStorage, Storage, UringStorage};
+use crate::{AteError, Result};
+use rkyv::util::AlignedVec;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// What a commit expects of an object's current version (optimistic
+/// concurrency). Checked atomically with sequence assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Blind write.
+    Any,
+    /// The object must not exist.
+    Absent,
+    /// The object's latest event must be this sequence.
+    Version(u64),
+}
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub key: PrimaryKey,
+    pub kind: EventKind,
+    pub parent: Option<(PrimaryKey, CollectionId)>,
+    pub type_tag: u64,
+    pub payload: Vec<u8>,
+    pub expect: Expect,
+}
+
+impl NewEvent {
+    /// A data event: a new version of `key`.
+    pub fn data(key: PrimaryKey, payload: Vec<u8>) -> Self {
+        Self { key, kind: EventKind::Data, parent: None, type_tag: 0, payload, expect: Expect::Any }
+    }
+    /// A tombstone for `key`.
+    pub fn tombstone(key: PrimaryKey) -> Self {
+        Self { key, kind: EventKind::Tombstone, parent: None, type_tag: 0, payload: Vec::new(), expect: Expect::Any }
+    }
+}
+
+/// Builds chains that share one configuration and data directory.
+#[derive(Debug)]
+pub struct ChainBuilder {
+    config: AteConfig,
+    root: std::result::Result<PathBuf, String>,
+    temp: Option<Arc<tempfile::TempDir>>,
+    storage: Option<Arc<dyn Storage>>,
+    open_chains: tokio::sync::Mutex<HashMap<ChainKey, Weak<Chain>>>,
+}
+
+impl ChainBuilder {
+    /// Uses `config.log_path`, or a fresh temporary folder when it is `None`.
+    /// Errors (an unusable folder) surface at [`ChainBuilder::open`].
+    pub async fn new(config: &AteConfig) -> Self {
+        let (root, temp) = match &config.log_path {
+            Some(path) => (Ok(path.clone()), None),
+            None => match tempfile::Builder::new().prefix("ate-").tempdir() {
+                Ok(dir) => (Ok(dir.path().to_path_buf()), Some(Arc::new(dir))),
+                Err(error) => (Err(format!("cannot create a temporary folder: {error}")), None),
+            },
+        };
+        Self { config: config.clone(), root, temp, storage: None, open_chains: Default::default() }
+    }
+
+    /// Replaces the storage backend (fault injection in tests).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Default durability of chains opened by this builder.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
+        self
+    }
+
+    pub fn build(self) -> Arc<Self> {
+        Arc::new(self)
+    }
+
+    /// The data folder, once known.
+    pub fn path(&self) -> Option<&Path> {
+        self.root.as_ref().ok().map(PathBuf::as_path)
+    }
+
+    /// Opens (recovering if needed) or creates a chain. Opening a chain that
+    /// is already open returns the same handle.
+    pub async fn open(&self, key: &ChainKey) -> Result<Arc<Chain>> {
+        self.config.validate()?;
+        let root = self.root.clone().map_err(AteError::InvalidConfig)?;
+        let mut open = self.open_chains.lock().await;
+        if let Some(chain) = open.get(key).and_then(Weak::upgrade) {
+            return Ok(chain);
+        }
+        let dir = root.join("chains").join(key.directory_name());
+        std::fs::create_dir_all(&dir).map_err(|e| AteError::io(format!("creating {}", dir.display()), e))?;
+        let lock = lock_directory(&dir, key)?;
+        let (storage, device) = self.storage_and_device()?;
+        let shared = Arc::new(ChainShared::new(key.name().to_string(), dir, storage, self.config.clone()));
+        let recovering = Arc::clone(&shared);
+        let recovered = tokio::task::spawn_blocking(move || recover(&recovering))
+            .await
+            .map_err(|e| AteError::io("recovering chain", std::io::Error::other(e.to_string())))??;
+        if recovered.truncated_bytes > 0 {
+            tracing::info!(chain = %key, bytes = recovered.truncated_bytes, "recovery cut a torn tail");
+        }
+        let (sender, receiver) = crossbeam_channel::bounded(self.config.writer_queue_commits);
+        let writer = spawn_writer(
+            Arc::clone(&shared),
+            device,
+            receiver,
+            recovered.next_sequence,
+            recovered.last_hash,
+            recovered.active_write_offset,
+        )
+        .map_err(|e| AteError::io("starting the log writer thread", e))?;
+        let chain = Arc::new(Chain {
+            key: key.clone(),
+            durability: self.config.durability,
+            permits: Arc::new(tokio::sync::Semaphore::new(self.config.writer_queue_commits)),
+            append: parking_lot::Mutex::new(AppendState {
+                next_sequence: recovered.next_sequence,
+                last_hash: recovered.last_hash,
+                last_timestamp_us: 0,
+                in_flight: HashMap::default(),
+            }),
+            shared,
+            sender: Some(sender),
+            writer: Some(writer),
+            _lock: lock,
+            _temp: self.temp.clone(),
+        });
+        open.insert(key.clone(), Arc::downgrade(&chain));
+        Ok(chain)
+    }
+
+    fn storage_and_device(&self) -> Result<(Arc<dyn Storage>, Box<dyn crate::storage::LogDevice>)> {
+        let storage: Arc<dyn Storage> = match (&self.storage, self.config.backend) {
+            (Some(storage), _) => Arc::clone(storage),
+            (None, StorageBackend::IoUring) => Arc::new(UringStorage),
+            (None, StorageBackend::Portable) => Arc::new(PortableStorage),
+        };
+        match Arc::clone(&storage).log_device() {
+            Ok(device) => Ok((storage, device)),
+            Err(error) if self.storage.is_none() && self.config.backend == StorageBackend::IoUring => {
+                tracing::warn!(%error, "io_uring is unavailable; falling back to the pwrite backend");
+                let portable: Arc<dyn Storage> = Arc::new(PortableStorage);
+                let device = Arc::clone(&portable).log_device().map_err(|e| AteError::io("creating log device", e))?;
+                Ok((portable, device))
+            }
+            Err(error) => Err(AteError::io("creating log device", error)),
+        }
+    }
+}
+
+/// One process at a time may write a chain: an advisory lock on `LOCK`.
+fn lock_directory(dir: &Path, key: &ChainKey) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
+    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+    let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if status != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            AteError::Locked { chain: key.name().to_string() }
+        } else {
+            AteError::io(format!("locking {}", path.display()), error)
+        });
+    }
+    Ok(file)
+}
+
+#[derive(Debug)]
+struct AppendState {
+    next_sequence: u64,
+    last_hash: EventHash,
+    last_timestamp_us: u64,
+    /// Keys written by commits that are assigned but not yet in the view:
+    /// key → (sequence, deleted). Conflict checks look here first.
+    in_flight: HashMap<u128, (u64, bool)>,
+}
+
+/// An open chain: append commits, read the materialized view.
+#[derive(Debug)]
+pub struct Chain {
+    key: ChainKey,
+    durability: Durability,
+    shared: Arc<ChainShared>,
+    append: parking_lot::Mutex<AppendState>,
+    permits: Arc<tokio::sync::Semaphore>,
+    sender: Option<crossbeam_channel::Sender<CommitRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    _lock: File,
+    _temp: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Chain {
+    pub fn key(&self) -> &ChainKey {
+        &self.key
+    }
+
+    /// Folder holding this chain's segments.
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Default durability of commits on this chain.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Starts a transaction.
+    pub async fn dio(self: &Arc<Self>, session: &AteSession) -> crate::dio::Dio {
+        crate::dio::Dio::new(Arc::clone(self), session.clone())
+    }
+
+    /// Latest version of `key`, zero-copy from the mmap; `None` if absent or deleted.
+    pub fn get(&self, key: &PrimaryKey) -> Option<crate::EventRef<'_>> {
+        let location = self.shared.view.get(key.as_u128())?;
+        self.shared.segments.event(location)
+    }
+
+    /// Sequence of the latest event of `key`, if it exists.
+    pub fn version(&self, key: &PrimaryKey) -> Option<u64> {
+        self.get(key).map(|event| event.header.sequence())
+    }
+
+    /// Children of `parent` in `collection`, in creation order.
+    pub fn children(&self, parent: &PrimaryKey, collection: CollectionId) -> Vec<PrimaryKey> {
+        self.shared.view.children(parent.as_u128(), collection.0).into_iter().map(PrimaryKey::from_u128).collect()
+    }
+
+    /// Number of live objects in the view.
+    pub fn len(&self) -> usize {
+        self.shared.view.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.view.is_empty()
+    }
+
+    /// Every live key (snapshot, unordered).
+    pub fn keys(&self) -> Vec<PrimaryKey> {
+        self.shared.view.keys().into_iter().map(PrimaryKey::from_u128).collect()
+    }
+
+    /// The next sequence number this chain will assign.
+    pub fn next_sequence(&self) -> u64 {
+        self.append.lock().next_sequence
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> u32 {
+        self.shared.segments.len()
+    }
+
+    /// Appends one commit atomically: every event becomes visible together,
+    /// once durable per `durability` (the chain's default when `None`), or
+    /// none does. Expectations are checked against the latest versions,
+    /// including commits still in flight.
+    pub async fn append(&self, events: Vec<NewEvent>, durability: Option<Durability>) -> Result<CommitReceipt> {
+        if events.is_empty() {
+            return Err(AteError::InvalidInput("a commit needs at least one event".into()));
+        }
+        let limit = self.shared.config.max_commit_bytes;
+        let mut bytes = 0usize;
+        for event in &events {
+            if !matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
+                return Err(AteError::InvalidInput(format!("{:?} events are written by the trust layer", event.kind)));
+            }
+            bytes = bytes.saturating_add(padded_record_len(HEADER_LEN.saturating_add(event.payload.len())));
+        }
+        if bytes > limit || events.iter().any(|event| event.payload.len() > u32::MAX as usize) {
+            return Err(AteError::CommitTooLarge { bytes, limit });
+        }
+        // Hash payloads before taking the lock: it is the costly part and
+        // runs in parallel across committers.
+        let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
+        let (reply, receipt) = tokio::sync::oneshot::channel();
+        let written: Vec<(u128, u64)>;
+        {
+            let mut state = self.append.lock();
+            if let Some(error) = self.shared.poisoned() {
+                return Err(error);
+            }
+            for event in &events {
+                self.check_expectation(&state, event)?;
+            }
+            let first_sequence = state.next_sequence;
+            let timestamp_us = now_us().max(state.last_timestamp_us);
+            let mut records = AlignedVec::<16>::with_capacity(bytes);
+            let count = events.len();
+            let mut keys = Vec::with_capacity(count);
+            for (index, (event, payload_hash)) in events.iter().zip(payload_hashes).enumerate() {
+                let sequence = first_sequence + index as u64;
+                let (parent, collection) = event.parent.map_or(([0u8; 16], 0), |(p, c)| (*p.as_bytes(), c.0));
+                let header = EventHeader {
+                    sequence,
+                    timestamp_us,
+                    collection,
+                    type_tag: event.type_tag,
+                    payload_len: event.payload.len() as u32,
+                    kind: event.kind as u8,
+                    flags: if index + 1 == count { EventFlags::COMMIT_END } else { 0 },
+                    reserved: 0,
+                    key: *event.key.as_bytes(),
+                    parent,
+                    prev_hash: state.last_hash,
+                    payload_hash,
+                    read_key_id: [0; 32],
+                    nonce: [0; 12],
+                    reserved_tail: [0; 4],
+                };
+                state.last_hash = encode_record(&mut records, &header, &event.payload);
+                keys.push((event.key.as_u128(), sequence));
+            }
+            debug_assert_eq!(records.len(), bytes);
+            let receipt = CommitReceipt { first_sequence, last_sequence: first_sequence + count as u64 - 1 };
+            let request = CommitRequest { records, receipt, last_hash: state.last_hash, durability: durability.unwrap_or(self.durability), reply, _permit: permit };
+            let sender = self.sender.as_ref().expect("sender lives until drop");
+            // The permit guarantees room: permits == channel capacity.
+            sender.try_send(request).map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
+            for (event, (key, sequence)) in events.iter().zip(&keys) {
+                state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));
+            }
+            state.next_sequence = receipt.last_sequence + 1;
+            state.last_timestamp_us = timestamp_us;
+            written = keys;
+        }
+        let outcome = receipt.await.map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
+        if outcome.is_ok() {
+            // The view has it now; drop in-flight entries unless a later
+            // commit has taken them over.
+            let mut state = self.append.lock();
+            for (key, sequence) in written {
+                if state.in_flight.get(&key).is_some_and(|(latest, _)| *latest == sequence) {
+                    state.in_flight.remove(&key);
+                }
+            }
+        }
+        outcome
+    }
+
+    fn check_expectation(&self, state: &AppendState, event: &NewEvent) -> Result<()> {
+        let current = match state.in_flight.get(&event.key.as_u128()) {
+            Some((_, true)) => None,
+            Some((sequence, false)) => Some(*sequence),
+            None => self.version(&event.key),
+        };
+        let holds = match event.expect {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::Version(version) => current == Some(version),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(AteError::Conflict { key: event.key })
+        }
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what is queued and exit.
+        drop(self.sender.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}

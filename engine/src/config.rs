@@ -1,0 +1,86 @@
+//! Configuration of the engine.
+
+use std::path::PathBuf;
+
+/// When a commit is acknowledged. Chosen per chain, overridable per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged after an fdatasync issued for the group this commit closes:
+    /// the writer does not wait to gather more commits behind it.
+    Sync,
+    /// Group commit: acknowledged after the fdatasync of the group that holds
+    /// it. Groups fill while the previous group's fdatasync is in flight.
+    #[default]
+    Batched,
+    /// Acknowledged when the write reached the page cache. Lost on power
+    /// failure; survives a process crash. Explicit opt-in only.
+    Buffered,
+}
+
+impl Durability {
+    pub(crate) fn needs_sync(self) -> bool {
+        !matches!(self, Durability::Buffered)
+    }
+}
+
+/// Which storage backend appends to segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageBackend {
+    /// io_uring: the next group is written while the previous fdatasync is in
+    /// flight. Falls back to `Portable` (with a log line) if the ring cannot
+    /// be set up.
+    #[default]
+    IoUring,
+    /// `pwrite` + `fdatasync`, one group at a time.
+    Portable,
+}
+
+/// Engine configuration. `AteConfig::default()` keeps the redo log in a fresh
+/// temporary folder that is removed when the builder and its chains are gone.
+#[derive(Debug, Clone)]
+pub struct AteConfig {
+    /// Where chains live; `None` means a fresh temporary folder.
+    pub log_path: Option<PathBuf>,
+    /// Default durability of every chain.
+    pub durability: Durability,
+    pub backend: StorageBackend,
+    /// Segment files are preallocated to this size and roll when full.
+    pub segment_size_bytes: u64,
+    /// Largest commit accepted (records and framing).
+    pub max_commit_bytes: usize,
+    /// Largest single write the writer issues; groups close at this size.
+    pub max_write_bytes: usize,
+    /// Commits that may wait in the writer's queue before committers wait.
+    pub writer_queue_commits: usize,
+}
+
+impl Default for AteConfig {
+    fn default() -> Self {
+        Self {
+            log_path: None,
+            durability: Durability::Batched,
+            backend: StorageBackend::IoUring,
+            segment_size_bytes: 256 << 20,
+            max_commit_bytes: 16 << 20,
+            max_write_bytes: 4 << 20,
+            writer_queue_commits: 4096,
+        }
+    }
+}
+
+impl AteConfig {
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        use crate::format::SEGMENT_HEADER_LEN;
+        let invalid = |why: String| Err(crate::AteError::InvalidConfig(why));
+        if self.segment_size_bytes < (SEGMENT_HEADER_LEN as u64) + 4096 || self.segment_size_bytes > u32::MAX as u64 {
+            return invalid(format!("segment_size_bytes {} must be within 4 KiB..4 GiB", self.segment_size_bytes));
+        }
+        if self.max_commit_bytes as u64 > self.segment_size_bytes - SEGMENT_HEADER_LEN as u64 {
+            return invalid("max_commit_bytes must fit in one segment".into());
+        }
+        if self.max_write_bytes < 4096 || self.writer_queue_commits == 0 {
+            return invalid("max_write_bytes must be >= 4096 and writer_queue_commits > 0".into());
+        }
+        Ok(())
+    }
+}

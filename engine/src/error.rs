@@ -1,0 +1,60 @@
+//! The one error type of the engine.
+
+use crate::key::PrimaryKey;
+use std::path::PathBuf;
+
+/// Every fallible call in `ate` returns this. Variants are stable enough to
+/// match on; new ones may be added.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AteError {
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A write or fsync failed earlier; the chain refuses further writes
+    /// because the state of the disk is unknown. Reopen the chain to recover.
+    #[error("chain '{chain}' is poisoned by an earlier failure and refuses writes: {reason}")]
+    Poisoned { chain: String, reason: String },
+    /// Bytes on disk are damaged somewhere recovery may not simply cut off.
+    #[error("chain '{chain}' is corrupt in {segment} at offset {offset} (sequence {sequence:?}): {reason}")]
+    Corrupt {
+        chain: String,
+        segment: PathBuf,
+        offset: u64,
+        sequence: Option<u64>,
+        reason: String,
+    },
+    /// Optimistic concurrency: someone else committed a change to this object
+    /// after this DIO read it.
+    #[error("commit conflict on object {key}: it changed after this transaction read it")]
+    Conflict { key: PrimaryKey },
+    #[error("object {key} not found")]
+    NotFound { key: PrimaryKey },
+    #[error("could not serialize value: {0}")]
+    Serialization(String),
+    #[error("object {key} could not be deserialized as the requested type: {reason}")]
+    Deserialization { key: PrimaryKey, reason: String },
+    #[error("object {key} is a {found} event, not data")]
+    WrongKind { key: PrimaryKey, found: &'static str },
+    #[error("commit of {bytes} bytes exceeds the limit of {limit} bytes")]
+    CommitTooLarge { bytes: usize, limit: usize },
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("chain '{chain}' is open in another process")]
+    Locked { chain: String },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("chain '{chain}' is closed")]
+    Closed { chain: String },
+}
+
+impl AteError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = AteError> = std::result::Result<T, E>;

@@ -1,0 +1,128 @@
+//! The event header: a fixed-size rkyv struct, identical on disk and on the wire.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// What an event does to the object it names.
+///
+/// Stored as a `u8` so that every byte pattern of a header is structurally
+/// valid; an unknown value is a typed error at the decoder, not UB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A new version of an object; the payload is its value.
+    Data = 1,
+    /// Deletes an object; no payload.
+    Tombstone = 2,
+    /// Sets read/write authority on an object (chain-of-trust issue).
+    Authority = 3,
+    /// Publishes a public key into the chain.
+    PublicKey = 4,
+    /// Signature over a commit's Merkle root.
+    Signature = 5,
+}
+
+impl EventKind {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Data,
+            2 => Self::Tombstone,
+            3 => Self::Authority,
+            4 => Self::PublicKey,
+            5 => Self::Signature,
+            _ => return None,
+        })
+    }
+}
+
+/// Bit flags carried in [`EventHeader::flags`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventFlags;
+
+impl EventFlags {
+    /// Set on the last event of a commit. Recovery only keeps whole commits:
+    /// events after the last `COMMIT_END` belong to a commit that was never
+    /// acknowledged and are cut off with the torn tail.
+    pub const COMMIT_END: u8 = 0b0000_0001;
+    /// Every flag this format version knows; others are rejected.
+    pub const KNOWN: u8 = Self::COMMIT_END;
+}
+
+/// The header of every event. All fields are fixed-size integers or byte
+/// arrays, so the archived form has one constant size ([`HEADER_LEN`]) and
+/// zero-copy access needs no pointer chasing.
+///
+/// Field order is chosen so that the archived struct has no padding.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct EventHeader {
+    /// Position in the chain: dense, from 0.
+    pub sequence: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Collection of the parent this object is a child of (0 when no parent).
+    pub collection: u64,
+    /// Stable, declared type tag of the payload (0 = untyped).
+    pub type_tag: u64,
+    /// Length of the payload that follows the header.
+    pub payload_len: u32,
+    /// [`EventKind`] as a byte.
+    pub kind: u8,
+    /// [`EventFlags`] bits.
+    pub flags: u8,
+    /// Zero in this version.
+    pub reserved: u16,
+    /// 128-bit object key.
+    pub key: [u8; 16],
+    /// Key of the parent object; all zero when the object is a root.
+    pub parent: [u8; 16],
+    /// BLAKE3 hash of the previous event's header (all zero for sequence 0).
+    pub prev_hash: [u8; 32],
+    /// BLAKE3 hash of the stored payload bytes (as stored, i.e. encrypted).
+    pub payload_hash: [u8; 32],
+    /// Id of the read key the payload is encrypted under; all zero = plaintext.
+    pub read_key_id: [u8; 32],
+    /// AEAD nonce for the payload; all zero for plaintext.
+    pub nonce: [u8; 12],
+    /// Zero in this version; keeps the size a multiple of 8.
+    pub reserved_tail: [u8; 4],
+}
+
+/// Size in bytes of an archived [`EventHeader`].
+pub const HEADER_LEN: usize = core::mem::size_of::<ArchivedEventHeader>();
+
+// The layout is a persistent format: a change of size is a format change.
+const _: () = assert!(HEADER_LEN == 184);
+const _: () = assert!(core::mem::align_of::<ArchivedEventHeader>() <= 16);
+
+impl ArchivedEventHeader {
+    pub fn sequence(&self) -> u64 {
+        self.sequence.to_native()
+    }
+    pub fn timestamp_us(&self) -> u64 {
+        self.timestamp_us.to_native()
+    }
+    pub fn collection(&self) -> u64 {
+        self.collection.to_native()
+    }
+    pub fn type_tag(&self) -> u64 {
+        self.type_tag.to_native()
+    }
+    pub fn payload_len(&self) -> u32 {
+        self.payload_len.to_native()
+    }
+    /// `None` when the kind byte is not one this version knows.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::from_u8(self.kind)
+    }
+    pub fn is_commit_end(&self) -> bool {
+        self.flags & EventFlags::COMMIT_END != 0
+    }
+    pub fn key(&self) -> [u8; 16] {
+        self.key
+    }
+    /// `None` for root objects.
+    pub fn parent(&self) -> Option<[u8; 16]> {
+        (self.parent != [0u8; 16]).then_some(self.parent)
+    }
+}

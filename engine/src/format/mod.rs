@@ -1,0 +1,18 @@
+//! The byte formats that live on disk and on the wire. Pure logic: no I/O here,
+//! so every decoder can be tested (and fuzzed) on plain byte slices.
+//!
+//! `docs/design.md` draws these layouts byte by byte; keep the two in step.
+
+mod header;
+mod record;
+mod segment_header;
+
+pub use header::{ArchivedEventHeader, EventFlags, EventHeader, EventKind, HEADER_LEN};
+pub use record::{
+    decode_record, encode_record, padded_record_len, DecodedRecord, RecordError, FRAME_LEN,
+    RECORD_ALIGN,
+};
+pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_LEN};
+
+/// BLAKE3 hash of an event header: the link of the hash chain.
+pub type EventHash = [u8; 32];

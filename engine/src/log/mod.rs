@@ -1,0 +1,67 @@
+//! The segment log of one chain: segment files read through mmap, recovery on
+//! open, and the writer thread that appends with group commit.
+
+mod recovery;
+mod segments;
+mod writer;
+
+pub(crate) use recovery::recover;
+pub(crate) use segments::{Segment, SegmentTable};
+pub use segments::EventRef;
+pub(crate) use writer::{spawn_writer, CommitRequest};
+pub use writer::CommitReceipt;
+
+use crate::config::AteConfig;
+use crate::format::{ArchivedEventHeader, EventKind};
+use crate::storage::Storage;
+use crate::view::{EventLocation, View, ViewChange};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// State of a chain shared by its handle, its readers and its writer thread.
+#[derive(Debug)]
+pub(crate) struct ChainShared {
+    pub name: String,
+    pub dir: PathBuf,
+    pub chain_id: [u8; 32],
+    pub storage: Arc<dyn Storage>,
+    pub config: AteConfig,
+    pub view: View,
+    pub segments: SegmentTable,
+    poison: OnceLock<String>,
+}
+
+impl ChainShared {
+    pub fn new(name: String, dir: PathBuf, storage: Arc<dyn Storage>, config: AteConfig) -> Self {
+        let chain_id = crate::key::ChainKey::from(name.as_str()).chain_id();
+        Self { name, dir, chain_id, storage, config, view: View::new(), segments: SegmentTable::new(), poison: OnceLock::new() }
+    }
+
+    /// Marks the chain unusable for writes. The first reason sticks.
+    pub fn poison(&self, reason: String) {
+        if self.poison.set(reason.clone()).is_ok() {
+            tracing::error!(chain = %self.name, %reason, "chain poisoned; writes are refused until it is reopened");
+        }
+    }
+
+    pub fn poisoned(&self) -> Option<crate::AteError> {
+        self.poison.get().map(|reason| crate::AteError::Poisoned { chain: self.name.clone(), reason: reason.clone() })
+    }
+}
+
+/// How one durable event changes the view. Shared by recovery and the
+/// writer so both build the same view from the same bytes.
+pub(crate) fn view_change_for(header: &ArchivedEventHeader, location: EventLocation) -> Option<ViewChange> {
+    let key = u128::from_le_bytes(header.key);
+    match header.kind()? {
+        EventKind::Data => Some(ViewChange::Put {
+            key,
+            location,
+            sequence: header.sequence(),
+            parent: header.parent().map(|parent| (u128::from_le_bytes(parent), header.collection())),
+        }),
+        EventKind::Tombstone => Some(ViewChange::Delete { key }),
+        // Trust events are indexed by the chain-of-trust layer, not the object view.
+        _ => None,
+    }
+}

@@ -1,0 +1,231 @@
+//! The log writer: one thread per chain that owns the active segment and the
+//! storage device. Committers hand it encoded commits over a bounded channel;
+//! it coalesces queued commits into one write, issues one fdatasync per
+//! group, fills the next group while that sync is in flight, and applies
+//! each group to the view only once it is durable, then acknowledges.
+
+use super::recovery::create_segment;
+use super::{view_change_for, ChainShared};
+use crate::config::Durability;
+use crate::format::{decode_record, EventHash};
+use crate::storage::LogDevice;
+use crate::view::EventLocation;
+use crate::Result;
+use crossbeam_channel::{Receiver, TryRecvError};
+use rkyv::util::AlignedVec;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::Arc;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+/// Sequences a durable commit was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitReceipt {
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+}
+
+/// One commit, encoded and ready to append.
+#[derive(Debug)]
+pub(crate) struct CommitRequest {
+    pub records: AlignedVec<16>,
+    pub receipt: CommitReceipt,
+    pub last_hash: EventHash,
+    pub durability: Durability,
+    pub reply: oneshot::Sender<Result<CommitReceipt>>,
+    /// Released when the writer is done with the commit: bounds queued bytes.
+    pub _permit: OwnedSemaphorePermit,
+}
+
+struct ActiveSegment {
+    index: u32,
+    file: Arc<File>,
+    write_offset: u64,
+    len: u64,
+}
+
+struct Group {
+    /// Each commit with the segment offset its records were written at.
+    commits: Vec<(u64, CommitRequest)>,
+    segment: u32,
+}
+
+struct Writer {
+    chain: Arc<ChainShared>,
+    device: Box<dyn LogDevice>,
+    active: ActiveSegment,
+    in_flight: VecDeque<Group>,
+    spare: Vec<AlignedVec<16>>,
+    /// Sequence and hash after the last commit handed to the device.
+    next_sequence: u64,
+    last_hash: EventHash,
+}
+
+pub(crate) fn spawn_writer(
+    chain: Arc<ChainShared>,
+    device: Box<dyn LogDevice>,
+    receiver: Receiver<CommitRequest>,
+    next_sequence: u64,
+    last_hash: EventHash,
+    write_offset: u64,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let index = chain.segments.len() - 1;
+    let segment = chain.segments.get(index).expect("recovery leaves an active segment");
+    let active = ActiveSegment { index, file: Arc::clone(&segment.file), write_offset, len: segment.bytes().len() as u64 };
+    let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
+    let mut writer = Writer { chain, device, active, in_flight: VecDeque::new(), spare: Vec::new(), next_sequence, last_hash };
+    std::thread::Builder::new().name(name).spawn(move || writer.run(receiver))
+}
+
+impl Writer {
+    fn run(&mut self, receiver: Receiver<CommitRequest>) {
+        let mut carried: Option<CommitRequest> = None;
+        loop {
+            let first = match carried.take() {
+                Some(request) => request,
+                None if self.in_flight.is_empty() => match receiver.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+                None => match receiver.try_recv() {
+                    Ok(request) => request,
+                    // Nothing new: finish the oldest group, then look again.
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {
+                        self.complete_oldest();
+                        continue;
+                    }
+                },
+            };
+            if let Some(error) = self.chain.poisoned() {
+                let _ = first.reply.send(Err(error));
+                continue;
+            }
+            if !self.fits(&first) {
+                self.drain();
+                if let Err(error) = self.roll() {
+                    self.chain.poison(error.to_string());
+                    let _ = first.reply.send(Err(self.chain.poisoned().expect("just poisoned")));
+                    continue;
+                }
+            }
+            // Gather what is queued behind it, up to one write's worth.
+            let max_bytes = self.chain.config.max_write_bytes;
+            let mut bytes = first.records.len();
+            let mut closes = first.durability == Durability::Sync;
+            let mut commits = vec![first];
+            while !closes && bytes < max_bytes {
+                match receiver.try_recv() {
+                    Ok(next) if self.fits_after(bytes, &next) && bytes + next.records.len() <= max_bytes => {
+                        bytes += next.records.len();
+                        closes = next.durability == Durability::Sync;
+                        commits.push(next);
+                    }
+                    Ok(next) => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.in_flight.len() >= self.device.max_in_flight() {
+                self.complete_oldest();
+            }
+            self.submit(commits, bytes);
+        }
+        self.drain();
+    }
+
+    fn fits(&self, request: &CommitRequest) -> bool {
+        self.fits_after(0, request)
+    }
+
+    fn fits_after(&self, queued: usize, request: &CommitRequest) -> bool {
+        self.active.write_offset + (queued + request.records.len()) as u64 <= self.active.len
+    }
+
+    fn submit(&mut self, commits: Vec<CommitRequest>, bytes: usize) {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve(bytes);
+        let mut placed = Vec::with_capacity(commits.len());
+        let mut sync = false;
+        for request in commits {
+            placed.push((self.active.write_offset + buffer.len() as u64, request));
+            let request = &placed.last().expect("just pushed").1;
+            buffer.extend_from_slice(&request.records);
+            sync |= request.durability.needs_sync();
+        }
+        let last = &placed.last().expect("a group holds at least one commit").1;
+        self.next_sequence = last.receipt.last_sequence + 1;
+        self.last_hash = last.last_hash;
+        let offset = self.active.write_offset;
+        self.active.write_offset += buffer.len() as u64;
+        self.device.submit(&self.active.file, offset, buffer, sync);
+        self.in_flight.push_back(Group { commits: placed, segment: self.active.index });
+    }
+
+    fn complete_oldest(&mut self) {
+        let group = self.in_flight.pop_front().expect("complete_oldest with nothing in flight");
+        let completion = self.device.wait_oldest();
+        let mut buffer = completion.buffer;
+        if let Err(error) = completion.result {
+            self.chain.poison(format!("appending to segment {} failed: {error}", group.segment));
+        }
+        if self.chain.poisoned().is_some() {
+            // Nothing of a failed group is acknowledged or made visible; what
+            // reached the disk may reappear after reopen, like any commit
+            // whose outcome the committer could not learn.
+            for (_, request) in group.commits {
+                let _ = request.reply.send(Err(self.chain.poisoned().expect("poisoned above")));
+            }
+        } else {
+            self.publish(&group, &buffer);
+            for (_, request) in group.commits {
+                let _ = request.reply.send(Ok(request.receipt));
+            }
+        }
+        buffer.clear();
+        if self.spare.len() < 2 {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Applies a durable group to the view, reading back the headers from
+    /// the buffer that was written (the same bytes the mmap now holds).
+    fn publish(&self, group: &Group, written: &[u8]) {
+        let group_start = group.commits.first().map_or(0, |(offset, _)| *offset);
+        for (commit_offset, request) in &group.commits {
+            let mut cursor = 0usize;
+            let start = (commit_offset - group_start) as usize;
+            while cursor < request.records.len() {
+                let record = decode_record(&written[start..start + request.records.len()], cursor)
+                    .ok()
+                    .flatten()
+                    .expect("a record this process encoded decodes");
+                let location = EventLocation::new(group.segment, (commit_offset + cursor as u64) as u32);
+                if let Some(change) = view_change_for(record.header, location) {
+                    self.chain.view.apply(change);
+                }
+                cursor = record.next_offset;
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while !self.in_flight.is_empty() {
+            self.complete_oldest();
+        }
+    }
+
+    /// Seals the active segment (all of it is synced: the caller drained)
+    /// and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        let segment = create_segment(&self.chain, self.next_sequence, self.last_hash)?;
+        let file = Arc::clone(&segment.file);
+        let len = segment.bytes().len() as u64;
+        let index = self.chain.segments.push(segment);
+        tracing::debug!(chain = %self.chain.name, index, first_sequence = self.next_sequence, "rolled to a new segment");
+        self.active = ActiveSegment { index, file, write_offset: crate::format::SEGMENT_HEADER_LEN as u64, len };
+        Ok(())
+    }
+}

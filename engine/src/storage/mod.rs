@@ -1,0 +1,124 @@
+//! The storage seam: every byte the engine writes to disk goes through
+//! [`Storage`], so tests can swap in [`FaultyStorage`] and inject torn writes,
+//! EIO, ENOSPC and crashes at any byte. Reads go through the mmap of each
+//! segment (see `log::segments`), which is outside this seam on purpose: a
+//! read fault shows up as bytes that fail their checksum, which tests produce
+//! by editing files.
+
+mod faulty;
+mod portable;
+mod uring;
+
+pub use faulty::{FaultPlan, FaultyStorage};
+pub use portable::PortableStorage;
+pub use uring::UringStorage;
+
+use rkyv::util::AlignedVec;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// File operations the log needs. Implementations must be thread-safe; the
+/// log writer calls them from its own thread.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Short name for logs and benchmark labels.
+    fn name(&self) -> &'static str;
+    /// Creates a new file of `len` bytes, preallocated, read-write.
+    fn create_preallocated(&self, path: &Path, len: u64) -> io::Result<File>;
+    /// Opens an existing file read-write.
+    fn open(&self, path: &Path) -> io::Result<File>;
+    fn write_all_at(&self, file: &File, buffer: &[u8], offset: u64) -> io::Result<()>;
+    fn sync_data(&self, file: &File) -> io::Result<()>;
+    /// Makes a directory entry (a new segment) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The device the log writer appends through.
+    fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>>;
+}
+
+/// A finished submission: the buffer comes back for reuse.
+#[derive(Debug)]
+pub struct Completion {
+    pub buffer: AlignedVec<16>,
+    pub result: io::Result<()>,
+}
+
+/// Pipelined appends: a device may have up to `max_in_flight` write(+sync)
+/// operations outstanding and completes them in submission order.
+pub trait LogDevice: Send {
+    fn max_in_flight(&self) -> usize;
+    /// Starts writing `buffer` at `offset` of `file`, followed by an
+    /// fdatasync of the file when `sync` is set.
+    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: AlignedVec<16>, sync: bool);
+    /// Waits for the oldest outstanding submission. Panics if there is none
+    /// (a caller bug, not an I/O condition).
+    fn wait_oldest(&mut self) -> Completion;
+}
+
+/// The device for storages without a native asynchronous path: each
+/// submission runs to completion before `submit` returns.
+#[derive(Debug)]
+pub(crate) struct SynchronousDevice<S: Storage + ?Sized> {
+    storage: Arc<S>,
+    done: std::collections::VecDeque<Completion>,
+}
+
+impl<S: Storage + ?Sized> SynchronousDevice<S> {
+    pub(crate) fn new(storage: Arc<S>) -> Self {
+        Self { storage, done: std::collections::VecDeque::with_capacity(1) }
+    }
+}
+
+impl<S: Storage + ?Sized> LogDevice for SynchronousDevice<S> {
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: AlignedVec<16>, sync: bool) {
+        let mut result = self.storage.write_all_at(file, &buffer, offset);
+        if result.is_ok() && sync {
+            result = self.storage.sync_data(file);
+        }
+        self.done.push_back(Completion { buffer, result });
+    }
+    fn wait_oldest(&mut self) -> Completion {
+        self.done.pop_front().expect("wait_oldest called with nothing in flight")
+    }
+}
+
+pub(crate) fn std_create_preallocated(path: &Path, len: u64) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+    preallocate(&file, len)?;
+    Ok(file)
+}
+
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
+    let status = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if status == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    // Filesystems without fallocate (tmpfs on old kernels, some FUSE) still
+    // work with a sparse file; ENOSPC and friends must surface.
+    if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        file.set_len(len as u64)
+    } else {
+        Err(error)
+    }
+}
+
+pub(crate) fn std_sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(crate) fn std_write_all_at(file: &File, buffer: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buffer, offset)
+}
+
+pub(crate) fn std_open(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new().read(true).write(true).open(path)
+}

@@ -1,0 +1,171 @@
+//! The materialized view of one chain: object key → location of its latest
+//! event, and parent/collection → children in the order they were created.
+//!
+//! Pure logic over [`EventLocation`]s: no I/O. One writer (the chain's log
+//! writer thread applies durable commits); readers run concurrently and only
+//! ever hold a shard lock for the duration of one map probe.
+//!
+//! The map type was chosen by `bench/benches/view_maps.rs` (see
+//! docs/benchmarks.md): DashMap with foldhash had the best point lookups of
+//! the candidates at the smallest memory per key.
+
+use dashmap::DashMap;
+use std::collections::BTreeMap;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// Where an event lives: segment index and byte offset of its record.
+/// Packed into 8 bytes to keep the view small (segments are ≤ 4 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventLocation(u64);
+
+impl EventLocation {
+    pub fn new(segment: u32, offset: u32) -> Self {
+        Self(((segment as u64) << 32) | offset as u64)
+    }
+    pub fn segment(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    pub fn offset(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+/// Where a child sits in its parent's ordered collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChildPosition {
+    parent: u128,
+    collection: u64,
+    created_sequence: u64,
+}
+
+/// One change to the view, produced by a durable event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewChange {
+    Put { key: u128, location: EventLocation, sequence: u64, parent: Option<(u128, u64)> },
+    Delete { key: u128 },
+}
+
+#[derive(Debug, Default)]
+pub struct View {
+    objects: DashMap<u128, EventLocation, Hasher>,
+    children: DashMap<(u128, u64), BTreeMap<u64, u128>, Hasher>,
+    positions: DashMap<u128, ChildPosition, Hasher>,
+}
+
+impl View {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn apply(&self, change: ViewChange) {
+        match change {
+            ViewChange::Put { key, location, sequence, parent } => {
+                self.objects.insert(key, location);
+                self.place_child(key, sequence, parent);
+            }
+            ViewChange::Delete { key } => {
+                self.objects.remove(&key);
+                self.place_child(key, 0, None);
+            }
+        }
+    }
+
+    /// Keeps the child index in step: a new version under the same parent
+    /// keeps its place; a move or a delete takes it out of the old list.
+    fn place_child(&self, key: u128, sequence: u64, parent: Option<(u128, u64)>) {
+        let old = self.positions.get(&key).map(|entry| *entry);
+        if let (Some(old), Some((parent, collection))) = (old, parent) {
+            if old.parent == parent && old.collection == collection {
+                return;
+            }
+        }
+        if let Some(old) = old {
+            self.positions.remove(&key);
+            if let Some(mut list) = self.children.get_mut(&(old.parent, old.collection)) {
+                list.remove(&old.created_sequence);
+            }
+            self.children.remove_if(&(old.parent, old.collection), |_, list| list.is_empty());
+        }
+        if let Some((parent, collection)) = parent {
+            self.positions.insert(key, ChildPosition { parent, collection, created_sequence: sequence });
+            self.children.entry((parent, collection)).or_default().insert(sequence, key);
+        }
+    }
+
+    pub fn get(&self, key: u128) -> Option<EventLocation> {
+        self.objects.get(&key).map(|entry| *entry)
+    }
+
+    /// Children of `parent` in `collection`, oldest first (a snapshot).
+    pub fn children(&self, parent: u128, collection: u64) -> Vec<u128> {
+        self.children.get(&(parent, collection)).map(|list| list.values().copied().collect()).unwrap_or_default()
+    }
+
+    /// Number of live objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Every live key (a snapshot, unordered).
+    pub fn keys(&self) -> Vec<u128> {
+        self.objects.iter().map(|entry| *entry.key()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(view: &View, key: u128, sequence: u64, parent: Option<(u128, u64)>) {
+        let location = EventLocation::new(0, sequence as u32 * 16);
+        view.apply(ViewChange::Put { key, location, sequence, parent });
+    }
+
+    #[test]
+    fn overwrite_keeps_latest_location() {
+        let view = View::new();
+        put(&view, 1, 1, None);
+        put(&view, 1, 2, None);
+        assert_eq!(view.get(1), Some(EventLocation::new(0, 32)));
+        assert_eq!(view.len(), 1);
+    }
+
+    #[test]
+    fn delete_removes_key_and_child_entry() {
+        let view = View::new();
+        put(&view, 10, 1, Some((99, 0)));
+        put(&view, 11, 2, Some((99, 0)));
+        view.apply(ViewChange::Delete { key: 10 });
+        assert_eq!(view.get(10), None);
+        assert_eq!(view.children(99, 0), vec![11]);
+        view.apply(ViewChange::Delete { key: 11 });
+        assert!(view.children(99, 0).is_empty());
+        assert!(view.is_empty());
+    }
+
+    #[test]
+    fn children_keep_creation_order_across_updates_and_moves() {
+        let view = View::new();
+        put(&view, 3, 1, Some((7, 0)));
+        put(&view, 1, 2, Some((7, 0)));
+        put(&view, 2, 3, Some((7, 0)));
+        put(&view, 3, 4, Some((7, 0))); // update in place keeps position
+        assert_eq!(view.children(7, 0), vec![3, 1, 2]);
+        put(&view, 1, 5, Some((7, 1))); // move to another collection
+        assert_eq!(view.children(7, 0), vec![3, 2]);
+        assert_eq!(view.children(7, 1), vec![1]);
+        put(&view, 2, 6, None); // becomes a root
+        assert_eq!(view.children(7, 0), vec![3]);
+    }
+
+    #[test]
+    fn location_packing_round_trips() {
+        let location = EventLocation::new(u32::MAX, 123_456);
+        assert_eq!((location.segment(), location.offset()), (u32::MAX, 123_456));
+    }
+}
