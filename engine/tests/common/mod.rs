@@ -1,0 +1,59 @@
+//! Helpers shared by the scenario tests.
+#![allow(dead_code)]
+
+use ate::storage::Storage;
+use ate::{AteConfig, Chain, ChainBuilder, ChainKey, NewEvent, PrimaryKey, Result, StorageBackend};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Small segments and write limits so that rolls, torn windows and scans
+/// stay fast in tests.
+pub fn small_config(dir: &Path) -> AteConfig {
+    AteConfig {
+        log_path: Some(dir.to_path_buf()),
+        segment_size_bytes: 1 << 20,
+        max_commit_bytes: 64 << 10,
+        max_write_bytes: 64 << 10,
+        ..AteConfig::default()
+    }
+}
+
+pub async fn open_with(config: &AteConfig, storage: Option<Arc<dyn Storage>>) -> Result<Arc<Chain>> {
+    let mut builder = ChainBuilder::new(config).await;
+    if let Some(storage) = storage {
+        builder = builder.storage(storage);
+    }
+    builder.build().open(&ChainKey::from("test-chain")).await
+}
+
+pub async fn open(dir: &Path) -> Result<Arc<Chain>> {
+    open_with(&small_config(dir), None).await
+}
+
+pub async fn open_portable(dir: &Path) -> Result<Arc<Chain>> {
+    let config = AteConfig { backend: StorageBackend::Portable, ..small_config(dir) };
+    open_with(&config, None).await
+}
+
+/// A deterministic payload for object `index`: its length varies so record
+/// boundaries fall at many different offsets.
+pub fn payload(index: usize) -> Vec<u8> {
+    let len = 1 + (index * 37) % 300;
+    (0..len).map(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+}
+
+pub fn key(index: usize) -> PrimaryKey {
+    PrimaryKey::from_name(&format!("object-{index}"))
+}
+
+/// Commit `index` of a deterministic workload: 1 to 3 events.
+pub fn commit_events(index: usize) -> Vec<NewEvent> {
+    (0..1 + index % 3).map(|part| {
+        let object = index * 3 + part;
+        NewEvent::data(key(object), payload(object))
+    }).collect()
+}
+
+pub fn objects_of_commit(index: usize) -> impl Iterator<Item = usize> {
+    (0..1 + index % 3).map(move |part| index * 3 + part)
+}
