@@ -241,6 +241,12 @@ impl Chain {
         self.shared.segments.event(location)
     }
 
+    /// Runs `read` against a view in which no commit is half-applied (it
+    /// may run more than once). Single-key reads need no such care.
+    pub fn read_consistent<R>(&self, read: impl FnMut() -> R) -> R {
+        self.shared.view.read_consistent(read)
+    }
+
     /// Sequence of the latest event of `key`, if it exists.
     pub fn version(&self, key: &PrimaryKey) -> Option<u64> {
         self.get(key).map(|event| event.header.sequence())

@@ -194,21 +194,23 @@ impl Writer {
     /// the buffer that was written (the same bytes the mmap now holds).
     fn publish(&self, group: &Group, written: &[u8]) {
         let group_start = group.commits.first().map_or(0, |(offset, _)| *offset);
-        for (commit_offset, request) in &group.commits {
-            let mut cursor = 0usize;
+        let changes = group.commits.iter().flat_map(|(commit_offset, request)| {
             let start = (commit_offset - group_start) as usize;
-            while cursor < request.records.len() {
-                let record = decode_record(&written[start..start + request.records.len()], cursor)
-                    .ok()
-                    .flatten()
-                    .expect("a record this process encoded decodes");
-                let location = EventLocation::new(group.segment, (commit_offset + cursor as u64) as u32);
-                if let Some(change) = view_change_for(record.header, location) {
-                    self.chain.view.apply(change);
+            let bytes = &written[start..start + request.records.len()];
+            let mut cursor = 0usize;
+            std::iter::from_fn(move || {
+                while cursor < bytes.len() {
+                    let record = decode_record(bytes, cursor).ok().flatten().expect("a record this process encoded decodes");
+                    let location = EventLocation::new(group.segment, (commit_offset + cursor as u64) as u32);
+                    cursor = record.next_offset;
+                    if let Some(change) = view_change_for(record.header, location) {
+                        return Some(change);
+                    }
                 }
-                cursor = record.next_offset;
-            }
-        }
+                None
+            })
+        });
+        self.chain.view.apply_all(changes);
     }
 
     fn drain(&mut self) {

@@ -11,6 +11,7 @@
 
 use dashmap::DashMap;
 use std::collections::BTreeMap;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -48,6 +49,9 @@ pub enum ViewChange {
 
 #[derive(Debug, Default)]
 pub struct View {
+    /// Seqlock over whole commits: odd while a group is being applied, so a
+    /// reader of several keys can tell it saw no commit half-applied.
+    epoch: AtomicU64,
     objects: DashMap<u128, EventLocation, Hasher>,
     children: DashMap<(u128, u64), BTreeMap<u64, u128>, Hasher>,
     positions: DashMap<u128, ChildPosition, Hasher>,
@@ -90,6 +94,33 @@ impl View {
         if let Some((parent, collection)) = parent {
             self.positions.insert(key, ChildPosition { parent, collection, created_sequence: sequence });
             self.children.entry((parent, collection)).or_default().insert(sequence, key);
+        }
+    }
+
+    /// Applies many changes as one unit for [`View::read_consistent`] readers.
+    pub fn apply_all(&self, changes: impl IntoIterator<Item = ViewChange>) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for change in changes {
+            self.apply(change);
+        }
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `read` until it ran while no commit was being applied, so that
+    /// every key it read reflects the same set of whole commits. `read` may
+    /// run more than once and must not have side effects.
+    pub fn read_consistent<R>(&self, mut read: impl FnMut() -> R) -> R {
+        loop {
+            let before = self.epoch.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let result = read();
+            fence(Ordering::Acquire);
+            if self.epoch.load(Ordering::Relaxed) == before {
+                return result;
+            }
         }
     }
 
@@ -161,6 +192,20 @@ mod tests {
         assert_eq!(view.children(7, 1), vec![1]);
         put(&view, 2, 6, None); // becomes a root
         assert_eq!(view.children(7, 0), vec![3]);
+    }
+
+    #[test]
+    fn consistent_reads_retry_across_an_apply() {
+        let view = View::new();
+        let mut runs = 0;
+        let seen = view.read_consistent(|| {
+            runs += 1;
+            if runs == 1 {
+                view.apply_all([ViewChange::Delete { key: 1 }]); // a commit lands mid-read
+            }
+            runs
+        });
+        assert_eq!(seen, 2, "the read overlapping an apply must be retried");
     }
 
     #[test]
