@@ -38,7 +38,10 @@ pub enum AteError {
     #[error("object {key} could not be deserialized as the requested type: {reason}")]
     Deserialization { key: PrimaryKey, reason: String },
     #[error("object {key} is a {found} event, not data")]
-    WrongKind { key: PrimaryKey, found: &'static str },
+    WrongKind {
+        key: PrimaryKey,
+        found: &'static str,
+    },
     #[error("commit of {bytes} bytes exceeds the limit of {limit} bytes")]
     CommitTooLarge { bytes: usize, limit: usize },
     #[error("invalid configuration: {0}")]
@@ -53,7 +56,10 @@ pub enum AteError {
 
 impl AteError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

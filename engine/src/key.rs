@@ -7,7 +7,9 @@ use std::fmt;
 /// over a per-thread secret from the OS, so ids are unpredictable and
 /// collisions need ~2^64 objects); named keys are derived from the name.
 /// All-zero is reserved for "no parent".
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct PrimaryKey([u8; 16]);
 
 struct KeyGenerator {
@@ -31,7 +33,8 @@ impl PrimaryKey {
             });
             loop {
                 generator.counter += 1;
-                let output = blake3::keyed_hash(&generator.secret, &generator.counter.to_le_bytes());
+                let output =
+                    blake3::keyed_hash(&generator.secret, &generator.counter.to_le_bytes());
                 let key: [u8; 16] = output.as_bytes()[..16].try_into().expect("16 bytes");
                 if key != [0u8; 16] {
                     return Self(key);
@@ -116,7 +119,11 @@ impl ChainKey {
             .take(32)
             .collect();
         let mut name = String::with_capacity(readable.len() + 65);
-        name.push_str(if readable.is_empty() { "chain" } else { &readable });
+        name.push_str(if readable.is_empty() {
+            "chain"
+        } else {
+            &readable
+        });
         name.push('-');
         for byte in self.chain_id() {
             name.push_str(&format!("{byte:02x}"));
@@ -152,18 +159,30 @@ mod tests {
 
     #[test]
     fn generated_keys_are_distinct_and_nonzero() {
-        let keys: std::collections::HashSet<_> = (0..10_000).map(|_| PrimaryKey::generate()).collect();
+        let keys: std::collections::HashSet<_> =
+            (0..10_000).map(|_| PrimaryKey::generate()).collect();
         assert_eq!(keys.len(), 10_000);
         assert!(!keys.contains(&PrimaryKey::from_bytes([0; 16])));
     }
 
     #[test]
     fn directory_names_are_safe() {
-        for name in ["../../etc/passwd", "a/b", "nul\0byte", "", "..", "ünïcødé", "x".repeat(500).as_str()] {
+        for name in [
+            "../../etc/passwd",
+            "a/b",
+            "nul\0byte",
+            "",
+            "..",
+            "ünïcødé",
+            "x".repeat(500).as_str(),
+        ] {
             let dir = ChainKey::from(name).directory_name();
             assert!(!dir.contains('/') && !dir.contains('\0') && dir != ".." && dir != ".");
             assert!(dir.len() <= 32 + 1 + 64, "{dir}");
         }
-        assert_ne!(ChainKey::from("a/b").directory_name(), ChainKey::from("ab").directory_name());
+        assert_ne!(
+            ChainKey::from("a/b").directory_name(),
+            ChainKey::from("ab").directory_name()
+        );
     }
 }

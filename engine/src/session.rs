@@ -11,6 +11,8 @@ pub struct AteSession {
 
 impl AteSession {
     pub fn new(identity: impl Into<String>) -> Self {
-        Self { identity: Some(identity.into()) }
+        Self {
+            identity: Some(identity.into()),
+        }
     }
 }

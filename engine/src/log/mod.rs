@@ -6,10 +6,10 @@ mod segments;
 mod writer;
 
 pub(crate) use recovery::recover;
-pub(crate) use segments::{Segment, SegmentTable};
 pub use segments::EventRef;
-pub(crate) use writer::{spawn_writer, CommitRequest};
+pub(crate) use segments::{Segment, SegmentTable};
 pub use writer::CommitReceipt;
+pub(crate) use writer::{spawn_writer, CommitRequest};
 
 use crate::config::AteConfig;
 use crate::format::{ArchivedEventHeader, EventKind};
@@ -34,7 +34,16 @@ pub(crate) struct ChainShared {
 impl ChainShared {
     pub fn new(name: String, dir: PathBuf, storage: Arc<dyn Storage>, config: AteConfig) -> Self {
         let chain_id = crate::key::ChainKey::from(name.as_str()).chain_id();
-        Self { name, dir, chain_id, storage, config, view: View::new(), segments: SegmentTable::new(), poison: OnceLock::new() }
+        Self {
+            name,
+            dir,
+            chain_id,
+            storage,
+            config,
+            view: View::new(),
+            segments: SegmentTable::new(),
+            poison: OnceLock::new(),
+        }
     }
 
     /// Marks the chain unusable for writes. The first reason sticks.
@@ -45,20 +54,28 @@ impl ChainShared {
     }
 
     pub fn poisoned(&self) -> Option<crate::AteError> {
-        self.poison.get().map(|reason| crate::AteError::Poisoned { chain: self.name.clone(), reason: reason.clone() })
+        self.poison.get().map(|reason| crate::AteError::Poisoned {
+            chain: self.name.clone(),
+            reason: reason.clone(),
+        })
     }
 }
 
 /// How one durable event changes the view. Shared by recovery and the
 /// writer so both build the same view from the same bytes.
-pub(crate) fn view_change_for(header: &ArchivedEventHeader, location: EventLocation) -> Option<ViewChange> {
+pub(crate) fn view_change_for(
+    header: &ArchivedEventHeader,
+    location: EventLocation,
+) -> Option<ViewChange> {
     let key = u128::from_le_bytes(header.key);
     match header.kind()? {
         EventKind::Data => Some(ViewChange::Put {
             key,
             location,
             sequence: header.sequence(),
-            parent: header.parent().map(|parent| (u128::from_le_bytes(parent), header.collection())),
+            parent: header
+                .parent()
+                .map(|parent| (u128::from_le_bytes(parent), header.collection())),
         }),
         EventKind::Tombstone => Some(ViewChange::Delete { key }),
         // Trust events are indexed by the chain-of-trust layer, not the object view.

@@ -11,7 +11,10 @@
 //! * only whole commits reach the view.
 
 use super::{view_change_for, ChainShared, Segment};
-use crate::format::{decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN};
+use crate::format::{
+    decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN,
+    SEGMENT_HEADER_LEN,
+};
 use crate::view::{EventLocation, ViewChange};
 use crate::{AteError, Result};
 use std::path::{Path, PathBuf};
@@ -31,12 +34,15 @@ pub(crate) fn segment_file_name(first_sequence: u64) -> String {
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(".seg") else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else {
+            continue;
+        };
         if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
             if let Ok(first) = stem.parse::<u64>() {
                 found.push((first, entry.path()));
@@ -48,27 +54,72 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Creates and makes durable a new, empty segment.
-pub(crate) fn create_segment(chain: &ChainShared, first_sequence: u64, prev_hash: EventHash) -> Result<Segment> {
+pub(crate) fn create_segment(
+    chain: &ChainShared,
+    first_sequence: u64,
+    prev_hash: EventHash,
+) -> Result<Segment> {
     let path = chain.dir.join(segment_file_name(first_sequence));
     let len = chain.config.segment_size_bytes;
     let context = |what: &str| format!("{what} segment {}", path.display());
-    let file = chain.storage.create_preallocated(&path, len).map_err(|e| AteError::io(context("creating"), e))?;
-    let header = SegmentHeader { first_sequence, created_unix_us: crate::chain::now_us(), chain_id: chain.chain_id, prev_hash, segment_len: len };
-    chain.storage.write_all_at(&file, &header.encode(), 0).map_err(|e| AteError::io(context("writing header of"), e))?;
-    chain.storage.sync_data(&file).map_err(|e| AteError::io(context("syncing"), e))?;
-    chain.storage.sync_dir(&chain.dir).map_err(|e| AteError::io(context("syncing directory of"), e))?;
-    let (segment, decoded) = Segment::open(file).map_err(|e| AteError::io(context("mapping"), e))?;
-    decoded.map_err(|e| corrupt(chain, &path, 0, None, format!("header just written does not read back: {e}")))?;
+    let file = chain
+        .storage
+        .create_preallocated(&path, len)
+        .map_err(|e| AteError::io(context("creating"), e))?;
+    let header = SegmentHeader {
+        first_sequence,
+        created_unix_us: crate::chain::now_us(),
+        chain_id: chain.chain_id,
+        prev_hash,
+        segment_len: len,
+    };
+    chain
+        .storage
+        .write_all_at(&file, &header.encode(), 0)
+        .map_err(|e| AteError::io(context("writing header of"), e))?;
+    chain
+        .storage
+        .sync_data(&file)
+        .map_err(|e| AteError::io(context("syncing"), e))?;
+    chain
+        .storage
+        .sync_dir(&chain.dir)
+        .map_err(|e| AteError::io(context("syncing directory of"), e))?;
+    let (segment, decoded) =
+        Segment::open(file).map_err(|e| AteError::io(context("mapping"), e))?;
+    decoded.map_err(|e| {
+        corrupt(
+            chain,
+            &path,
+            0,
+            None,
+            format!("header just written does not read back: {e}"),
+        )
+    })?;
     Ok(segment)
 }
 
-fn corrupt(chain: &ChainShared, segment: &Path, offset: u64, sequence: Option<u64>, reason: String) -> AteError {
-    AteError::Corrupt { chain: chain.name.clone(), segment: segment.to_path_buf(), offset, sequence, reason }
+fn corrupt(
+    chain: &ChainShared,
+    segment: &Path,
+    offset: u64,
+    sequence: Option<u64>,
+    reason: String,
+) -> AteError {
+    AteError::Corrupt {
+        chain: chain.name.clone(),
+        segment: segment.to_path_buf(),
+        offset,
+        sequence,
+        reason,
+    }
 }
 
 /// The sequence a frame claims, read without trusting anything else.
 fn frame_sequence(bytes: &[u8], offset: usize) -> Option<u64> {
-    bytes.get(offset + 8..offset + 16).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    bytes
+        .get(offset + 8..offset + 16)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// Looks for a whole, valid record with a plausible sequence at any aligned
@@ -76,9 +127,11 @@ fn frame_sequence(bytes: &[u8], offset: usize) -> Option<u64> {
 fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) -> Option<usize> {
     let mut offset = from.next_multiple_of(RECORD_ALIGN);
     while offset + FRAME_LEN + HEADER_LEN <= to.min(bytes.len()) {
-        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes")) as usize;
+        let length =
+            u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes")) as usize;
         let plausible = length >= HEADER_LEN
-            && frame_sequence(bytes, offset).is_some_and(|s| s >= min_sequence && s - min_sequence < (1 << 32));
+            && frame_sequence(bytes, offset)
+                .is_some_and(|s| s >= min_sequence && s - min_sequence < (1 << 32));
         if plausible && matches!(decode_record(bytes, offset), Ok(Some(_))) {
             return Some(offset);
         }
@@ -91,21 +144,37 @@ fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) ->
 /// returns where appending resumes.
 pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
     let mut files = list_segments(&chain.dir)?;
-    let torn_window = 2 * chain.config.max_write_bytes.max(chain.config.max_commit_bytes);
+    let torn_window = 2 * chain
+        .config
+        .max_write_bytes
+        .max(chain.config.max_commit_bytes);
 
     // A last segment whose header never became durable holds no data: its
     // creation was interrupted. Remove it (only if everything after the
     // header area is still zero, so no data can be lost by doing so).
     if let Some((_, path)) = files.last().cloned() {
-        let file = chain.storage.open(&path).map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
-        let (segment, header) = Segment::open(file).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
-        if header.is_err() && files.len() > 1 || header.is_err() && segment.bytes().len() <= SEGMENT_HEADER_LEN {
-            let untouched = segment.bytes().get(SEGMENT_HEADER_LEN..).is_none_or(|rest| rest.iter().all(|&b| b == 0));
+        let file = chain
+            .storage
+            .open(&path)
+            .map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
+        let (segment, header) = Segment::open(file)
+            .map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
+        if header.is_err() && files.len() > 1
+            || header.is_err() && segment.bytes().len() <= SEGMENT_HEADER_LEN
+        {
+            let untouched = segment
+                .bytes()
+                .get(SEGMENT_HEADER_LEN..)
+                .is_none_or(|rest| rest.iter().all(|&b| b == 0));
             if untouched {
                 tracing::warn!(segment = %path.display(), "removing a segment whose creation was interrupted");
                 drop(segment);
-                std::fs::remove_file(&path).map_err(|e| AteError::io(format!("removing {}", path.display()), e))?;
-                chain.storage.sync_dir(&chain.dir).map_err(|e| AteError::io("syncing chain directory", e))?;
+                std::fs::remove_file(&path)
+                    .map_err(|e| AteError::io(format!("removing {}", path.display()), e))?;
+                chain
+                    .storage
+                    .sync_dir(&chain.dir)
+                    .map_err(|e| AteError::io("syncing chain directory", e))?;
                 files.pop();
             }
         }
@@ -114,7 +183,12 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
     if files.is_empty() {
         let segment = create_segment(chain, 0, [0; 32])?;
         chain.segments.push(segment);
-        return Ok(Recovered { next_sequence: 0, last_hash: [0; 32], active_write_offset: SEGMENT_HEADER_LEN as u64, truncated_bytes: 0 });
+        return Ok(Recovered {
+            next_sequence: 0,
+            last_hash: [0; 32],
+            active_write_offset: SEGMENT_HEADER_LEN as u64,
+            truncated_bytes: 0,
+        });
     }
 
     let mut next_sequence = 0u64;
@@ -126,11 +200,22 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
 
     for (position, (first_sequence, path)) in files.into_iter().enumerate() {
         let active = position + 1 == count;
-        let file = chain.storage.open(&path).map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
-        let (segment, header) = Segment::open(file).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
-        let header = header.map_err(|e| corrupt(chain, &path, 0, None, format!("segment header: {e}")))?;
+        let file = chain
+            .storage
+            .open(&path)
+            .map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
+        let (segment, header) = Segment::open(file)
+            .map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
+        let header =
+            header.map_err(|e| corrupt(chain, &path, 0, None, format!("segment header: {e}")))?;
         if header.chain_id != chain.chain_id {
-            return Err(corrupt(chain, &path, 0, None, "segment belongs to another chain".into()));
+            return Err(corrupt(
+                chain,
+                &path,
+                0,
+                None,
+                "segment belongs to another chain".into(),
+            ));
         }
         if header.first_sequence != first_sequence || header.first_sequence != next_sequence {
             return Err(corrupt(chain, &path, 0, Some(next_sequence), format!(
@@ -139,7 +224,13 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
             )));
         }
         if header.prev_hash != last_hash {
-            return Err(corrupt(chain, &path, 0, Some(next_sequence), "segment header does not link to the previous segment's last event".into()));
+            return Err(corrupt(
+                chain,
+                &path,
+                0,
+                Some(next_sequence),
+                "segment header does not link to the previous segment's last event".into(),
+            ));
         }
         let index = chain.segments.len();
         let bytes = segment.bytes();
@@ -153,13 +244,28 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                 Ok(Some(record)) => {
                     let sequence = record.sequence();
                     if sequence != next_sequence {
-                        return Err(corrupt(chain, &path, offset as u64, Some(sequence), format!("expected sequence {next_sequence}")));
+                        return Err(corrupt(
+                            chain,
+                            &path,
+                            offset as u64,
+                            Some(sequence),
+                            format!("expected sequence {next_sequence}"),
+                        ));
                     }
                     if active {
                         if record.header.prev_hash != last_hash {
-                            return Err(corrupt(chain, &path, offset as u64, Some(sequence), "hash chain broken: prev_hash does not match the previous event".into()));
+                            return Err(corrupt(
+                                chain,
+                                &path,
+                                offset as u64,
+                                Some(sequence),
+                                "hash chain broken: prev_hash does not match the previous event"
+                                    .into(),
+                            ));
                         }
-                        record.verify_payload_hash().map_err(|e| corrupt(chain, &path, offset as u64, Some(sequence), e.to_string()))?;
+                        record.verify_payload_hash().map_err(|e| {
+                            corrupt(chain, &path, offset as u64, Some(sequence), e.to_string())
+                        })?;
                         last_hash = record.event_hash();
                     }
                     let location = EventLocation::new(index, offset as u32);
@@ -184,23 +290,44 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
         }
         if !active {
             if let Some((at, reason)) = failure {
-                return Err(corrupt(chain, &path, at as u64, frame_sequence(bytes, at), reason));
+                return Err(corrupt(
+                    chain,
+                    &path,
+                    at as u64,
+                    frame_sequence(bytes, at),
+                    reason,
+                ));
             }
             if !pending.is_empty() {
-                return Err(corrupt(chain, &path, offset as u64, Some(next_sequence), "sealed segment ends inside a commit".into()));
+                return Err(corrupt(
+                    chain,
+                    &path,
+                    offset as u64,
+                    Some(next_sequence),
+                    "sealed segment ends inside a commit".into(),
+                ));
             }
         } else {
             let (commit_offset, commit_sequence, commit_hash) = committed;
             if let Some((at, reason)) = &failure {
-                if let Some(beyond) = find_valid_record(bytes, at + torn_window, bytes.len(), commit_sequence) {
+                if let Some(beyond) =
+                    find_valid_record(bytes, at + torn_window, bytes.len(), commit_sequence)
+                {
                     return Err(corrupt(chain, &path, *at as u64, frame_sequence(bytes, *at), format!(
                         "{reason}; valid records follow at offset {beyond}, beyond what a torn write can explain"
                     )));
                 }
             }
             if failure.is_some() || !pending.is_empty() {
-                let scan_end = failure.as_ref().map_or(offset, |(at, _)| *at).saturating_add(torn_window).min(bytes.len());
-                let dirty_end = bytes[commit_offset..scan_end].iter().rposition(|&b| b != 0).map_or(commit_offset, |p| commit_offset + p + 1);
+                let scan_end = failure
+                    .as_ref()
+                    .map_or(offset, |(at, _)| *at)
+                    .saturating_add(torn_window)
+                    .min(bytes.len());
+                let dirty_end = bytes[commit_offset..scan_end]
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(commit_offset, |p| commit_offset + p + 1);
                 truncated_bytes = (dirty_end - commit_offset) as u64;
                 tracing::warn!(
                     chain = %chain.name, segment = %path.display(), offset = commit_offset,
@@ -211,8 +338,14 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                 if dirty_end > commit_offset {
                     let zeros = vec![0u8; dirty_end - commit_offset];
                     let context = || format!("zeroing torn tail of {}", path.display());
-                    chain.storage.write_all_at(&segment.file, &zeros, commit_offset as u64).map_err(|e| AteError::io(context(), e))?;
-                    chain.storage.sync_data(&segment.file).map_err(|e| AteError::io(context(), e))?;
+                    chain
+                        .storage
+                        .write_all_at(&segment.file, &zeros, commit_offset as u64)
+                        .map_err(|e| AteError::io(context(), e))?;
+                    chain
+                        .storage
+                        .sync_data(&segment.file)
+                        .map_err(|e| AteError::io(context(), e))?;
                 }
                 pending.clear();
                 next_sequence = commit_sequence;
@@ -222,5 +355,10 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
         }
         chain.segments.push(segment);
     }
-    Ok(Recovered { next_sequence, last_hash, active_write_offset, truncated_bytes })
+    Ok(Recovered {
+        next_sequence,
+        last_hash,
+        active_write_offset,
+        truncated_bytes,
+    })
 }

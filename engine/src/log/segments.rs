@@ -15,7 +15,12 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn open(file: File) -> std::io::Result<(Self, Result<SegmentHeader, crate::format::SegmentHeaderError>)> {
+    pub fn open(
+        file: File,
+    ) -> std::io::Result<(
+        Self,
+        Result<SegmentHeader, crate::format::SegmentHeaderError>,
+    )> {
         // SAFETY: the mapping is read-only and shared with our own writer.
         // Readers only dereference bytes below the durable frontier (records
         // that were validated or written by this process); those bytes never
@@ -23,7 +28,10 @@ impl Segment {
         // the chain directory is locked against other processes (flock).
         let map = unsafe { Mmap::map(&file)? };
         let header = SegmentHeader::decode(&map);
-        let segment = Self { file: Arc::new(file), map };
+        let segment = Self {
+            file: Arc::new(file),
+            map,
+        };
         Ok((segment, header))
     }
 
@@ -37,12 +45,14 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// 1M segments per chain (256 TiB at the default segment size).
 const MAX_SEGMENTS: usize = CHUNK * CHUNK;
 
+type SegmentChunk = Box<[OnceLock<Segment>]>;
+
 /// Append-only, lock-free for readers: a reference to a segment stays valid
 /// for as long as the table lives, so reads hand out plain `&[u8]` into the
 /// mmap with no reference counting on the hot path.
 #[derive(Debug)]
 pub(crate) struct SegmentTable {
-    chunks: Box<[OnceLock<Box<[OnceLock<Segment>]>>]>,
+    chunks: Box<[OnceLock<SegmentChunk>]>,
     count: AtomicU32,
 }
 
@@ -56,7 +66,10 @@ pub struct EventRef<'a> {
 
 impl SegmentTable {
     pub fn new() -> Self {
-        Self { chunks: (0..CHUNK).map(|_| OnceLock::new()).collect(), count: AtomicU32::new(0) }
+        Self {
+            chunks: (0..CHUNK).map(|_| OnceLock::new()).collect(),
+            count: AtomicU32::new(0),
+        }
     }
 
     /// Adds the next segment. Only the writer (or recovery, before the writer
@@ -64,15 +77,23 @@ impl SegmentTable {
     pub fn push(&self, segment: Segment) -> u32 {
         let index = self.count.load(Ordering::Acquire) as usize;
         assert!(index < MAX_SEGMENTS, "segment table full");
-        let chunk = self.chunks[index >> CHUNK_BITS].get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
-        assert!(chunk[index & (CHUNK - 1)].set(segment).is_ok(), "segment slot reused");
+        let chunk = self.chunks[index >> CHUNK_BITS]
+            .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        assert!(
+            chunk[index & (CHUNK - 1)].set(segment).is_ok(),
+            "segment slot reused"
+        );
         self.count.store(index as u32 + 1, Ordering::Release);
         index as u32
     }
 
     pub fn get(&self, index: u32) -> Option<&Segment> {
         let index = index as usize;
-        self.chunks.get(index >> CHUNK_BITS)?.get()?.get(index & (CHUNK - 1))?.get()
+        self.chunks
+            .get(index >> CHUNK_BITS)?
+            .get()?
+            .get(index & (CHUNK - 1))?
+            .get()
     }
 
     pub fn len(&self) -> u32 {
@@ -87,8 +108,14 @@ impl SegmentTable {
         let bytes = self.get(location.segment())?.bytes();
         let offset = location.offset() as usize;
         let body = bytes.get(offset + FRAME_LEN..)?;
-        let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(body.get(..HEADER_LEN)?).ok()?;
+        let header =
+            rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(body.get(..HEADER_LEN)?)
+                .ok()?;
         let payload = body.get(HEADER_LEN..HEADER_LEN + header.payload_len() as usize)?;
-        Some(EventRef { header, payload, location })
+        Some(EventRef {
+            header,
+            payload,
+            location,
+        })
     }
 }

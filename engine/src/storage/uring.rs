@@ -62,7 +62,11 @@ struct UringDevice {
 
 impl UringDevice {
     fn new() -> io::Result<Self> {
-        Ok(Self { ring: IoUring::new(8)?, slots: VecDeque::with_capacity(MAX_IN_FLIGHT), next_id: 0 })
+        Ok(Self {
+            ring: IoUring::new(8)?,
+            slots: VecDeque::with_capacity(MAX_IN_FLIGHT),
+            next_id: 0,
+        })
     }
 
     fn reap(&mut self) {
@@ -80,9 +84,9 @@ impl UringDevice {
     }
 
     fn oldest_done(&self) -> bool {
-        self.slots
-            .front()
-            .is_some_and(|slot| slot.write_result.is_some() && (!slot.sync || slot.sync_result.is_some()))
+        self.slots.front().is_some_and(|slot| {
+            slot.write_result.is_some() && (!slot.sync || slot.sync_result.is_some())
+        })
     }
 }
 
@@ -96,8 +100,16 @@ fn settle(slot: &Slot) -> io::Result<()> {
     if written < slot.buffer.len() {
         // A short write breaks the link, so the fdatasync was cancelled:
         // finish both synchronously rather than retrying through the ring.
-        super::std_write_all_at(&slot.file, &slot.buffer[written..], slot.offset + written as u64)?;
-        return if slot.sync { slot.file.sync_data() } else { Ok(()) };
+        super::std_write_all_at(
+            &slot.file,
+            &slot.buffer[written..],
+            slot.offset + written as u64,
+        )?;
+        return if slot.sync {
+            slot.file.sync_data()
+        } else {
+            Ok(())
+        };
     }
     match slot.sync_result {
         Some(result) if slot.sync && result < 0 => Err(io::Error::from_raw_os_error(-result)),
@@ -111,26 +123,41 @@ impl LogDevice for UringDevice {
     }
 
     fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: AlignedVec<16>, sync: bool) {
-        assert!(self.slots.len() < MAX_IN_FLIGHT, "too many submissions in flight");
+        assert!(
+            self.slots.len() < MAX_IN_FLIGHT,
+            "too many submissions in flight"
+        );
         let id = self.next_id;
         self.next_id += 1;
         let fd = types::Fd(file.as_raw_fd());
         let length = u32::try_from(buffer.len()).expect("write larger than 4 GiB");
-        let mut write = opcode::Write::new(fd, buffer.as_ptr(), length).offset(offset).build().user_data(id << 1);
+        let mut write = opcode::Write::new(fd, buffer.as_ptr(), length)
+            .offset(offset)
+            .build()
+            .user_data(id << 1);
         if sync {
             write = write.flags(squeue::Flags::IO_LINK);
         }
-        let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1);
-        let mut slot =
-            Slot { id, buffer, file: Arc::clone(file), offset, sync, write_result: None, sync_result: None };
+        let fsync = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data((id << 1) | 1);
+        let mut slot = Slot {
+            id,
+            buffer,
+            file: Arc::clone(file),
+            offset,
+            sync,
+            write_result: None,
+            sync_result: None,
+        };
         // SAFETY: the buffer and the file are owned by `slot`, which stays in
         // `self.slots` until both completions are reaped (wait_oldest, Drop),
         // so the kernel never sees a dangling pointer or a closed fd. The
         // heap bytes of an AlignedVec do not move when the slot moves.
         let pushed = unsafe {
             let mut queue = self.ring.submission();
-            let ok = queue.push(&write).is_ok() && (!sync || queue.push(&fsync).is_ok());
-            ok
+            queue.push(&write).is_ok() && (!sync || queue.push(&fsync).is_ok())
         };
         let submitted = pushed && self.ring.submit().is_ok();
         if !submitted {
@@ -143,12 +170,16 @@ impl LogDevice for UringDevice {
     }
 
     fn wait_oldest(&mut self) -> Completion {
-        assert!(!self.slots.is_empty(), "wait_oldest called with nothing in flight");
+        assert!(
+            !self.slots.is_empty(),
+            "wait_oldest called with nothing in flight"
+        );
         while !self.oldest_done() {
             if let Err(error) = self.ring.submit_and_wait(1) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     let slot = self.slots.front_mut().expect("non-empty");
-                    slot.write_result.get_or_insert(-error.raw_os_error().unwrap_or(libc::EIO));
+                    slot.write_result
+                        .get_or_insert(-error.raw_os_error().unwrap_or(libc::EIO));
                     slot.sync_result.get_or_insert(-libc::EIO);
                 }
             }
@@ -156,7 +187,10 @@ impl LogDevice for UringDevice {
         }
         let slot = self.slots.pop_front().expect("non-empty");
         let result = settle(&slot);
-        Completion { buffer: slot.buffer, result }
+        Completion {
+            buffer: slot.buffer,
+            result,
+        }
     }
 }
 
