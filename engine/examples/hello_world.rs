@@ -28,12 +28,7 @@ async fn main() -> Result<(), AteError> {
     let mut dio = chain.dio(&session).await;
 
     // In this example we store some data in the "World" object
-    let key = dio
-        .store(World {
-            commandment: "Hello".to_string(),
-        })?
-        .key()
-        .clone();
+    let key = dio.store(World { commandment: "Hello".to_string() })?.key().clone();
     dio.commit().await?;
 
     // Now we retreive the data and print it to console

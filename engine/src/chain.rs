@@ -1,9 +1,7 @@
 //! Chains and the builder that opens them.
 
 use crate::config::{AteConfig, Durability, StorageBackend};
-use crate::format::{
-    encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN,
-};
+use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
 use crate::key::{ChainKey, CollectionId, PrimaryKey};
 use crate::log::{recover, spawn_writer, ChainShared, CommitReceipt, CommitRequest};
 use crate::session::AteSession;
@@ -17,9 +15,7 @@ use std::sync::{Arc, Weak};
 
 /// Microseconds since the Unix epoch.
 pub(crate) fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// What a commit expects of an object's current version (optimistic
@@ -48,25 +44,11 @@ pub struct NewEvent {
 impl NewEvent {
     /// A data event: a new version of `key`.
     pub fn data(key: PrimaryKey, payload: Vec<u8>) -> Self {
-        Self {
-            key,
-            kind: EventKind::Data,
-            parent: None,
-            type_tag: 0,
-            payload,
-            expect: Expect::Any,
-        }
+        Self { key, kind: EventKind::Data, parent: None, type_tag: 0, payload, expect: Expect::Any }
     }
     /// A tombstone for `key`.
     pub fn tombstone(key: PrimaryKey) -> Self {
-        Self {
-            key,
-            kind: EventKind::Tombstone,
-            parent: None,
-            type_tag: 0,
-            payload: Vec::new(),
-            expect: Expect::Any,
-        }
+        Self { key, kind: EventKind::Tombstone, parent: None, type_tag: 0, payload: Vec::new(), expect: Expect::Any }
     }
 }
 
@@ -88,19 +70,10 @@ impl ChainBuilder {
             Some(path) => (Ok(path.clone()), None),
             None => match tempfile::Builder::new().prefix("ate-").tempdir() {
                 Ok(dir) => (Ok(dir.path().to_path_buf()), Some(Arc::new(dir))),
-                Err(error) => (
-                    Err(format!("cannot create a temporary folder: {error}")),
-                    None,
-                ),
+                Err(error) => (Err(format!("cannot create a temporary folder: {error}")), None),
             },
         };
-        Self {
-            config: config.clone(),
-            root,
-            temp,
-            storage: None,
-            open_chains: Default::default(),
-        }
+        Self { config: config.clone(), root, temp, storage: None, open_chains: Default::default() }
     }
 
     /// Replaces the storage backend (fault injection in tests).
@@ -134,22 +107,14 @@ impl ChainBuilder {
             return Ok(chain);
         }
         let dir = root.join("chains").join(key.directory_name());
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| AteError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| AteError::io(format!("creating {}", dir.display()), e))?;
         let lock = lock_directory(&dir, key)?;
         let (storage, device) = self.storage_and_device()?;
-        let shared = Arc::new(ChainShared::new(
-            key.name().to_string(),
-            dir,
-            storage,
-            self.config.clone(),
-        ));
+        let shared = Arc::new(ChainShared::new(key.name().to_string(), dir, storage, self.config.clone()));
         let recovering = Arc::clone(&shared);
         let recovered = tokio::task::spawn_blocking(move || recover(&recovering))
             .await
-            .map_err(|e| {
-                AteError::io("recovering chain", std::io::Error::other(e.to_string()))
-            })??;
+            .map_err(|e| AteError::io("recovering chain", std::io::Error::other(e.to_string())))??;
         if recovered.truncated_bytes > 0 {
             tracing::info!(chain = %key, bytes = recovered.truncated_bytes, "recovery cut a torn tail");
         }
@@ -166,13 +131,11 @@ impl ChainBuilder {
         let chain = Arc::new(Chain {
             key: key.clone(),
             durability: self.config.durability,
-            permits: Arc::new(tokio::sync::Semaphore::new(
-                self.config.writer_queue_commits,
-            )),
+            permits: Arc::new(tokio::sync::Semaphore::new(self.config.writer_queue_commits)),
             append: parking_lot::Mutex::new(AppendState {
                 next_sequence: recovered.next_sequence,
                 last_hash: recovered.last_hash,
-                last_timestamp_us: 0,
+                last_timestamp_us: recovered.last_timestamp_us,
                 in_flight: HashMap::default(),
             }),
             shared,
@@ -193,14 +156,10 @@ impl ChainBuilder {
         };
         match Arc::clone(&storage).log_device() {
             Ok(device) => Ok((storage, device)),
-            Err(error)
-                if self.storage.is_none() && self.config.backend == StorageBackend::IoUring =>
-            {
+            Err(error) if self.storage.is_none() && self.config.backend == StorageBackend::IoUring => {
                 tracing::warn!(%error, "io_uring is unavailable; falling back to the pwrite backend");
                 let portable: Arc<dyn Storage> = Arc::new(PortableStorage);
-                let device = Arc::clone(&portable)
-                    .log_device()
-                    .map_err(|e| AteError::io("creating log device", e))?;
+                let device = Arc::clone(&portable).log_device().map_err(|e| AteError::io("creating log device", e))?;
                 Ok((portable, device))
             }
             Err(error) => Err(AteError::io("creating log device", error)),
@@ -223,9 +182,7 @@ fn lock_directory(dir: &Path, key: &ChainKey) -> Result<File> {
     if status != 0 {
         let error = std::io::Error::last_os_error();
         return Err(if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            AteError::Locked {
-                chain: key.name().to_string(),
-            }
+            AteError::Locked { chain: key.name().to_string() }
         } else {
             AteError::io(format!("locking {}", path.display()), error)
         });
@@ -296,12 +253,7 @@ impl Chain {
 
     /// Children of `parent` in `collection`, in creation order.
     pub fn children(&self, parent: &PrimaryKey, collection: CollectionId) -> Vec<PrimaryKey> {
-        self.shared
-            .view
-            .children(parent.as_u128(), collection.0)
-            .into_iter()
-            .map(PrimaryKey::from_u128)
-            .collect()
+        self.shared.view.children(parent.as_u128(), collection.0).into_iter().map(PrimaryKey::from_u128).collect()
     }
 
     /// Number of live objects in the view.
@@ -315,12 +267,7 @@ impl Chain {
 
     /// Every live key (snapshot, unordered).
     pub fn keys(&self) -> Vec<PrimaryKey> {
-        self.shared
-            .view
-            .keys()
-            .into_iter()
-            .map(PrimaryKey::from_u128)
-            .collect()
+        self.shared.view.keys().into_iter().map(PrimaryKey::from_u128).collect()
     }
 
     /// The next sequence number this chain will assign.
@@ -337,48 +284,28 @@ impl Chain {
     /// once durable per `durability` (the chain's default when `None`), or
     /// none does. Expectations are checked against the latest versions,
     /// including commits still in flight.
-    pub async fn append(
-        &self,
-        events: Vec<NewEvent>,
-        durability: Option<Durability>,
-    ) -> Result<CommitReceipt> {
+    pub async fn append(&self, events: Vec<NewEvent>, durability: Option<Durability>) -> Result<CommitReceipt> {
         if events.is_empty() {
-            return Err(AteError::InvalidInput(
-                "a commit needs at least one event".into(),
-            ));
+            return Err(AteError::InvalidInput("a commit needs at least one event".into()));
         }
         let limit = self.shared.config.max_commit_bytes;
         let mut bytes = 0usize;
         for event in &events {
             if !matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
-                return Err(AteError::InvalidInput(format!(
-                    "{:?} events are written by the trust layer",
-                    event.kind
-                )));
+                return Err(AteError::InvalidInput(format!("{:?} events are written by the trust layer", event.kind)));
             }
-            bytes = bytes.saturating_add(padded_record_len(
-                HEADER_LEN.saturating_add(event.payload.len()),
-            ));
+            bytes = bytes.saturating_add(padded_record_len(HEADER_LEN.saturating_add(event.payload.len())));
         }
-        if bytes > limit
-            || events
-                .iter()
-                .any(|event| event.payload.len() > u32::MAX as usize)
-        {
+        if bytes > limit || events.iter().any(|event| event.payload.len() > u32::MAX as usize) {
             return Err(AteError::CommitTooLarge { bytes, limit });
         }
         // Hash payloads before taking the lock: it is the costly part and
         // runs in parallel across committers.
-        let payload_hashes: Vec<[u8; 32]> = events
-            .iter()
-            .map(|event| blake3::hash(&event.payload).into())
-            .collect();
+        let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|_| AteError::Closed {
-                chain: self.key.to_string(),
-            })?;
+            .map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
         let (reply, receipt) = tokio::sync::oneshot::channel();
         let written: Vec<(u128, u64)>;
         {
@@ -396,9 +323,7 @@ impl Chain {
             let mut keys = Vec::with_capacity(count);
             for (index, (event, payload_hash)) in events.iter().zip(payload_hashes).enumerate() {
                 let sequence = first_sequence + index as u64;
-                let (parent, collection) = event
-                    .parent
-                    .map_or(([0u8; 16], 0), |(p, c)| (*p.as_bytes(), c.0));
+                let (parent, collection) = event.parent.map_or(([0u8; 16], 0), |(p, c)| (*p.as_bytes(), c.0));
                 let header = EventHeader {
                     sequence,
                     timestamp_us,
@@ -406,11 +331,7 @@ impl Chain {
                     type_tag: event.type_tag,
                     payload_len: event.payload.len() as u32,
                     kind: event.kind as u8,
-                    flags: if index + 1 == count {
-                        EventFlags::COMMIT_END
-                    } else {
-                        0
-                    },
+                    flags: if index + 1 == count { EventFlags::COMMIT_END } else { 0 },
                     reserved: 0,
                     key: *event.key.as_bytes(),
                     parent,
@@ -424,10 +345,7 @@ impl Chain {
                 keys.push((event.key.as_u128(), sequence));
             }
             debug_assert_eq!(records.len(), bytes);
-            let receipt = CommitReceipt {
-                first_sequence,
-                last_sequence: first_sequence + count as u64 - 1,
-            };
+            let receipt = CommitReceipt { first_sequence, last_sequence: first_sequence + count as u64 - 1 };
             let request = CommitRequest {
                 records,
                 receipt,
@@ -438,31 +356,21 @@ impl Chain {
             };
             let sender = self.sender.as_ref().expect("sender lives until drop");
             // The permit guarantees room: permits == channel capacity.
-            sender.try_send(request).map_err(|_| AteError::Closed {
-                chain: self.key.to_string(),
-            })?;
+            sender.try_send(request).map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
             for (event, (key, sequence)) in events.iter().zip(&keys) {
-                state
-                    .in_flight
-                    .insert(*key, (*sequence, event.kind == EventKind::Tombstone));
+                state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));
             }
             state.next_sequence = receipt.last_sequence + 1;
             state.last_timestamp_us = timestamp_us;
             written = keys;
         }
-        let outcome = receipt.await.map_err(|_| AteError::Closed {
-            chain: self.key.to_string(),
-        })?;
+        let outcome = receipt.await.map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
         if outcome.is_ok() {
             // The view has it now; drop in-flight entries unless a later
             // commit has taken them over.
             let mut state = self.append.lock();
             for (key, sequence) in written {
-                if state
-                    .in_flight
-                    .get(&key)
-                    .is_some_and(|(latest, _)| *latest == sequence)
-                {
+                if state.in_flight.get(&key).is_some_and(|(latest, _)| *latest == sequence) {
                     state.in_flight.remove(&key);
                 }
             }

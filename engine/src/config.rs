@@ -72,13 +72,8 @@ impl AteConfig {
     pub(crate) fn validate(&self) -> crate::Result<()> {
         use crate::format::SEGMENT_HEADER_LEN;
         let invalid = |why: String| Err(crate::AteError::InvalidConfig(why));
-        if self.segment_size_bytes < (SEGMENT_HEADER_LEN as u64) + 4096
-            || self.segment_size_bytes > u32::MAX as u64
-        {
-            return invalid(format!(
-                "segment_size_bytes {} must be within 4 KiB..4 GiB",
-                self.segment_size_bytes
-            ));
+        if self.segment_size_bytes < (SEGMENT_HEADER_LEN as u64) + 4096 || self.segment_size_bytes > u32::MAX as u64 {
+            return invalid(format!("segment_size_bytes {} must be within 4 KiB..4 GiB", self.segment_size_bytes));
         }
         if self.max_commit_bytes as u64 > self.segment_size_bytes - SEGMENT_HEADER_LEN as u64 {
             return invalid("max_commit_bytes must fit in one segment".into());

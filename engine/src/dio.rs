@@ -1,8 +1,10 @@
 //! DIO: the typed, transactional data API (store / load / delete / commit).
 //!
 //! A `Dio` stages changes and commits them as one atomic, optimistic
-//! transaction: every object it read or replaced must still be at the
-//! version it saw, or the whole commit fails with [`AteError::Conflict`].
+//! transaction: every object it writes or deletes must still be at the
+//! version this transaction saw (read, or wrote in an earlier commit), or
+//! the whole commit fails with [`AteError::Conflict`]. Objects that were only
+//! read are not re-validated (this is not serializable isolation).
 
 use crate::chain::{Chain, Expect, NewEvent};
 use crate::config::Durability;
@@ -80,21 +82,12 @@ fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 }
 
 fn deserialize<T: DeserializeOwned>(key: PrimaryKey, payload: &[u8]) -> Result<T> {
-    postcard::from_bytes(payload).map_err(|error| AteError::Deserialization {
-        key,
-        reason: error.to_string(),
-    })
+    postcard::from_bytes(payload).map_err(|error| AteError::Deserialization { key, reason: error.to_string() })
 }
 
 impl Dio {
     pub(crate) fn new(chain: Arc<Chain>, session: AteSession) -> Self {
-        Self {
-            chain,
-            session,
-            order: Vec::new(),
-            staged: HashMap::new(),
-            versions: HashMap::new(),
-        }
+        Self { chain, session, order: Vec::new(), staged: HashMap::new(), versions: HashMap::new() }
     }
 
     pub fn chain(&self) -> &Arc<Chain> {
@@ -130,19 +123,8 @@ impl Dio {
     pub fn store_with_key<T: Serialize>(&mut self, key: PrimaryKey, value: T) -> Result<Dao<T>> {
         let payload = serialize(&value)?;
         let expect = self.expectation(&key);
-        self.stage(
-            key,
-            Staged::Put {
-                payload,
-                parent: None,
-                expect,
-            },
-        );
-        Ok(Dao {
-            key,
-            parent: None,
-            value,
-        })
+        self.stage(key, Staged::Put { payload, parent: None, expect });
+        Ok(Dao { key, parent: None, value })
     }
 
     /// Stages a new child of `parent` in its default collection.
@@ -167,14 +149,7 @@ impl Dio {
         value: T,
     ) -> Result<Dao<T>> {
         let payload = serialize(&value)?;
-        self.stage(
-            key,
-            Staged::Put {
-                payload,
-                parent,
-                expect: Expect::Absent,
-            },
-        );
+        self.stage(key, Staged::Put { payload, parent, expect: Expect::Absent });
         Ok(Dao { key, parent, value })
     }
 
@@ -185,30 +160,18 @@ impl Dio {
             Some(Staged::Put { expect, .. }) => *expect,
             _ => self.expectation(&dao.key),
         };
-        self.stage(
-            dao.key,
-            Staged::Put {
-                payload,
-                parent: dao.parent,
-                expect,
-            },
-        );
+        self.stage(dao.key, Staged::Put { payload, parent: dao.parent, expect });
         Ok(())
     }
 
     /// Stages the deletion of `key`. Fails with `NotFound` if it does not exist.
     pub fn delete(&mut self, key: &PrimaryKey) -> Result<()> {
         match self.staged.get(key) {
-            Some(Staged::Put {
-                expect: Expect::Absent,
-                ..
-            }) => {
+            Some(Staged::Put { expect: Expect::Absent, .. }) => {
                 self.staged.insert(*key, Staged::Cancelled);
                 return Ok(());
             }
-            Some(Staged::Delete { .. }) | Some(Staged::Cancelled) => {
-                return Err(AteError::NotFound { key: *key })
-            }
+            Some(Staged::Delete { .. }) | Some(Staged::Cancelled) => return Err(AteError::NotFound { key: *key }),
             _ => {}
         }
         let expect = match self.versions.get(key) {
@@ -227,14 +190,8 @@ impl Dio {
     /// the latest committed version.
     pub async fn load<T: DeserializeOwned>(&mut self, key: &PrimaryKey) -> Result<Dao<T>> {
         match self.staged.get(key) {
-            Some(Staged::Put {
-                payload, parent, ..
-            }) => {
-                return Ok(Dao {
-                    key: *key,
-                    parent: *parent,
-                    value: deserialize(*key, payload)?,
-                })
+            Some(Staged::Put { payload, parent, .. }) => {
+                return Ok(Dao { key: *key, parent: *parent, value: deserialize(*key, payload)? })
             }
             Some(_) => return Err(AteError::NotFound { key: *key }),
             None => {}
@@ -244,24 +201,13 @@ impl Dio {
             return Err(AteError::NotFound { key: *key });
         };
         if event.header.kind() != Some(EventKind::Data) {
-            return Err(AteError::WrongKind {
-                key: *key,
-                found: "non-data",
-            });
+            return Err(AteError::WrongKind { key: *key, found: "non-data" });
         }
-        let parent = event.header.parent().map(|p| {
-            (
-                PrimaryKey::from_bytes(p),
-                CollectionId(event.header.collection()),
-            )
-        });
+        let parent =
+            event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())));
         let value = deserialize(*key, event.payload)?;
         self.versions.insert(*key, Some(event.header.sequence()));
-        Ok(Dao {
-            key: *key,
-            parent,
-            value,
-        })
+        Ok(Dao { key: *key, parent, value })
     }
 
     /// Whether `key` exists (staged changes included).
@@ -275,10 +221,7 @@ impl Dio {
 
     /// Children of `parent` in its default collection, in creation order,
     /// followed by children staged in this transaction.
-    pub async fn children<T: DeserializeOwned>(
-        &mut self,
-        parent: &PrimaryKey,
-    ) -> Result<Vec<Dao<T>>> {
+    pub async fn children<T: DeserializeOwned>(&mut self, parent: &PrimaryKey) -> Result<Vec<Dao<T>>> {
         self.children_in(parent, CollectionId::default()).await
     }
 
@@ -306,9 +249,7 @@ impl Dio {
 
     /// Whether anything is staged.
     pub fn has_uncommitted(&self) -> bool {
-        self.staged
-            .values()
-            .any(|staged| !matches!(staged, Staged::Cancelled))
+        self.staged.values().any(|staged| !matches!(staged, Staged::Cancelled))
     }
 
     /// Discards everything staged.
@@ -328,11 +269,7 @@ impl Dio {
         let mut events = Vec::with_capacity(self.order.len());
         for key in &self.order {
             let event = match &self.staged[key] {
-                Staged::Put {
-                    payload,
-                    parent,
-                    expect,
-                } => NewEvent {
+                Staged::Put { payload, parent, expect } => NewEvent {
                     key: *key,
                     kind: EventKind::Data,
                     parent: *parent,
@@ -340,10 +277,7 @@ impl Dio {
                     payload: payload.clone(),
                     expect: *expect,
                 },
-                Staged::Delete { expect } => NewEvent {
-                    expect: *expect,
-                    ..NewEvent::tombstone(*key)
-                },
+                Staged::Delete { expect } => NewEvent { expect: *expect, ..NewEvent::tombstone(*key) },
                 Staged::Cancelled => continue,
             };
             events.push(event);
@@ -353,11 +287,7 @@ impl Dio {
             return Ok(());
         }
         let receipt = self.chain.append(events, durability).await?;
-        for (index, key) in self
-            .order
-            .iter()
-            .filter(|key| !matches!(self.staged[*key], Staged::Cancelled))
-            .enumerate()
+        for (index, key) in self.order.iter().filter(|key| !matches!(self.staged[*key], Staged::Cancelled)).enumerate()
         {
             let version = match self.staged[key] {
                 Staged::Delete { .. } => None,

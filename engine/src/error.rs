@@ -20,13 +20,7 @@ pub enum AteError {
     Poisoned { chain: String, reason: String },
     /// Bytes on disk are damaged somewhere recovery may not simply cut off.
     #[error("chain '{chain}' is corrupt in {segment} at offset {offset} (sequence {sequence:?}): {reason}")]
-    Corrupt {
-        chain: String,
-        segment: PathBuf,
-        offset: u64,
-        sequence: Option<u64>,
-        reason: String,
-    },
+    Corrupt { chain: String, segment: PathBuf, offset: u64, sequence: Option<u64>, reason: String },
     /// Optimistic concurrency: someone else committed a change to this object
     /// after this DIO read it.
     #[error("commit conflict on object {key}: it changed after this transaction read it")]
@@ -38,10 +32,7 @@ pub enum AteError {
     #[error("object {key} could not be deserialized as the requested type: {reason}")]
     Deserialization { key: PrimaryKey, reason: String },
     #[error("object {key} is a {found} event, not data")]
-    WrongKind {
-        key: PrimaryKey,
-        found: &'static str,
-    },
+    WrongKind { key: PrimaryKey, found: &'static str },
     #[error("commit of {bytes} bytes exceeds the limit of {limit} bytes")]
     CommitTooLarge { bytes: usize, limit: usize },
     #[error("invalid configuration: {0}")]
@@ -56,10 +47,7 @@ pub enum AteError {
 
 impl AteError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            context: context.into(),
-            source,
-        }
+        Self::Io { context: context.into(), source }
     }
 }
 

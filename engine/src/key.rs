@@ -7,14 +7,14 @@ use std::fmt;
 /// over a per-thread secret from the OS, so ids are unpredictable and
 /// collisions need ~2^64 objects); named keys are derived from the name.
 /// All-zero is reserved for "no parent".
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PrimaryKey([u8; 16]);
 
 struct KeyGenerator {
     secret: [u8; 32],
     counter: u64,
+    /// A forked child must not replay its parent's stream.
+    process_id: u32,
 }
 
 thread_local! {
@@ -26,15 +26,16 @@ impl PrimaryKey {
     pub fn generate() -> Self {
         KEY_GENERATOR.with(|cell| {
             let mut slot = cell.borrow_mut();
-            let generator = slot.get_or_insert_with(|| {
+            let process_id = std::process::id();
+            if slot.as_ref().is_none_or(|generator| generator.process_id != process_id) {
                 let mut secret = [0u8; 32];
                 getrandom::fill(&mut secret).expect("the OS random source is unavailable");
-                KeyGenerator { secret, counter: 0 }
-            });
+                *slot = Some(KeyGenerator { secret, counter: 0, process_id });
+            }
+            let generator = slot.as_mut().expect("initialised above");
             loop {
                 generator.counter += 1;
-                let output =
-                    blake3::keyed_hash(&generator.secret, &generator.counter.to_le_bytes());
+                let output = blake3::keyed_hash(&generator.secret, &generator.counter.to_le_bytes());
                 let key: [u8; 16] = output.as_bytes()[..16].try_into().expect("16 bytes");
                 if key != [0u8; 16] {
                     return Self(key);
@@ -112,18 +113,10 @@ impl ChainKey {
     /// Directory for this chain: a readable prefix of safe characters plus the
     /// full hex chain id. No `/`, `..`, NUL or control byte can get through.
     pub fn directory_name(&self) -> String {
-        let readable: String = self
-            .0
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .take(32)
-            .collect();
+        let readable: String =
+            self.0.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(32).collect();
         let mut name = String::with_capacity(readable.len() + 65);
-        name.push_str(if readable.is_empty() {
-            "chain"
-        } else {
-            &readable
-        });
+        name.push_str(if readable.is_empty() { "chain" } else { &readable });
         name.push('-');
         for byte in self.chain_id() {
             name.push_str(&format!("{byte:02x}"));
@@ -159,30 +152,18 @@ mod tests {
 
     #[test]
     fn generated_keys_are_distinct_and_nonzero() {
-        let keys: std::collections::HashSet<_> =
-            (0..10_000).map(|_| PrimaryKey::generate()).collect();
+        let keys: std::collections::HashSet<_> = (0..10_000).map(|_| PrimaryKey::generate()).collect();
         assert_eq!(keys.len(), 10_000);
         assert!(!keys.contains(&PrimaryKey::from_bytes([0; 16])));
     }
 
     #[test]
     fn directory_names_are_safe() {
-        for name in [
-            "../../etc/passwd",
-            "a/b",
-            "nul\0byte",
-            "",
-            "..",
-            "ünïcødé",
-            "x".repeat(500).as_str(),
-        ] {
+        for name in ["../../etc/passwd", "a/b", "nul\0byte", "", "..", "ünïcødé", "x".repeat(500).as_str()] {
             let dir = ChainKey::from(name).directory_name();
             assert!(!dir.contains('/') && !dir.contains('\0') && dir != ".." && dir != ".");
             assert!(dir.len() <= 32 + 1 + 64, "{dir}");
         }
-        assert_ne!(
-            ChainKey::from("a/b").directory_name(),
-            ChainKey::from("ab").directory_name()
-        );
+        assert_ne!(ChainKey::from("a/b").directory_name(), ChainKey::from("ab").directory_name());
     }
 }

@@ -11,8 +11,6 @@ pub struct AteSession {
 
 impl AteSession {
     pub fn new(identity: impl Into<String>) -> Self {
-        Self {
-            identity: Some(identity.into()),
-        }
+        Self { identity: Some(identity.into()) }
     }
 }

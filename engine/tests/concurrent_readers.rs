@@ -11,19 +11,13 @@ use std::sync::Arc;
 async fn readers_see_whole_versions_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let chain = common::open(dir.path()).await.unwrap();
-    let keys: Vec<PrimaryKey> = (0..16)
-        .map(|i| PrimaryKey::from_name(&format!("k{i}")))
-        .collect();
+    let keys: Vec<PrimaryKey> = (0..16).map(|i| PrimaryKey::from_name(&format!("k{i}"))).collect();
     let done = Arc::new(AtomicBool::new(false));
     let acknowledged_round = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..2 {
-        let (chain, keys, done, acknowledged_round) = (
-            chain.clone(),
-            keys.clone(),
-            done.clone(),
-            acknowledged_round.clone(),
-        );
+        let (chain, keys, done, acknowledged_round) =
+            (chain.clone(), keys.clone(), done.clone(), acknowledged_round.clone());
         readers.push(std::thread::spawn(move || {
             let mut last_seen = vec![0u64; keys.len()];
             let mut reads = 0u64;
@@ -36,15 +30,9 @@ async fn readers_see_whole_versions_in_order() {
                     };
                     // Payload = round number repeated: a torn read would mix rounds.
                     let round = u64::from_le_bytes(event.payload[..8].try_into().unwrap());
-                    assert!(
-                        event.payload.chunks(8).all(|c| c == round.to_le_bytes()),
-                        "torn payload"
-                    );
+                    assert!(event.payload.chunks(8).all(|c| c == round.to_le_bytes()), "torn payload");
                     assert!(round >= last_seen[index], "version went backwards");
-                    assert!(
-                        round >= floor,
-                        "acknowledged round {floor} not visible, saw {round}"
-                    );
+                    assert!(round >= floor, "acknowledged round {floor} not visible, saw {round}");
                     last_seen[index] = round;
                     reads += 1;
                 }
@@ -54,10 +42,7 @@ async fn readers_see_whole_versions_in_order() {
     }
     for round in 1..=300u64 {
         // One commit updates every key: all of it or none is visible.
-        let events = keys
-            .iter()
-            .map(|key| NewEvent::data(*key, round.to_le_bytes().repeat(32)))
-            .collect();
+        let events = keys.iter().map(|key| NewEvent::data(*key, round.to_le_bytes().repeat(32))).collect();
         chain.append(events, None).await.unwrap();
         acknowledged_round.store(round, Ordering::Release);
     }
@@ -71,9 +56,7 @@ async fn readers_see_whole_versions_in_order() {
 async fn consistent_reads_never_see_half_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     let chain = common::open(dir.path()).await.unwrap();
-    let keys: Vec<PrimaryKey> = (0..64)
-        .map(|i| PrimaryKey::from_name(&format!("k{i}")))
-        .collect();
+    let keys: Vec<PrimaryKey> = (0..64).map(|i| PrimaryKey::from_name(&format!("k{i}"))).collect();
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (chain, keys, done) = (chain.clone(), keys.clone(), done.clone());
@@ -82,27 +65,17 @@ async fn consistent_reads_never_see_half_a_commit() {
             while !done.load(Ordering::Acquire) {
                 let rounds: Vec<Option<u64>> = chain.read_consistent(|| {
                     keys.iter()
-                        .map(|key| {
-                            chain
-                                .get(key)
-                                .map(|e| u64::from_le_bytes(e.payload[..8].try_into().unwrap()))
-                        })
+                        .map(|key| chain.get(key).map(|e| u64::from_le_bytes(e.payload[..8].try_into().unwrap())))
                         .collect()
                 });
-                assert!(
-                    rounds.windows(2).all(|w| w[0] == w[1]),
-                    "saw a commit half-applied: {rounds:?}"
-                );
+                assert!(rounds.windows(2).all(|w| w[0] == w[1]), "saw a commit half-applied: {rounds:?}");
                 snapshots += 1;
             }
             snapshots
         })
     };
     for round in 1..=300u64 {
-        let events = keys
-            .iter()
-            .map(|key| NewEvent::data(*key, round.to_le_bytes().to_vec()))
-            .collect();
+        let events = keys.iter().map(|key| NewEvent::data(*key, round.to_le_bytes().to_vec())).collect();
         chain.append(events, None).await.unwrap();
     }
     done.store(true, Ordering::Release);

@@ -9,12 +9,7 @@ use std::path::{Path, PathBuf};
 
 fn config(dir: &Path) -> AteConfig {
     // Small segments (so there are sealed ones) and a small torn window.
-    AteConfig {
-        segment_size_bytes: 64 << 10,
-        max_commit_bytes: 4096,
-        max_write_bytes: 4096,
-        ..small_config(dir)
-    }
+    AteConfig { segment_size_bytes: 64 << 10, max_commit_bytes: 4096, max_write_bytes: 4096, ..small_config(dir) }
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -29,11 +24,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 fn flip(path: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, offset).unwrap();
     byte[0] ^= 0x10;
@@ -57,13 +48,7 @@ async fn flipped_byte_in_a_sealed_segment_is_reported_with_its_place() {
     // First record of segment 0 starts at 128; byte 300 is inside its body.
     flip(&files[0], 300);
     match open_with(&config(dir.path()), None).await {
-        Err(AteError::Corrupt {
-            chain,
-            segment,
-            offset,
-            sequence,
-            reason,
-        }) => {
+        Err(AteError::Corrupt { chain, segment, offset, sequence, reason }) => {
             assert_eq!(chain, "test-chain");
             assert_eq!(segment, files[0]);
             assert_eq!(offset, 128);
@@ -77,10 +62,7 @@ async fn flipped_byte_in_a_sealed_segment_is_reported_with_its_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_early_in_the_active_segment_is_not_mistaken_for_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let one_segment = AteConfig {
-        segment_size_bytes: 1 << 20,
-        ..config(dir.path())
-    };
+    let one_segment = AteConfig { segment_size_bytes: 1 << 20, ..config(dir.path()) };
     let chain = open_with(&one_segment, None).await.unwrap();
     for index in 0..100 {
         chain.append(commit_events(index), None).await.unwrap();
@@ -90,16 +72,8 @@ async fn damage_early_in_the_active_segment_is_not_mistaken_for_a_torn_tail() {
     assert_eq!(files.len(), 1, "test wants one active segment");
     flip(&files[0], 300);
     let error = open_with(&one_segment, None).await.unwrap_err();
-    assert!(
-        matches!(&error, AteError::Corrupt { offset: 128, .. }),
-        "{error}"
-    );
-    assert!(
-        error
-            .to_string()
-            .contains("beyond what a torn write can explain"),
-        "{error}"
-    );
+    assert!(matches!(&error, AteError::Corrupt { offset: 128, .. }), "{error}");
+    assert!(error.to_string().contains("beyond what a torn write can explain"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,24 +83,15 @@ async fn damaged_segment_header_and_foreign_segments_are_reported() {
     let files = segments(&chain_dir);
     flip(&files[1], 20);
     let error = open_with(&config(dir.path()), None).await.unwrap_err();
-    assert!(
-        matches!(&error, AteError::Corrupt { segment, offset: 0, .. } if *segment == files[1]),
-        "{error}"
-    );
+    assert!(matches!(&error, AteError::Corrupt { segment, offset: 0, .. } if *segment == files[1]), "{error}");
     flip(&files[1], 20);
-    open_with(&config(dir.path()), None)
-        .await
-        .expect("restored header opens");
+    open_with(&config(dir.path()), None).await.expect("restored header opens");
 
     // A segment copied in from another chain.
     let other = tempfile::tempdir().unwrap();
     let other_config = config(other.path());
-    let other_chain = ate::ChainBuilder::new(&other_config)
-        .await
-        .build()
-        .open(&ate::ChainKey::from("other"))
-        .await
-        .unwrap();
+    let other_chain =
+        ate::ChainBuilder::new(&other_config).await.build().open(&ate::ChainKey::from("other")).await.unwrap();
     other_chain.append(commit_events(0), None).await.unwrap();
     let foreign = segments(other_chain.path())[0].clone();
     drop(other_chain);
@@ -164,4 +129,37 @@ async fn garbage_files_never_panic() {
             Err(other) => panic!("unexpected error kind {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_segment_creation_is_cleaned_up_not_reported() {
+    // A crash after preallocating a segment but before its header was
+    // durable leaves an all-zero file: it holds no data and is removed.
+    let dir = tempfile::tempdir().unwrap();
+    let chain = open_with(&config(dir.path()), None).await.unwrap();
+    let chain_dir = chain.path().to_path_buf();
+    drop(chain);
+    let only = segments(&chain_dir)[0].clone();
+    std::fs::write(&only, vec![0u8; 64 << 10]).unwrap();
+    let chain = open_with(&config(dir.path()), None).await.expect("zeroed first segment is recreated");
+    chain.append(commit_events(0), None).await.unwrap();
+
+    // The same for a later segment, after sealed ones with data.
+    for index in 1..400 {
+        chain.append(commit_events(index), None).await.unwrap();
+    }
+    let sealed = segments(&chain_dir);
+    let next = chain.next_sequence();
+    drop(chain);
+    let interrupted = chain_dir.join(format!("{:020}.seg", next + 5));
+    std::fs::write(&interrupted, vec![0u8; 64 << 10]).unwrap();
+    let chain = open_with(&config(dir.path()), None).await.expect("interrupted creation is not corruption");
+    assert_eq!(segments(&chain_dir), sealed);
+    assert_eq!(chain.next_sequence(), next);
+    // But a damaged header over real data is corruption, not something to delete.
+    drop(chain);
+    let last = sealed.last().unwrap();
+    flip(last, 3);
+    assert!(matches!(open_with(&config(dir.path()), None).await, Err(AteError::Corrupt { .. })));
+    assert!(last.exists(), "a segment holding data was removed");
 }

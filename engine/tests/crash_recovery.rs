@@ -14,16 +14,8 @@ const COMMITS: usize = 12;
 /// Runs the workload until the storage "crashes"; returns how many commits
 /// were acknowledged.
 async fn run_until_crash(dir: &std::path::Path, budget: Option<u64>) -> (usize, u64) {
-    let storage = FaultyStorage::new(FaultPlan {
-        write_budget_bytes: budget,
-        ..FaultPlan::default()
-    });
-    let chain = open_with(
-        &small_config(dir),
-        Some(storage.clone() as Arc<dyn Storage>),
-    )
-    .await
-    .expect("open");
+    let storage = FaultyStorage::new(FaultPlan { write_budget_bytes: budget, ..FaultPlan::default() });
+    let chain = open_with(&small_config(dir), Some(storage.clone() as Arc<dyn Storage>)).await.expect("open");
     let mut acknowledged = 0;
     for index in 0..COMMITS {
         match chain.append(commit_events(index), None).await {
@@ -36,50 +28,35 @@ async fn run_until_crash(dir: &std::path::Path, budget: Option<u64>) -> (usize, 
 }
 
 async fn check_recovered(dir: &std::path::Path, acknowledged: usize, budget: u64) {
-    let chain = open(dir)
-        .await
-        .unwrap_or_else(|e| panic!("reopen after crash at byte {budget}: {e}"));
+    let chain = open(dir).await.unwrap_or_else(|e| panic!("reopen after crash at byte {budget}: {e}"));
     // Visible commits form a prefix that holds every acknowledged one.
     let mut visible = 0;
     for index in 0..COMMITS {
-        let present: Vec<bool> = objects_of_commit(index)
-            .map(|o| chain.get(&key(o)).is_some())
-            .collect();
+        let present: Vec<bool> = objects_of_commit(index).map(|o| chain.get(&key(o)).is_some()).collect();
         assert!(
             present.iter().all(|p| *p) || present.iter().all(|p| !*p),
             "partial commit {index} visible (crash at byte {budget})"
         );
         if present[0] {
-            assert_eq!(
-                visible, index,
-                "visible commits are not a prefix (crash at byte {budget})"
-            );
+            assert_eq!(visible, index, "visible commits are not a prefix (crash at byte {budget})");
             visible += 1;
             for object in objects_of_commit(index) {
-                assert_eq!(
-                    chain.get(&key(object)).unwrap().payload,
-                    payload(object).as_slice()
-                );
+                assert_eq!(chain.get(&key(object)).unwrap().payload, payload(object).as_slice());
             }
         }
     }
-    assert!(visible >= acknowledged, "lost an acknowledged commit: {visible} visible, {acknowledged} acked (crash at byte {budget})");
-    let events: u64 = (0..visible)
-        .map(|i| objects_of_commit(i).count() as u64)
-        .sum();
+    assert!(
+        visible >= acknowledged,
+        "lost an acknowledged commit: {visible} visible, {acknowledged} acked (crash at byte {budget})"
+    );
+    let events: u64 = (0..visible).map(|i| objects_of_commit(i).count() as u64).sum();
     assert_eq!(chain.next_sequence(), events);
     // The chain keeps working after recovery and survives another reopen.
-    chain
-        .append(commit_events(100), None)
-        .await
-        .expect("append after recovery");
+    chain.append(commit_events(100), None).await.expect("append after recovery");
     drop(chain);
     let chain = open(dir).await.expect("second reopen");
     assert!(chain.get(&key(300)).is_some());
-    assert_eq!(
-        chain.next_sequence(),
-        events + objects_of_commit(100).count() as u64
-    );
+    assert_eq!(chain.next_sequence(), events + objects_of_commit(100).count() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,12 +67,7 @@ async fn cut_at_every_byte_of_the_last_records() {
     // Bytes written before the last four commits began.
     let probe = tempfile::tempdir().unwrap();
     let storage = FaultyStorage::new(FaultPlan::default());
-    let chain = open_with(
-        &small_config(probe.path()),
-        Some(storage.clone() as Arc<dyn Storage>),
-    )
-    .await
-    .unwrap();
+    let chain = open_with(&small_config(probe.path()), Some(storage.clone() as Arc<dyn Storage>)).await.unwrap();
     for index in 0..COMMITS - 4 {
         chain.append(commit_events(index), None).await.unwrap();
     }
@@ -115,23 +87,12 @@ async fn cut_at_every_byte_of_the_last_records() {
 async fn short_writes_are_errors_not_acknowledgements() {
     let dir = tempfile::tempdir().unwrap();
     let storage = FaultyStorage::new(FaultPlan::default());
-    let chain = open_with(
-        &small_config(dir.path()),
-        Some(storage.clone() as Arc<dyn Storage>),
-    )
-    .await
-    .unwrap();
+    let chain = open_with(&small_config(dir.path()), Some(storage.clone() as Arc<dyn Storage>)).await.unwrap();
     chain.append(commit_events(0), None).await.unwrap();
-    storage.set_plan(FaultPlan {
-        short_write_at_bytes: Some(100),
-        ..FaultPlan::default()
-    });
+    storage.set_plan(FaultPlan { short_write_at_bytes: Some(100), ..FaultPlan::default() });
     let error = chain.append(commit_events(1), None).await.unwrap_err();
     assert!(matches!(error, AteError::Poisoned { .. }), "{error}");
-    assert!(
-        chain.get(&key(3)).is_none(),
-        "a failed commit became visible"
-    );
+    assert!(chain.get(&key(3)).is_none(), "a failed commit became visible");
     drop(chain);
     check_recovered(dir.path(), 1, 0).await;
 }

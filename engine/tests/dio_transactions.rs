@@ -13,10 +13,7 @@ struct Account {
 }
 
 fn account(owner: &str, balance: i64) -> Account {
-    Account {
-        owner: owner.into(),
-        balance,
-    }
+    Account { owner: owner.into(), balance }
 }
 
 async fn chain() -> (tempfile::TempDir, std::sync::Arc<Chain>) {
@@ -38,10 +35,7 @@ async fn staged_values_are_readable_before_commit_and_durable_after() {
     drop(chain);
     let chain = common::open(dir.path()).await.unwrap();
     let mut dio = chain.dio(&AteSession::default()).await;
-    assert_eq!(
-        *dio.load::<Account>(&key).await.unwrap(),
-        account("ann", 10)
-    );
+    assert_eq!(*dio.load::<Account>(&key).await.unwrap(), account("ann", 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,20 +55,8 @@ async fn concurrent_update_of_the_same_object_conflicts() {
     second.update(&b).unwrap();
     first.commit().await.unwrap();
     let error = second.commit().await.unwrap_err();
-    assert!(
-        matches!(error, AteError::Conflict { key: k } if k == key),
-        "{error}"
-    );
-    assert_eq!(
-        chain
-            .dio(&AteSession::default())
-            .await
-            .load::<Account>(&key)
-            .await
-            .unwrap()
-            .balance,
-        70
-    );
+    assert!(matches!(error, AteError::Conflict { key: k } if k == key), "{error}");
+    assert_eq!(chain.dio(&AteSession::default()).await.load::<Account>(&key).await.unwrap().balance, 70);
 
     // The winner can keep going without reloading: it knows its own version.
     a.balance -= 1;
@@ -87,16 +69,7 @@ async fn concurrent_update_of_the_same_object_conflicts() {
     b.balance -= 50;
     second.update(&b).unwrap();
     second.commit().await.unwrap();
-    assert_eq!(
-        chain
-            .dio(&AteSession::default())
-            .await
-            .load::<Account>(&key)
-            .await
-            .unwrap()
-            .balance,
-        19
-    );
+    assert_eq!(chain.dio(&AteSession::default()).await.load::<Account>(&key).await.unwrap().balance, 19);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,26 +87,14 @@ async fn a_commit_with_one_conflict_makes_nothing_visible() {
     winner.update(&other).unwrap();
     winner.commit().await.unwrap();
 
-    let fresh: Vec<PrimaryKey> = (0..5)
-        .map(|i| *loser.store(account(&format!("new{i}"), i)).unwrap().key())
-        .collect();
+    let fresh: Vec<PrimaryKey> = (0..5).map(|i| *loser.store(account(&format!("new{i}"), i)).unwrap().key()).collect();
     value.balance = 99;
     loser.update(&value).unwrap();
     let before = chain.next_sequence();
-    assert!(matches!(
-        loser.commit().await,
-        Err(AteError::Conflict { .. })
-    ));
-    assert_eq!(
-        chain.next_sequence(),
-        before,
-        "a rejected commit consumed sequences"
-    );
+    assert!(matches!(loser.commit().await, Err(AteError::Conflict { .. })));
+    assert_eq!(chain.next_sequence(), before, "a rejected commit consumed sequences");
     for key in &fresh {
-        assert!(
-            chain.get(key).is_none(),
-            "part of a rejected commit became visible"
-        );
+        assert!(chain.get(key).is_none(), "part of a rejected commit became visible");
     }
 }
 
@@ -144,21 +105,12 @@ async fn delete_and_not_found() {
     let key = *dio.store(account("dee", 5)).unwrap().key();
     dio.commit().await.unwrap();
     dio.delete(&key).unwrap();
-    assert!(
-        matches!(
-            dio.load::<Account>(&key).await,
-            Err(AteError::NotFound { .. })
-        ),
-        "deleted in this DIO"
-    );
+    assert!(matches!(dio.load::<Account>(&key).await, Err(AteError::NotFound { .. })), "deleted in this DIO");
     assert!(chain.get(&key).is_some(), "delete visible before commit");
     dio.commit().await.unwrap();
     assert!(chain.get(&key).is_none());
     let mut other = chain.dio(&AteSession::default()).await;
-    assert!(matches!(
-        other.load::<Account>(&key).await,
-        Err(AteError::NotFound { .. })
-    ));
+    assert!(matches!(other.load::<Account>(&key).await, Err(AteError::NotFound { .. })));
     assert!(matches!(other.delete(&key), Err(AteError::NotFound { .. })));
     // Store then delete in one transaction writes nothing.
     let before = chain.next_sequence();
@@ -170,10 +122,7 @@ async fn delete_and_not_found() {
     let mut dio = chain.dio(&AteSession::default()).await;
     let text = *dio.store("just text".to_string()).unwrap().key();
     dio.commit().await.unwrap();
-    assert!(matches!(
-        dio.load::<Account>(&text).await,
-        Err(AteError::Deserialization { .. })
-    ));
+    assert!(matches!(dio.load::<Account>(&text).await, Err(AteError::Deserialization { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,26 +132,13 @@ async fn children_come_back_in_creation_order() {
     let parent = *dio.store(account("parent", 0)).unwrap().key();
     let mut expected = Vec::new();
     for i in 0..5 {
-        expected.push(
-            *dio.store_child(&parent, account(&format!("c{i}"), i))
-                .unwrap()
-                .key(),
-        );
+        expected.push(*dio.store_child(&parent, account(&format!("c{i}"), i)).unwrap().key());
     }
     // Staged children are listed too, in order.
-    let staged: Vec<PrimaryKey> = dio
-        .children::<Account>(&parent)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| *c.key())
-        .collect();
+    let staged: Vec<PrimaryKey> = dio.children::<Account>(&parent).await.unwrap().iter().map(|c| *c.key()).collect();
     assert_eq!(staged, expected);
     dio.commit().await.unwrap();
-    let extra = *dio
-        .store_child_in(&parent, CollectionId(7), account("other-collection", 0))
-        .unwrap()
-        .key();
+    let extra = *dio.store_child_in(&parent, CollectionId(7), account("other-collection", 0)).unwrap().key();
     // Updating a child keeps its place; deleting removes it.
     let mut second = dio.load::<Account>(&expected[1]).await.unwrap();
     second.balance = 100;
@@ -215,18 +151,10 @@ async fn children_come_back_in_creation_order() {
     let chain = common::open(dir.path()).await.unwrap();
     let mut dio = chain.dio(&AteSession::default()).await;
     let children = dio.children::<Account>(&parent).await.unwrap();
-    assert_eq!(
-        children.iter().map(|c| *c.key()).collect::<Vec<_>>(),
-        expected
-    );
+    assert_eq!(children.iter().map(|c| *c.key()).collect::<Vec<_>>(), expected);
     assert_eq!(children[1].balance, 100);
-    let other: Vec<_> = dio
-        .children_in::<Account>(&parent, CollectionId(7))
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| *c.key())
-        .collect();
+    let other: Vec<_> =
+        dio.children_in::<Account>(&parent, CollectionId(7)).await.unwrap().iter().map(|c| *c.key()).collect();
     assert_eq!(other, vec![extra]);
 }
 
@@ -256,10 +184,7 @@ async fn one_process_at_a_time_and_one_handle_per_chain() {
     let again = builder.open(&ChainKey::from("shared")).await.unwrap();
     assert!(std::sync::Arc::ptr_eq(&first, &again));
     let other_builder = ChainBuilder::new(&config).await.build();
-    let error = other_builder
-        .open(&ChainKey::from("shared"))
-        .await
-        .unwrap_err();
+    let error = other_builder.open(&ChainKey::from("shared")).await.unwrap_err();
     assert!(matches!(error, AteError::Locked { .. }), "{error}");
 }
 
@@ -276,13 +201,5 @@ async fn named_keys_and_blind_writes() {
     // `dio` saw version 1 of the key when it wrote it: writing again conflicts.
     dio.store_with_key(key, 3u32).unwrap();
     assert!(matches!(dio.commit().await, Err(AteError::Conflict { .. })));
-    assert_eq!(
-        *chain
-            .dio(&AteSession::default())
-            .await
-            .load::<u32>(&key)
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(*chain.dio(&AteSession::default()).await.load::<u32>(&key).await.unwrap(), 2);
 }

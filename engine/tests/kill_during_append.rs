@@ -18,15 +18,9 @@ fn child_appender() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
-        let chain = common::open(std::path::Path::new(&dir))
-            .await
-            .expect("child open");
+        let chain = common::open(std::path::Path::new(&dir)).await.expect("child open");
         let start = chain.next_sequence();
         // Several concurrent committers so that group commit coalesces.
         let mut tasks = Vec::new();
@@ -38,10 +32,7 @@ fn child_appender() {
                     let key = ate::PrimaryKey::from_name(&name);
                     let value = name.clone().into_bytes();
                     let second = ate::PrimaryKey::from_name(&format!("{name}-b"));
-                    let events = vec![
-                        ate::NewEvent::data(key, value.clone()),
-                        ate::NewEvent::data(second, value),
-                    ];
+                    let events = vec![ate::NewEvent::data(key, value.clone()), ate::NewEvent::data(second, value)];
                     let receipt = chain.append(events, None).await.expect("append");
                     println!("ACK {name} {}", receipt.last_sequence);
                 }
@@ -57,18 +48,10 @@ fn child_appender() {
 async fn sigkill_never_loses_an_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged: HashMap<String, u64> = HashMap::new();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     for cycle in 0..6u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_appender",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["child_appender", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -102,36 +85,19 @@ async fn sigkill_never_loses_an_acknowledged_commit() {
                 acknowledged.insert(name.to_string(), sequence.parse().unwrap());
             }
         }
-        let chain = common::open(dir.path())
-            .await
-            .unwrap_or_else(|e| panic!("reopen after kill {cycle}: {e}"));
+        let chain = common::open(dir.path()).await.unwrap_or_else(|e| panic!("reopen after kill {cycle}: {e}"));
         for (name, sequence) in &acknowledged {
             let key = ate::PrimaryKey::from_name(name);
-            let event = chain
-                .get(&key)
-                .unwrap_or_else(|| panic!("acknowledged {name} lost after kill {cycle}"));
+            let event = chain.get(&key).unwrap_or_else(|| panic!("acknowledged {name} lost after kill {cycle}"));
             assert_eq!(event.payload, name.as_bytes());
             assert!(event.header.sequence() < *sequence + 1);
-            assert!(
-                chain
-                    .get(&ate::PrimaryKey::from_name(&format!("{name}-b")))
-                    .is_some(),
-                "half of commit {name}"
-            );
+            assert!(chain.get(&ate::PrimaryKey::from_name(&format!("{name}-b"))).is_some(), "half of commit {name}");
             assert!(*sequence < chain.next_sequence());
         }
         // Every visible object belongs to a whole commit: objects come in
         // pairs, and the sequence space is dense.
-        assert_eq!(
-            chain.len() as u64,
-            chain.next_sequence(),
-            "events and live objects disagree"
-        );
+        assert_eq!(chain.len() as u64, chain.next_sequence(), "events and live objects disagree");
         assert_eq!(chain.len() % 2, 0, "a commit is half visible");
     }
-    assert!(
-        acknowledged.len() > 100,
-        "the child acknowledged too little to prove anything: {}",
-        acknowledged.len()
-    );
+    assert!(acknowledged.len() > 100, "the child acknowledged too little to prove anything: {}", acknowledged.len());
 }

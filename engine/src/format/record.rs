@@ -62,17 +62,12 @@ pub fn encode_record(out: &mut AlignedVec<16>, header: &EventHeader, payload: &[
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     let mut buffer = std::mem::take(out);
-    buffer = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Panic>(header, buffer)
-        .unwrap_or_else(|never| match never {});
+    buffer =
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Panic>(header, buffer).unwrap_or_else(|never| match never {});
     *out = buffer;
     // The header has no out-of-line data, so rkyv wrote exactly the struct.
-    assert_eq!(
-        out.len(),
-        start + FRAME_LEN + HEADER_LEN,
-        "archived header size"
-    );
-    let event_hash: EventHash =
-        blake3::hash(&out[start + FRAME_LEN..start + FRAME_LEN + HEADER_LEN]).into();
+    assert_eq!(out.len(), start + FRAME_LEN + HEADER_LEN, "archived header size");
+    let event_hash: EventHash = blake3::hash(&out[start + FRAME_LEN..start + FRAME_LEN + HEADER_LEN]).into();
     out.extend_from_slice(payload);
     let body_len = HEADER_LEN + payload.len();
     let padded = padded_record_len(body_len);
@@ -115,10 +110,7 @@ impl DecodedRecord<'_> {
 
 /// Reads the frame at `offset`: `Ok(None)` where a zero length marks the end
 /// of written data, `Err` for anything that is not a whole, valid record.
-pub fn decode_record(
-    bytes: &[u8],
-    offset: usize,
-) -> Result<Option<DecodedRecord<'_>>, RecordError> {
+pub fn decode_record(bytes: &[u8], offset: usize) -> Result<Option<DecodedRecord<'_>>, RecordError> {
     if offset % RECORD_ALIGN != 0 {
         return Err(RecordError::Misaligned { offset });
     }
@@ -151,17 +143,11 @@ pub fn decode_record(
     let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Error>(header_bytes)
         .map_err(|error| RecordError::Header(error.to_string()))?;
     if header.sequence() != frame_sequence {
-        return Err(RecordError::SequenceMismatch {
-            frame: frame_sequence,
-            header: header.sequence(),
-        });
+        return Err(RecordError::SequenceMismatch { frame: frame_sequence, header: header.sequence() });
     }
     let payload = &bytes[offset + FRAME_LEN + HEADER_LEN..body_end];
     if header.payload_len() as usize != payload.len() {
-        return Err(RecordError::PayloadLength {
-            header: header.payload_len(),
-            record: payload.len(),
-        });
+        return Err(RecordError::PayloadLength { header: header.payload_len(), record: payload.len() });
     }
     if EventKind::from_u8(header.kind).is_none() {
         return Err(RecordError::UnknownKind(header.kind));
@@ -170,12 +156,7 @@ pub fn decode_record(
         return Err(RecordError::UnknownFlags(header.flags));
     }
     let next_offset = offset + padded_record_len(body_len as usize);
-    Ok(Some(DecodedRecord {
-        header,
-        header_bytes,
-        payload,
-        next_offset: next_offset.min(bytes.len()),
-    }))
+    Ok(Some(DecodedRecord { header, header_bytes, payload, next_offset: next_offset.min(bytes.len()) }))
 }
 
 #[cfg(test)]
@@ -214,9 +195,7 @@ mod tests {
         first.verify_payload_hash().unwrap();
         let second = decode_record(&buffer, first.next_offset).unwrap().unwrap();
         assert_eq!(second.sequence(), 1);
-        assert!(decode_record(&buffer, second.next_offset)
-            .unwrap()
-            .is_none());
+        assert!(decode_record(&buffer, second.next_offset).unwrap().is_none());
     }
 
     #[test]
@@ -241,17 +220,8 @@ mod tests {
         let mut buffer = AlignedVec::<16>::new();
         encode_record(&mut buffer, &header(0, b"x"), b"x");
         buffer[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            decode_record(&buffer, 0),
-            Err(RecordError::BadLength { .. })
-        ));
-        assert!(matches!(
-            decode_record(&buffer[..10], 0),
-            Err(RecordError::Truncated { .. })
-        ));
-        assert!(matches!(
-            decode_record(&buffer, 8),
-            Err(RecordError::Misaligned { .. })
-        ));
+        assert!(matches!(decode_record(&buffer, 0), Err(RecordError::BadLength { .. })));
+        assert!(matches!(decode_record(&buffer[..10], 0), Err(RecordError::Truncated { .. })));
+        assert!(matches!(decode_record(&buffer, 8), Err(RecordError::Misaligned { .. })));
     }
 }

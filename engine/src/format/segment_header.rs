@@ -63,9 +63,7 @@ impl SegmentHeader {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, SegmentHeaderError> {
-        let bytes = bytes
-            .get(..SEGMENT_HEADER_LEN)
-            .ok_or(SegmentHeaderError::Truncated)?;
+        let bytes = bytes.get(..SEGMENT_HEADER_LEN).ok_or(SegmentHeaderError::Truncated)?;
         if bytes[0..8] != SEGMENT_MAGIC {
             return Err(SegmentHeaderError::BadMagic);
         }
@@ -111,9 +109,6 @@ mod tests {
             copy[index] ^= 1;
             assert!(SegmentHeader::decode(&copy).is_err(), "flip at {index}");
         }
-        assert_eq!(
-            SegmentHeader::decode(&bytes[..100]),
-            Err(SegmentHeaderError::Truncated)
-        );
+        assert_eq!(SegmentHeader::decode(&bytes[..100]), Err(SegmentHeaderError::Truncated));
     }
 }

@@ -54,28 +54,20 @@ impl ChainShared {
     }
 
     pub fn poisoned(&self) -> Option<crate::AteError> {
-        self.poison.get().map(|reason| crate::AteError::Poisoned {
-            chain: self.name.clone(),
-            reason: reason.clone(),
-        })
+        self.poison.get().map(|reason| crate::AteError::Poisoned { chain: self.name.clone(), reason: reason.clone() })
     }
 }
 
 /// How one durable event changes the view. Shared by recovery and the
 /// writer so both build the same view from the same bytes.
-pub(crate) fn view_change_for(
-    header: &ArchivedEventHeader,
-    location: EventLocation,
-) -> Option<ViewChange> {
+pub(crate) fn view_change_for(header: &ArchivedEventHeader, location: EventLocation) -> Option<ViewChange> {
     let key = u128::from_le_bytes(header.key);
     match header.kind()? {
         EventKind::Data => Some(ViewChange::Put {
             key,
             location,
             sequence: header.sequence(),
-            parent: header
-                .parent()
-                .map(|parent| (u128::from_le_bytes(parent), header.collection())),
+            parent: header.parent().map(|parent| (u128::from_le_bytes(parent), header.collection())),
         }),
         EventKind::Tombstone => Some(ViewChange::Delete { key }),
         // Trust events are indexed by the chain-of-trust layer, not the object view.

@@ -11,10 +11,7 @@
 //! * only whole commits reach the view.
 
 use super::{view_change_for, ChainShared, Segment};
-use crate::format::{
-    decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN,
-    SEGMENT_HEADER_LEN,
-};
+use crate::format::{decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN};
 use crate::view::{EventLocation, ViewChange};
 use crate::{AteError, Result};
 use std::path::{Path, PathBuf};
@@ -26,6 +23,9 @@ pub(crate) struct Recovered {
     pub last_hash: EventHash,
     pub active_write_offset: u64,
     pub truncated_bytes: u64,
+    /// Timestamp of the last kept event, so timestamps never go backwards
+    /// across a reopen.
+    pub last_timestamp_us: u64,
 }
 
 pub(crate) fn segment_file_name(first_sequence: u64) -> String {
@@ -34,8 +34,7 @@ pub(crate) fn segment_file_name(first_sequence: u64) -> String {
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name();
@@ -54,18 +53,11 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Creates and makes durable a new, empty segment.
-pub(crate) fn create_segment(
-    chain: &ChainShared,
-    first_sequence: u64,
-    prev_hash: EventHash,
-) -> Result<Segment> {
+pub(crate) fn create_segment(chain: &ChainShared, first_sequence: u64, prev_hash: EventHash) -> Result<Segment> {
     let path = chain.dir.join(segment_file_name(first_sequence));
     let len = chain.config.segment_size_bytes;
     let context = |what: &str| format!("{what} segment {}", path.display());
-    let file = chain
-        .storage
-        .create_preallocated(&path, len)
-        .map_err(|e| AteError::io(context("creating"), e))?;
+    let file = chain.storage.create_preallocated(&path, len).map_err(|e| AteError::io(context("creating"), e))?;
     let header = SegmentHeader {
         first_sequence,
         created_unix_us: crate::chain::now_us(),
@@ -77,49 +69,20 @@ pub(crate) fn create_segment(
         .storage
         .write_all_at(&file, &header.encode(), 0)
         .map_err(|e| AteError::io(context("writing header of"), e))?;
-    chain
-        .storage
-        .sync_data(&file)
-        .map_err(|e| AteError::io(context("syncing"), e))?;
-    chain
-        .storage
-        .sync_dir(&chain.dir)
-        .map_err(|e| AteError::io(context("syncing directory of"), e))?;
-    let (segment, decoded) =
-        Segment::open(file).map_err(|e| AteError::io(context("mapping"), e))?;
-    decoded.map_err(|e| {
-        corrupt(
-            chain,
-            &path,
-            0,
-            None,
-            format!("header just written does not read back: {e}"),
-        )
-    })?;
+    chain.storage.sync_data(&file).map_err(|e| AteError::io(context("syncing"), e))?;
+    chain.storage.sync_dir(&chain.dir).map_err(|e| AteError::io(context("syncing directory of"), e))?;
+    let (segment, decoded) = Segment::open(file).map_err(|e| AteError::io(context("mapping"), e))?;
+    decoded.map_err(|e| corrupt(chain, &path, 0, None, format!("header just written does not read back: {e}")))?;
     Ok(segment)
 }
 
-fn corrupt(
-    chain: &ChainShared,
-    segment: &Path,
-    offset: u64,
-    sequence: Option<u64>,
-    reason: String,
-) -> AteError {
-    AteError::Corrupt {
-        chain: chain.name.clone(),
-        segment: segment.to_path_buf(),
-        offset,
-        sequence,
-        reason,
-    }
+fn corrupt(chain: &ChainShared, segment: &Path, offset: u64, sequence: Option<u64>, reason: String) -> AteError {
+    AteError::Corrupt { chain: chain.name.clone(), segment: segment.to_path_buf(), offset, sequence, reason }
 }
 
 /// The sequence a frame claims, read without trusting anything else.
 fn frame_sequence(bytes: &[u8], offset: usize) -> Option<u64> {
-    bytes
-        .get(offset + 8..offset + 16)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    bytes.get(offset + 8..offset + 16).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// Looks for a whole, valid record with a plausible sequence at any aligned
@@ -127,11 +90,9 @@ fn frame_sequence(bytes: &[u8], offset: usize) -> Option<u64> {
 fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) -> Option<usize> {
     let mut offset = from.next_multiple_of(RECORD_ALIGN);
     while offset + FRAME_LEN + HEADER_LEN <= to.min(bytes.len()) {
-        let length =
-            u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes")) as usize;
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes")) as usize;
         let plausible = length >= HEADER_LEN
-            && frame_sequence(bytes, offset)
-                .is_some_and(|s| s >= min_sequence && s - min_sequence < (1 << 32));
+            && frame_sequence(bytes, offset).is_some_and(|s| s >= min_sequence && s - min_sequence < (1 << 32));
         if plausible && matches!(decode_record(bytes, offset), Ok(Some(_))) {
             return Some(offset);
         }
@@ -144,37 +105,22 @@ fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) ->
 /// returns where appending resumes.
 pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
     let mut files = list_segments(&chain.dir)?;
-    let torn_window = 2 * chain
-        .config
-        .max_write_bytes
-        .max(chain.config.max_commit_bytes);
+    let torn_window = 2 * chain.config.max_write_bytes.max(chain.config.max_commit_bytes);
 
     // A last segment whose header never became durable holds no data: its
     // creation was interrupted. Remove it (only if everything after the
     // header area is still zero, so no data can be lost by doing so).
     if let Some((_, path)) = files.last().cloned() {
-        let file = chain
-            .storage
-            .open(&path)
-            .map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
-        let (segment, header) = Segment::open(file)
-            .map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
-        if header.is_err() && files.len() > 1
-            || header.is_err() && segment.bytes().len() <= SEGMENT_HEADER_LEN
-        {
-            let untouched = segment
-                .bytes()
-                .get(SEGMENT_HEADER_LEN..)
-                .is_none_or(|rest| rest.iter().all(|&b| b == 0));
+        let file = chain.storage.open(&path).map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
+        let (segment, header) =
+            Segment::open(file).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
+        if header.is_err() {
+            let untouched = segment.bytes().get(SEGMENT_HEADER_LEN..).is_none_or(|rest| rest.iter().all(|&b| b == 0));
             if untouched {
                 tracing::warn!(segment = %path.display(), "removing a segment whose creation was interrupted");
                 drop(segment);
-                std::fs::remove_file(&path)
-                    .map_err(|e| AteError::io(format!("removing {}", path.display()), e))?;
-                chain
-                    .storage
-                    .sync_dir(&chain.dir)
-                    .map_err(|e| AteError::io("syncing chain directory", e))?;
+                std::fs::remove_file(&path).map_err(|e| AteError::io(format!("removing {}", path.display()), e))?;
+                chain.storage.sync_dir(&chain.dir).map_err(|e| AteError::io("syncing chain directory", e))?;
                 files.pop();
             }
         }
@@ -188,6 +134,7 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
             last_hash: [0; 32],
             active_write_offset: SEGMENT_HEADER_LEN as u64,
             truncated_bytes: 0,
+            last_timestamp_us: 0,
         });
     }
 
@@ -197,31 +144,28 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
     let count = files.len();
     let mut active_write_offset = SEGMENT_HEADER_LEN as u64;
     let mut truncated_bytes = 0u64;
+    let mut last_timestamp_us = 0u64;
 
     for (position, (first_sequence, path)) in files.into_iter().enumerate() {
         let active = position + 1 == count;
-        let file = chain
-            .storage
-            .open(&path)
-            .map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
-        let (segment, header) = Segment::open(file)
-            .map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
-        let header =
-            header.map_err(|e| corrupt(chain, &path, 0, None, format!("segment header: {e}")))?;
+        let file = chain.storage.open(&path).map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
+        let (segment, header) =
+            Segment::open(file).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
+        let header = header.map_err(|e| corrupt(chain, &path, 0, None, format!("segment header: {e}")))?;
         if header.chain_id != chain.chain_id {
+            return Err(corrupt(chain, &path, 0, None, "segment belongs to another chain".into()));
+        }
+        if header.first_sequence != first_sequence || header.first_sequence != next_sequence {
             return Err(corrupt(
                 chain,
                 &path,
                 0,
-                None,
-                "segment belongs to another chain".into(),
+                Some(next_sequence),
+                format!(
+                    "segment starts at sequence {} (file name says {first_sequence}), expected {next_sequence}",
+                    header.first_sequence
+                ),
             ));
-        }
-        if header.first_sequence != first_sequence || header.first_sequence != next_sequence {
-            return Err(corrupt(chain, &path, 0, Some(next_sequence), format!(
-                "segment starts at sequence {} (file name says {first_sequence}), expected {next_sequence}",
-                header.first_sequence
-            )));
         }
         if header.prev_hash != last_hash {
             return Err(corrupt(
@@ -259,13 +203,12 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                                 &path,
                                 offset as u64,
                                 Some(sequence),
-                                "hash chain broken: prev_hash does not match the previous event"
-                                    .into(),
+                                "hash chain broken: prev_hash does not match the previous event".into(),
                             ));
                         }
-                        record.verify_payload_hash().map_err(|e| {
-                            corrupt(chain, &path, offset as u64, Some(sequence), e.to_string())
-                        })?;
+                        record
+                            .verify_payload_hash()
+                            .map_err(|e| corrupt(chain, &path, offset as u64, Some(sequence), e.to_string()))?;
                         last_hash = record.event_hash();
                     }
                     let location = EventLocation::new(index, offset as u32);
@@ -280,6 +223,7 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                             chain.view.apply(change);
                         }
                         committed = (offset, next_sequence, last_hash);
+                        last_timestamp_us = last_timestamp_us.max(record.header.timestamp_us());
                     }
                 }
                 Err(error) => {
@@ -290,13 +234,7 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
         }
         if !active {
             if let Some((at, reason)) = failure {
-                return Err(corrupt(
-                    chain,
-                    &path,
-                    at as u64,
-                    frame_sequence(bytes, at),
-                    reason,
-                ));
+                return Err(corrupt(chain, &path, at as u64, frame_sequence(bytes, at), reason));
             }
             if !pending.is_empty() {
                 return Err(corrupt(
@@ -310,20 +248,21 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
         } else {
             let (commit_offset, commit_sequence, commit_hash) = committed;
             if let Some((at, reason)) = &failure {
-                if let Some(beyond) =
-                    find_valid_record(bytes, at + torn_window, bytes.len(), commit_sequence)
-                {
-                    return Err(corrupt(chain, &path, *at as u64, frame_sequence(bytes, *at), format!(
-                        "{reason}; valid records follow at offset {beyond}, beyond what a torn write can explain"
-                    )));
+                if let Some(beyond) = find_valid_record(bytes, at + torn_window, bytes.len(), commit_sequence) {
+                    return Err(corrupt(
+                        chain,
+                        &path,
+                        *at as u64,
+                        frame_sequence(bytes, *at),
+                        format!(
+                            "{reason}; valid records follow at offset {beyond}, beyond what a torn write can explain"
+                        ),
+                    ));
                 }
             }
             if failure.is_some() || !pending.is_empty() {
-                let scan_end = failure
-                    .as_ref()
-                    .map_or(offset, |(at, _)| *at)
-                    .saturating_add(torn_window)
-                    .min(bytes.len());
+                let scan_end =
+                    failure.as_ref().map_or(offset, |(at, _)| *at).saturating_add(torn_window).min(bytes.len());
                 let dirty_end = bytes[commit_offset..scan_end]
                     .iter()
                     .rposition(|&b| b != 0)
@@ -342,10 +281,7 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                         .storage
                         .write_all_at(&segment.file, &zeros, commit_offset as u64)
                         .map_err(|e| AteError::io(context(), e))?;
-                    chain
-                        .storage
-                        .sync_data(&segment.file)
-                        .map_err(|e| AteError::io(context(), e))?;
+                    chain.storage.sync_data(&segment.file).map_err(|e| AteError::io(context(), e))?;
                 }
                 pending.clear();
                 next_sequence = commit_sequence;
@@ -355,10 +291,5 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
         }
         chain.segments.push(segment);
     }
-    Ok(Recovered {
-        next_sequence,
-        last_hash,
-        active_write_offset,
-        truncated_bytes,
-    })
+    Ok(Recovered { next_sequence, last_hash, active_write_offset, truncated_bytes, last_timestamp_us })
 }

@@ -15,12 +15,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn open(
-        file: File,
-    ) -> std::io::Result<(
-        Self,
-        Result<SegmentHeader, crate::format::SegmentHeaderError>,
-    )> {
+    pub fn open(file: File) -> std::io::Result<(Self, Result<SegmentHeader, crate::format::SegmentHeaderError>)> {
         // SAFETY: the mapping is read-only and shared with our own writer.
         // Readers only dereference bytes below the durable frontier (records
         // that were validated or written by this process); those bytes never
@@ -28,10 +23,7 @@ impl Segment {
         // the chain directory is locked against other processes (flock).
         let map = unsafe { Mmap::map(&file)? };
         let header = SegmentHeader::decode(&map);
-        let segment = Self {
-            file: Arc::new(file),
-            map,
-        };
+        let segment = Self { file: Arc::new(file), map };
         Ok((segment, header))
     }
 
@@ -66,10 +58,7 @@ pub struct EventRef<'a> {
 
 impl SegmentTable {
     pub fn new() -> Self {
-        Self {
-            chunks: (0..CHUNK).map(|_| OnceLock::new()).collect(),
-            count: AtomicU32::new(0),
-        }
+        Self { chunks: (0..CHUNK).map(|_| OnceLock::new()).collect(), count: AtomicU32::new(0) }
     }
 
     /// Adds the next segment. Only the writer (or recovery, before the writer
@@ -77,23 +66,15 @@ impl SegmentTable {
     pub fn push(&self, segment: Segment) -> u32 {
         let index = self.count.load(Ordering::Acquire) as usize;
         assert!(index < MAX_SEGMENTS, "segment table full");
-        let chunk = self.chunks[index >> CHUNK_BITS]
-            .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
-        assert!(
-            chunk[index & (CHUNK - 1)].set(segment).is_ok(),
-            "segment slot reused"
-        );
+        let chunk = self.chunks[index >> CHUNK_BITS].get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        assert!(chunk[index & (CHUNK - 1)].set(segment).is_ok(), "segment slot reused");
         self.count.store(index as u32 + 1, Ordering::Release);
         index as u32
     }
 
     pub fn get(&self, index: u32) -> Option<&Segment> {
         let index = index as usize;
-        self.chunks
-            .get(index >> CHUNK_BITS)?
-            .get()?
-            .get(index & (CHUNK - 1))?
-            .get()
+        self.chunks.get(index >> CHUNK_BITS)?.get()?.get(index & (CHUNK - 1))?.get()
     }
 
     pub fn len(&self) -> u32 {
@@ -108,14 +89,8 @@ impl SegmentTable {
         let bytes = self.get(location.segment())?.bytes();
         let offset = location.offset() as usize;
         let body = bytes.get(offset + FRAME_LEN..)?;
-        let header =
-            rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(body.get(..HEADER_LEN)?)
-                .ok()?;
+        let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(body.get(..HEADER_LEN)?).ok()?;
         let payload = body.get(HEADER_LEN..HEADER_LEN + header.payload_len() as usize)?;
-        Some(EventRef {
-            header,
-            payload,
-            location,
-        })
+        Some(EventRef { header, payload, location })
     }
 }

@@ -56,6 +56,11 @@ struct Writer {
     active: ActiveSegment,
     in_flight: VecDeque<Group>,
     spare: Vec<AlignedVec<16>>,
+    /// Bytes written since the last fdatasync was requested. Buffered
+    /// commits skip the sync, but never more than one write's worth in a
+    /// row: that keeps what a power loss can tear inside the window that
+    /// recovery knows how to cut (docs/design.md, "Recovery").
+    unsynced_bytes: u64,
     /// Sequence and hash after the last commit handed to the device.
     next_sequence: u64,
     last_hash: EventHash,
@@ -70,16 +75,9 @@ pub(crate) fn spawn_writer(
     write_offset: u64,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let index = chain.segments.len() - 1;
-    let segment = chain
-        .segments
-        .get(index)
-        .expect("recovery leaves an active segment");
-    let active = ActiveSegment {
-        index,
-        file: Arc::clone(&segment.file),
-        write_offset,
-        len: segment.bytes().len() as u64,
-    };
+    let segment = chain.segments.get(index).expect("recovery leaves an active segment");
+    let active =
+        ActiveSegment { index, file: Arc::clone(&segment.file), write_offset, len: segment.bytes().len() as u64 };
     let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
     let mut writer = Writer {
         chain,
@@ -87,12 +85,11 @@ pub(crate) fn spawn_writer(
         active,
         in_flight: VecDeque::new(),
         spare: Vec::new(),
+        unsynced_bytes: 0,
         next_sequence,
         last_hash,
     };
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || writer.run(receiver))
+    std::thread::Builder::new().name(name).spawn(move || writer.run(receiver))
 }
 
 impl Writer {
@@ -122,9 +119,7 @@ impl Writer {
                 self.drain();
                 if let Err(error) = self.roll() {
                     self.chain.poison(error.to_string());
-                    let _ = first
-                        .reply
-                        .send(Err(self.chain.poisoned().expect("just poisoned")));
+                    let _ = first.reply.send(Err(self.chain.poisoned().expect("just poisoned")));
                     continue;
                 }
             }
@@ -135,10 +130,7 @@ impl Writer {
             let mut commits = vec![first];
             while !closes && bytes < max_bytes {
                 match receiver.try_recv() {
-                    Ok(next)
-                        if self.fits_after(bytes, &next)
-                            && bytes + next.records.len() <= max_bytes =>
-                    {
+                    Ok(next) if self.fits_after(bytes, &next) && bytes + next.records.len() <= max_bytes => {
                         bytes += next.records.len();
                         closes = next.durability == Durability::Sync;
                         commits.push(next);
@@ -181,36 +173,32 @@ impl Writer {
         let last = &placed.last().expect("a group holds at least one commit").1;
         self.next_sequence = last.receipt.last_sequence + 1;
         self.last_hash = last.last_hash;
+        self.unsynced_bytes += buffer.len() as u64;
+        if self.unsynced_bytes >= self.chain.config.max_write_bytes as u64 {
+            sync = true;
+        }
+        if sync {
+            self.unsynced_bytes = 0;
+        }
         let offset = self.active.write_offset;
         self.active.write_offset += buffer.len() as u64;
         self.device.submit(&self.active.file, offset, buffer, sync);
-        self.in_flight.push_back(Group {
-            commits: placed,
-            segment: self.active.index,
-        });
+        self.in_flight.push_back(Group { commits: placed, segment: self.active.index });
     }
 
     fn complete_oldest(&mut self) {
-        let group = self
-            .in_flight
-            .pop_front()
-            .expect("complete_oldest with nothing in flight");
+        let group = self.in_flight.pop_front().expect("complete_oldest with nothing in flight");
         let completion = self.device.wait_oldest();
         let mut buffer = completion.buffer;
         if let Err(error) = completion.result {
-            self.chain.poison(format!(
-                "appending to segment {} failed: {error}",
-                group.segment
-            ));
+            self.chain.poison(format!("appending to segment {} failed: {error}", group.segment));
         }
         if self.chain.poisoned().is_some() {
             // Nothing of a failed group is acknowledged or made visible; what
             // reached the disk may reappear after reopen, like any commit
             // whose outcome the committer could not learn.
             for (_, request) in group.commits {
-                let _ = request
-                    .reply
-                    .send(Err(self.chain.poisoned().expect("poisoned above")));
+                let _ = request.reply.send(Err(self.chain.poisoned().expect("poisoned above")));
             }
         } else {
             self.publish(&group, &buffer);
@@ -234,12 +222,9 @@ impl Writer {
             let mut cursor = 0usize;
             std::iter::from_fn(move || {
                 while cursor < bytes.len() {
-                    let record = decode_record(bytes, cursor)
-                        .ok()
-                        .flatten()
-                        .expect("a record this process encoded decodes");
-                    let location =
-                        EventLocation::new(group.segment, (commit_offset + cursor as u64) as u32);
+                    let record =
+                        decode_record(bytes, cursor).ok().flatten().expect("a record this process encoded decodes");
+                    let location = EventLocation::new(group.segment, (commit_offset + cursor as u64) as u32);
                     cursor = record.next_offset;
                     if let Some(change) = view_change_for(record.header, location) {
                         return Some(change);
@@ -257,20 +242,22 @@ impl Writer {
         }
     }
 
-    /// Seals the active segment (all of it is synced: the caller drained)
-    /// and starts the next one.
+    /// Seals the active segment and starts the next one. The caller has
+    /// drained the device; Buffered groups may still be unsynced, and a
+    /// sealed segment must be whole, so it is synced first.
     fn roll(&mut self) -> Result<()> {
+        if self.unsynced_bytes > 0 {
+            self.chain.storage.sync_data(&self.active.file).map_err(|e| {
+                crate::AteError::io(format!("syncing segment {} before sealing it", self.active.index), e)
+            })?;
+            self.unsynced_bytes = 0;
+        }
         let segment = create_segment(&self.chain, self.next_sequence, self.last_hash)?;
         let file = Arc::clone(&segment.file);
         let len = segment.bytes().len() as u64;
         let index = self.chain.segments.push(segment);
         tracing::debug!(chain = %self.chain.name, index, first_sequence = self.next_sequence, "rolled to a new segment");
-        self.active = ActiveSegment {
-            index,
-            file,
-            write_offset: crate::format::SEGMENT_HEADER_LEN as u64,
-            len,
-        };
+        self.active = ActiveSegment { index, file, write_offset: crate::format::SEGMENT_HEADER_LEN as u64, len };
         Ok(())
     }
 }

@@ -40,13 +40,7 @@ pub struct FaultyStorage {
 
 impl FaultyStorage {
     pub fn new(plan: FaultPlan) -> Arc<Self> {
-        Arc::new(Self {
-            inner: PortableStorage,
-            state: Mutex::new(FaultState {
-                plan,
-                ..Default::default()
-            }),
-        })
+        Arc::new(Self { inner: PortableStorage, state: Mutex::new(FaultState { plan, ..Default::default() }) })
     }
     /// Replaces the plan (counters keep running).
     pub fn set_plan(&self, plan: FaultPlan) {

@@ -66,10 +66,7 @@ pub(crate) struct SynchronousDevice<S: Storage + ?Sized> {
 
 impl<S: Storage + ?Sized> SynchronousDevice<S> {
     pub(crate) fn new(storage: Arc<S>) -> Self {
-        Self {
-            storage,
-            done: std::collections::VecDeque::with_capacity(1),
-        }
+        Self { storage, done: std::collections::VecDeque::with_capacity(1) }
     }
 }
 
@@ -85,26 +82,19 @@ impl<S: Storage + ?Sized> LogDevice for SynchronousDevice<S> {
         self.done.push_back(Completion { buffer, result });
     }
     fn wait_oldest(&mut self) -> Completion {
-        self.done
-            .pop_front()
-            .expect("wait_oldest called with nothing in flight")
+        self.done.pop_front().expect("wait_oldest called with nothing in flight")
     }
 }
 
 pub(crate) fn std_create_preallocated(path: &Path, len: u64) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
     preallocate(&file, len)?;
     Ok(file)
 }
 
 fn preallocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let len =
-        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
     let status = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
     if status == 0 {
@@ -130,8 +120,5 @@ pub(crate) fn std_write_all_at(file: &File, buffer: &[u8], offset: u64) -> io::R
 }
 
 pub(crate) fn std_open(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
+    std::fs::OpenOptions::new().read(true).write(true).open(path)
 }

@@ -62,11 +62,7 @@ struct UringDevice {
 
 impl UringDevice {
     fn new() -> io::Result<Self> {
-        Ok(Self {
-            ring: IoUring::new(8)?,
-            slots: VecDeque::with_capacity(MAX_IN_FLIGHT),
-            next_id: 0,
-        })
+        Ok(Self { ring: IoUring::new(8)?, slots: VecDeque::with_capacity(MAX_IN_FLIGHT), next_id: 0 })
     }
 
     fn reap(&mut self) {
@@ -84,9 +80,7 @@ impl UringDevice {
     }
 
     fn oldest_done(&self) -> bool {
-        self.slots.front().is_some_and(|slot| {
-            slot.write_result.is_some() && (!slot.sync || slot.sync_result.is_some())
-        })
+        self.slots.front().is_some_and(|slot| slot.write_result.is_some() && (!slot.sync || slot.sync_result.is_some()))
     }
 }
 
@@ -100,16 +94,8 @@ fn settle(slot: &Slot) -> io::Result<()> {
     if written < slot.buffer.len() {
         // A short write breaks the link, so the fdatasync was cancelled:
         // finish both synchronously rather than retrying through the ring.
-        super::std_write_all_at(
-            &slot.file,
-            &slot.buffer[written..],
-            slot.offset + written as u64,
-        )?;
-        return if slot.sync {
-            slot.file.sync_data()
-        } else {
-            Ok(())
-        };
+        super::std_write_all_at(&slot.file, &slot.buffer[written..], slot.offset + written as u64)?;
+        return if slot.sync { slot.file.sync_data() } else { Ok(()) };
     }
     match slot.sync_result {
         Some(result) if slot.sync && result < 0 => Err(io::Error::from_raw_os_error(-result)),
@@ -123,34 +109,17 @@ impl LogDevice for UringDevice {
     }
 
     fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: AlignedVec<16>, sync: bool) {
-        assert!(
-            self.slots.len() < MAX_IN_FLIGHT,
-            "too many submissions in flight"
-        );
+        assert!(self.slots.len() < MAX_IN_FLIGHT, "too many submissions in flight");
         let id = self.next_id;
         self.next_id += 1;
         let fd = types::Fd(file.as_raw_fd());
         let length = u32::try_from(buffer.len()).expect("write larger than 4 GiB");
-        let mut write = opcode::Write::new(fd, buffer.as_ptr(), length)
-            .offset(offset)
-            .build()
-            .user_data(id << 1);
+        let mut write = opcode::Write::new(fd, buffer.as_ptr(), length).offset(offset).build().user_data(id << 1);
         if sync {
             write = write.flags(squeue::Flags::IO_LINK);
         }
-        let fsync = opcode::Fsync::new(fd)
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data((id << 1) | 1);
-        let mut slot = Slot {
-            id,
-            buffer,
-            file: Arc::clone(file),
-            offset,
-            sync,
-            write_result: None,
-            sync_result: None,
-        };
+        let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1);
+        let mut slot = Slot { id, buffer, file: Arc::clone(file), offset, sync, write_result: None, sync_result: None };
         // SAFETY: the buffer and the file are owned by `slot`, which stays in
         // `self.slots` until both completions are reaped (wait_oldest, Drop),
         // so the kernel never sees a dangling pointer or a closed fd. The
@@ -170,16 +139,12 @@ impl LogDevice for UringDevice {
     }
 
     fn wait_oldest(&mut self) -> Completion {
-        assert!(
-            !self.slots.is_empty(),
-            "wait_oldest called with nothing in flight"
-        );
+        assert!(!self.slots.is_empty(), "wait_oldest called with nothing in flight");
         while !self.oldest_done() {
             if let Err(error) = self.ring.submit_and_wait(1) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     let slot = self.slots.front_mut().expect("non-empty");
-                    slot.write_result
-                        .get_or_insert(-error.raw_os_error().unwrap_or(libc::EIO));
+                    slot.write_result.get_or_insert(-error.raw_os_error().unwrap_or(libc::EIO));
                     slot.sync_result.get_or_insert(-libc::EIO);
                 }
             }
@@ -187,10 +152,7 @@ impl LogDevice for UringDevice {
         }
         let slot = self.slots.pop_front().expect("non-empty");
         let result = settle(&slot);
-        Completion {
-            buffer: slot.buffer,
-            result,
-        }
+        Completion { buffer: slot.buffer, result }
     }
 }
 

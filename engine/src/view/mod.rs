@@ -43,15 +43,8 @@ struct ChildPosition {
 /// One change to the view, produced by a durable event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViewChange {
-    Put {
-        key: u128,
-        location: EventLocation,
-        sequence: u64,
-        parent: Option<(u128, u64)>,
-    },
-    Delete {
-        key: u128,
-    },
+    Put { key: u128, location: EventLocation, sequence: u64, parent: Option<(u128, u64)> },
+    Delete { key: u128 },
 }
 
 #[derive(Debug, Default)]
@@ -71,12 +64,7 @@ impl View {
 
     pub fn apply(&self, change: ViewChange) {
         match change {
-            ViewChange::Put {
-                key,
-                location,
-                sequence,
-                parent,
-            } => {
+            ViewChange::Put { key, location, sequence, parent } => {
                 self.objects.insert(key, location);
                 self.place_child(key, sequence, parent);
             }
@@ -101,22 +89,11 @@ impl View {
             if let Some(mut list) = self.children.get_mut(&(old.parent, old.collection)) {
                 list.remove(&old.created_sequence);
             }
-            self.children
-                .remove_if(&(old.parent, old.collection), |_, list| list.is_empty());
+            self.children.remove_if(&(old.parent, old.collection), |_, list| list.is_empty());
         }
         if let Some((parent, collection)) = parent {
-            self.positions.insert(
-                key,
-                ChildPosition {
-                    parent,
-                    collection,
-                    created_sequence: sequence,
-                },
-            );
-            self.children
-                .entry((parent, collection))
-                .or_default()
-                .insert(sequence, key);
+            self.positions.insert(key, ChildPosition { parent, collection, created_sequence: sequence });
+            self.children.entry((parent, collection)).or_default().insert(sequence, key);
         }
     }
 
@@ -153,10 +130,7 @@ impl View {
 
     /// Children of `parent` in `collection`, oldest first (a snapshot).
     pub fn children(&self, parent: u128, collection: u64) -> Vec<u128> {
-        self.children
-            .get(&(parent, collection))
-            .map(|list| list.values().copied().collect())
-            .unwrap_or_default()
+        self.children.get(&(parent, collection)).map(|list| list.values().copied().collect()).unwrap_or_default()
     }
 
     /// Number of live objects.
@@ -180,12 +154,7 @@ mod tests {
 
     fn put(view: &View, key: u128, sequence: u64, parent: Option<(u128, u64)>) {
         let location = EventLocation::new(0, sequence as u32 * 16);
-        view.apply(ViewChange::Put {
-            key,
-            location,
-            sequence,
-            parent,
-        });
+        view.apply(ViewChange::Put { key, location, sequence, parent });
     }
 
     #[test]

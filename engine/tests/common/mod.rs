@@ -18,10 +18,7 @@ pub fn small_config(dir: &Path) -> AteConfig {
     }
 }
 
-pub async fn open_with(
-    config: &AteConfig,
-    storage: Option<Arc<dyn Storage>>,
-) -> Result<Arc<Chain>> {
+pub async fn open_with(config: &AteConfig, storage: Option<Arc<dyn Storage>>) -> Result<Arc<Chain>> {
     let mut builder = ChainBuilder::new(config).await;
     if let Some(storage) = storage {
         builder = builder.storage(storage);
@@ -34,10 +31,7 @@ pub async fn open(dir: &Path) -> Result<Arc<Chain>> {
 }
 
 pub async fn open_portable(dir: &Path) -> Result<Arc<Chain>> {
-    let config = AteConfig {
-        backend: StorageBackend::Portable,
-        ..small_config(dir)
-    };
+    let config = AteConfig { backend: StorageBackend::Portable, ..small_config(dir) };
     open_with(&config, None).await
 }
 
@@ -45,9 +39,7 @@ pub async fn open_portable(dir: &Path) -> Result<Arc<Chain>> {
 /// boundaries fall at many different offsets.
 pub fn payload(index: usize) -> Vec<u8> {
     let len = 1 + (index * 37) % 300;
-    (0..len)
-        .map(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8))
-        .collect()
+    (0..len).map(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
 }
 
 pub fn key(index: usize) -> PrimaryKey {

@@ -1,0 +1,35 @@
+//! E1: embedded ingest of 1 KiB plaintext events in `Batched` durability,
+//! io_uring and pwrite backends side by side.
+
+use ate::StorageBackend;
+use ate_bench::{config, ingest, open, payload, scratch_dir};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::time::{Duration, Instant};
+
+fn engine_ingest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let value = payload(1024, 1);
+    let mut group = c.benchmark_group("E1_ingest_1KiB_batched");
+    group.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    for (events_per_commit, committers) in [(1000u64, 4u64), (100, 8), (1, 64)] {
+        for backend in [StorageBackend::IoUring, StorageBackend::Portable] {
+            group.throughput(Throughput::Elements(events_per_commit));
+            let name = format!("{backend:?}/{events_per_commit}_per_commit_{committers}_committers");
+            group.bench_function(name, |bencher| {
+                bencher.iter_custom(|commits| {
+                    runtime.block_on(async {
+                        let dir = scratch_dir();
+                        let chain = open(&config(dir.path(), backend)).await;
+                        let start = Instant::now();
+                        ingest(&chain, commits, events_per_commit, committers, &value, 0).await;
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, engine_ingest);
+criterion_main!(benches);

@@ -1,0 +1,42 @@
+//! E3: point lookups through the materialized view, zero-copy into the mmap.
+
+use ate::StorageBackend;
+use ate_bench::{config, ingest, key, open, payload, scratch_dir};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::time::Duration;
+
+const KEYS: u64 = 1_000_000;
+
+fn view_lookup(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = scratch_dir();
+    let chain = runtime.block_on(async {
+        let chain = open(&config(dir.path(), StorageBackend::IoUring)).await;
+        ingest(&chain, KEYS / 1000, 1000, 4, &payload(1024, 2), 0).await;
+        chain
+    });
+    assert_eq!(chain.len() as u64, KEYS);
+    let mut group = c.benchmark_group("E3_point_lookup");
+    group.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(5));
+    group.bench_function("hit_1M_keys_1KiB_payload", |bencher| {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        bencher.iter(|| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let event = chain.get(&key(state % KEYS)).expect("present");
+            black_box(event.payload[0])
+        })
+    });
+    group.bench_function("miss", |bencher| {
+        let mut index = KEYS;
+        bencher.iter(|| {
+            index += 1;
+            black_box(chain.get(&key(index)).is_none())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, view_lookup);
+criterion_main!(benches);
