@@ -30,7 +30,7 @@ fn main() {
         for i in 0..n {
             view.apply(ViewChange::Put {
                 key: key(i),
-                location: EventLocation::new(0, i as u32),
+                location: EventLocation::new(0, (i as u32).wrapping_mul(16)),
                 sequence: i,
                 parent: None,
             });
@@ -41,7 +41,12 @@ fn main() {
         let view = View::new();
         for i in 0..n {
             let parent = Some((key(i % 1000) ^ 1, 0));
-            view.apply(ViewChange::Put { key: key(i), location: EventLocation::new(0, i as u32), sequence: i, parent });
+            view.apply(ViewChange::Put {
+                key: key(i),
+                location: EventLocation::new(0, (i as u32).wrapping_mul(16)),
+                sequence: i,
+                parent,
+            });
         }
         Box::new(view)
     });

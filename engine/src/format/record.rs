@@ -159,6 +159,18 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Result<Option<DecodedRecord
     Ok(Some(DecodedRecord { header, header_bytes, payload, next_offset: next_offset.min(bytes.len()) }))
 }
 
+/// The header of the record at `offset` and the offset after it, checking
+/// bounds and layout but not the checksum: for bytes this process encoded
+/// itself (the writer walking a group it just wrote). Never for bytes from
+/// disk or network: use [`decode_record`].
+pub fn header_at(bytes: &[u8], offset: usize) -> Option<(&ArchivedEventHeader, usize)> {
+    let frame = bytes.get(offset..offset + FRAME_LEN)?;
+    let body_len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes")) as usize;
+    let header_bytes = bytes.get(offset + FRAME_LEN..offset + FRAME_LEN + HEADER_LEN)?;
+    let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(header_bytes).ok()?;
+    (body_len >= HEADER_LEN).then_some((header, offset + padded_record_len(body_len)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

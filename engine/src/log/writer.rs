@@ -7,7 +7,7 @@
 use super::recovery::create_segment;
 use super::{view_change_for, ChainShared};
 use crate::config::Durability;
-use crate::format::{decode_record, EventHash};
+use crate::format::{header_at, EventHash};
 use crate::storage::LogDevice;
 use crate::view::EventLocation;
 use crate::Result;
@@ -222,11 +222,10 @@ impl Writer {
             let mut cursor = 0usize;
             std::iter::from_fn(move || {
                 while cursor < bytes.len() {
-                    let record =
-                        decode_record(bytes, cursor).ok().flatten().expect("a record this process encoded decodes");
+                    let (header, next) = header_at(bytes, cursor).expect("a record this process encoded parses");
                     let location = EventLocation::new(group.segment, (commit_offset + cursor as u64) as u32);
-                    cursor = record.next_offset;
-                    if let Some(change) = view_change_for(record.header, location) {
+                    cursor = next;
+                    if let Some(change) = view_change_for(header, location) {
                         return Some(change);
                     }
                 }

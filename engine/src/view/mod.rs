@@ -17,18 +17,29 @@ type Hasher = foldhash::fast::RandomState;
 
 /// Where an event lives: segment index and byte offset of its record.
 /// Packed into 8 bytes to keep the view small (segments are ≤ 4 GiB).
+/// Records are 16-byte aligned, so the low bit of the offset is free; the
+/// view uses it to remember "this key is a child" without a second lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventLocation(u64);
 
+const CHILD_FLAG: u64 = 1;
+
 impl EventLocation {
     pub fn new(segment: u32, offset: u32) -> Self {
-        Self(((segment as u64) << 32) | offset as u64)
+        debug_assert_eq!(offset % 16, 0, "record offsets are 16-byte aligned");
+        Self(((segment as u64) << 32) | (offset as u64 & !CHILD_FLAG))
     }
     pub fn segment(self) -> u32 {
         (self.0 >> 32) as u32
     }
     pub fn offset(self) -> u32 {
-        self.0 as u32
+        self.0 as u32 & !(CHILD_FLAG as u32)
+    }
+    fn is_child(self) -> bool {
+        self.0 & CHILD_FLAG != 0
+    }
+    fn with_child_flag(self, child: bool) -> Self {
+        Self(if child { self.0 | CHILD_FLAG } else { self.0 & !CHILD_FLAG })
     }
 }
 
@@ -65,12 +76,16 @@ impl View {
     pub fn apply(&self, change: ViewChange) {
         match change {
             ViewChange::Put { key, location, sequence, parent } => {
-                self.objects.insert(key, location);
-                self.place_child(key, sequence, parent);
+                let old = self.objects.insert(key, location.with_child_flag(parent.is_some()));
+                // Roots that never were children skip the child index entirely.
+                if parent.is_some() || old.is_some_and(EventLocation::is_child) {
+                    self.place_child(key, sequence, parent);
+                }
             }
             ViewChange::Delete { key } => {
-                self.objects.remove(&key);
-                self.place_child(key, 0, None);
+                if self.objects.remove(&key).is_some_and(|(_, old)| old.is_child()) {
+                    self.place_child(key, 0, None);
+                }
             }
         }
     }
@@ -125,7 +140,7 @@ impl View {
     }
 
     pub fn get(&self, key: u128) -> Option<EventLocation> {
-        self.objects.get(&key).map(|entry| *entry)
+        self.objects.get(&key).map(|entry| entry.with_child_flag(false))
     }
 
     /// Children of `parent` in `collection`, oldest first (a snapshot).
@@ -212,5 +227,8 @@ mod tests {
     fn location_packing_round_trips() {
         let location = EventLocation::new(u32::MAX, 123_456);
         assert_eq!((location.segment(), location.offset()), (u32::MAX, 123_456));
+        let flagged = location.with_child_flag(true);
+        assert!(flagged.is_child());
+        assert_eq!((flagged.segment(), flagged.offset()), (u32::MAX, 123_456));
     }
 }
