@@ -19,12 +19,14 @@
 
 pub mod chain;
 pub mod config;
+pub mod crypto;
 pub mod dio;
 pub mod error;
 pub mod format;
 pub mod key;
 mod log;
 pub mod prelude;
+pub mod proof;
 pub mod session;
 pub mod storage;
 pub mod view;

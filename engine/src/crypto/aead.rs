@@ -1,0 +1,109 @@
+//! The AEAD seam: AES-256-GCM through aws-lc-rs (chosen by measurement over
+//! the `aes-gcm` crate: see docs/benchmarks.md, "AEAD choice"). Nothing
+//! outside this file names the implementation.
+
+use super::encoding::{self, KeyKind};
+use super::{random_bytes, CryptoError, KeyId};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, AES_256_GCM};
+use std::fmt;
+use zeroize::Zeroizing;
+
+pub const NONCE_LEN: usize = 12;
+pub const AEAD_TAG_LEN: usize = 16;
+pub type Nonce = [u8; NONCE_LEN];
+
+/// AES-256-GCM encryption: returns ciphertext followed by the 16-byte tag.
+/// The caller guarantees `nonce` is never reused under `key`.
+pub fn seal(key: &[u8; 32], nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"));
+    let mut buffer = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
+    buffer.extend_from_slice(plaintext);
+    key.seal_in_place_append_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
+        .expect("AES-GCM sealing fails only for inputs beyond 64 GiB");
+    buffer
+}
+
+/// Decrypts and authenticates what [`seal`] produced.
+pub fn open(key: &[u8; 32], nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"));
+    let mut buffer = sealed.to_vec();
+    let plain_len = key
+        .open_in_place(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
+        .map_err(|_| CryptoError::DecryptionFailed)?
+        .len();
+    buffer.truncate(plain_len);
+    Ok(buffer)
+}
+
+/// A symmetric read key (AES-256). Whoever holds it can decrypt what is
+/// readable under it; destroying every copy crypto-shreds that data.
+#[derive(Clone)]
+pub struct ReadKey {
+    bytes: Zeroizing<[u8; 32]>,
+}
+
+impl fmt::Debug for ReadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReadKey({}, secret: <redacted>)", self.id())
+    }
+}
+
+impl PartialEq for ReadKey {
+    fn eq(&self, other: &Self) -> bool {
+        // Compare ids, not secrets, to keep comparisons constant-time in the key.
+        self.id() == other.id()
+    }
+}
+impl Eq for ReadKey {}
+
+impl ReadKey {
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        random_bytes(bytes.as_mut())?;
+        Ok(Self { bytes })
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self { bytes: Zeroizing::new(bytes) }
+    }
+
+    /// One-way: the id reveals nothing about the key.
+    pub fn id(&self) -> KeyId {
+        KeyId(blake3::derive_key("ate 2026 read key id", self.bytes.as_ref()))
+    }
+
+    pub(crate) fn secret(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        encoding::encode(KeyKind::Read, 1, &[], self.bytes.as_ref())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let (algorithm, public, secret) = encoding::decode(bytes, KeyKind::Read)?;
+        if algorithm != 1 {
+            return Err(CryptoError::UnknownAlgorithm { what: "read key algorithm", value: algorithm });
+        }
+        if !public.is_empty() {
+            return Err(CryptoError::Malformed);
+        }
+        let bytes: [u8; 32] = secret.try_into().map_err(|_| CryptoError::BadLength {
+            what: "read key",
+            found: secret.len(),
+            expected: 32,
+        })?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// Encrypts with a fresh random nonce; returns (nonce, sealed).
+    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<(Nonce, Vec<u8>), CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        Ok((nonce, seal(&self.bytes, &nonce, aad, plaintext)))
+    }
+
+    pub fn decrypt(&self, nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open(&self.bytes, nonce, aad, sealed)
+    }
+}
