@@ -1,14 +1,19 @@
 //! Chains and the builder that opens them.
 
 use crate::config::{AteConfig, Durability, StorageBackend};
+use crate::crypto::{KeyId, PrivateSignKey, PublicSignKey};
 use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
 use crate::key::{ChainKey, CollectionId, PrimaryKey};
 use crate::log::{recover, spawn_writer, ChainShared, CommitReceipt, CommitRequest};
 use crate::session::AteSession;
 use crate::storage::{PortableStorage, Storage, UringStorage};
+use crate::trust::{
+    verify_commit_signatures, EventContent, EventView, IntegrityMode, NodeKeyWrap, SignedEvent, StagedTrust,
+    TrustConfig, TrustState,
+};
 use crate::{AteError, Result};
 use rkyv::util::AlignedVec;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -39,16 +44,69 @@ pub struct NewEvent {
     pub type_tag: u64,
     pub payload: Vec<u8>,
     pub expect: Expect,
+    /// Node key the payload is encrypted under (all zero: plaintext).
+    pub read_key_id: [u8; 32],
+    /// AEAD nonce of an encrypted payload; a random salt for signed plaintext.
+    pub nonce: [u8; 12],
+    /// Set by signed commits (the signature covers it); 0 lets the chain
+    /// stamp the commit time.
+    pub timestamp_us: u64,
 }
 
 impl NewEvent {
+    pub fn new(key: PrimaryKey, kind: EventKind, payload: Vec<u8>) -> Self {
+        Self {
+            key,
+            kind,
+            parent: None,
+            type_tag: 0,
+            payload,
+            expect: Expect::Any,
+            read_key_id: [0; 32],
+            nonce: [0; 12],
+            timestamp_us: 0,
+        }
+    }
     /// A data event: a new version of `key`.
     pub fn data(key: PrimaryKey, payload: Vec<u8>) -> Self {
-        Self { key, kind: EventKind::Data, parent: None, type_tag: 0, payload, expect: Expect::Any }
+        Self::new(key, EventKind::Data, payload)
     }
     /// A tombstone for `key`.
     pub fn tombstone(key: PrimaryKey) -> Self {
-        Self { key, kind: EventKind::Tombstone, parent: None, type_tag: 0, payload: Vec::new(), expect: Expect::Any }
+        Self::new(key, EventKind::Tombstone, Vec::new())
+    }
+
+    /// The signed fields of this event, given its payload hash and timestamp.
+    pub fn content(&self, payload_hash: [u8; 32], timestamp_us: u64) -> EventContent {
+        let (parent, collection) = self.parent.map_or(([0u8; 16], 0), |(p, c)| (*p.as_bytes(), c.0));
+        EventContent {
+            kind: self.kind as u8,
+            key: *self.key.as_bytes(),
+            parent,
+            collection,
+            type_tag: self.type_tag,
+            timestamp_us,
+            payload_hash,
+            read_key_id: self.read_key_id,
+            nonce: self.nonce,
+        }
+    }
+}
+
+/// Public keys and node-key wraps published in a chain, for readers and for
+/// signature checks outside the append lock.
+#[derive(Debug, Default)]
+pub(crate) struct KeyIndex {
+    pub public_keys: dashmap::DashMap<KeyId, PublicSignKey>,
+    pub node_keys: dashmap::DashMap<KeyId, Vec<NodeKeyWrap>>,
+}
+
+impl KeyIndex {
+    pub fn add_wrap(&self, wrap: NodeKeyWrap) {
+        let mut wraps = self.node_keys.entry(wrap.node_key_id()).or_default();
+        if !wraps.contains(&wrap) {
+            wraps.push(wrap);
+        }
     }
 }
 
@@ -60,6 +118,9 @@ pub struct ChainBuilder {
     temp: Option<Arc<tempfile::TempDir>>,
     storage: Option<Arc<dyn Storage>>,
     open_chains: tokio::sync::Mutex<HashMap<ChainKey, Weak<Chain>>>,
+    trust: TrustConfig,
+    root_public_keys: Vec<PublicSignKey>,
+    server_key: Option<PrivateSignKey>,
 }
 
 impl ChainBuilder {
@@ -73,7 +134,44 @@ impl ChainBuilder {
                 Err(error) => (Err(format!("cannot create a temporary folder: {error}")), None),
             },
         };
-        Self { config: config.clone(), root, temp, storage: None, open_chains: Default::default() }
+        Self {
+            config: config.clone(),
+            root,
+            temp,
+            storage: None,
+            open_chains: Default::default(),
+            trust: TrustConfig::default(),
+            root_public_keys: Vec::new(),
+            server_key: None,
+        }
+    }
+
+    /// Objects without a parent may only be written by these keys (any one).
+    pub fn add_root_public_key(mut self, key: &PublicSignKey) -> Self {
+        self.trust.root_keys.push(key.id());
+        self.root_public_keys.push(key.clone());
+        self
+    }
+
+    /// Distributed (default) or centralized integrity. Centralized needs a
+    /// server key ([`ChainBuilder::server_key`]).
+    pub fn integrity(mut self, mode: IntegrityMode) -> Self {
+        self.trust.integrity = mode;
+        self
+    }
+
+    /// The key this process signs commits with in centralized mode.
+    pub fn server_key(mut self, key: PrivateSignKey) -> Self {
+        self.trust.server_key_id = Some(key.id());
+        self.root_public_keys.push(key.public().clone());
+        self.server_key = Some(key);
+        self
+    }
+
+    /// How far an event's timestamp may be from this machine's clock.
+    pub fn timestamp_skew(mut self, skew: std::time::Duration) -> Self {
+        self.trust.timestamp_skew_us = skew.as_micros() as u64;
+        self
     }
 
     /// Replaces the storage backend (fault injection in tests).
@@ -111,10 +209,42 @@ impl ChainBuilder {
         let lock = lock_directory(&dir, key)?;
         let (storage, device) = self.storage_and_device()?;
         let shared = Arc::new(ChainShared::new(key.name().to_string(), dir, storage, self.config.clone()));
+        if self.trust.integrity == IntegrityMode::Centralized && self.server_key.is_none() {
+            return Err(AteError::InvalidConfig("centralized integrity needs a server key".into()));
+        }
         let recovering = Arc::clone(&shared);
-        let recovered = tokio::task::spawn_blocking(move || recover(&recovering))
-            .await
-            .map_err(|e| AteError::io("recovering chain", std::io::Error::other(e.to_string())))??;
+        let trust_config = self.trust.clone();
+        let root_keys = self.root_public_keys.clone();
+        let (recovered, trust) = tokio::task::spawn_blocking(move || {
+            let mut trust = TrustState::new();
+            for key in root_keys {
+                recovering.keys.public_keys.insert(key.id(), key.clone());
+                trust.add_public_key(key);
+            }
+            let now = now_us();
+            let recovered = recover(&recovering, &mut |header, payload| {
+                let Some(kind) = header.kind() else { return };
+                let content = EventContent::of_archived(header);
+                let view = EventView {
+                    kind,
+                    key: u128::from_le_bytes(header.key),
+                    parent: header.parent().map(u128::from_le_bytes),
+                    content: &content,
+                    payload,
+                };
+                if let Some(wrap) = trust.apply_recovered(&view, header.sequence(), &trust_config, now) {
+                    recovering.keys.add_wrap(wrap);
+                }
+                if kind == EventKind::PublicKey {
+                    if let Ok(key) = PublicSignKey::decode(payload) {
+                        recovering.keys.public_keys.insert(key.id(), key);
+                    }
+                }
+            })?;
+            Ok::<_, AteError>((recovered, trust))
+        })
+        .await
+        .map_err(|e| AteError::io("recovering chain", std::io::Error::other(e.to_string())))??;
         if recovered.truncated_bytes > 0 {
             tracing::info!(chain = %key, bytes = recovered.truncated_bytes, "recovery cut a torn tail");
         }
@@ -137,7 +267,10 @@ impl ChainBuilder {
                 last_hash: recovered.last_hash,
                 last_timestamp_us: recovered.last_timestamp_us,
                 in_flight: HashMap::default(),
+                trust,
             }),
+            trust: self.trust.clone(),
+            server_key: self.server_key.clone(),
             shared,
             sender: Some(sender),
             writer: Some(writer),
@@ -198,6 +331,9 @@ struct AppendState {
     /// Keys written by commits that are assigned but not yet in the view:
     /// key → (sequence, deleted). Conflict checks look here first.
     in_flight: HashMap<u128, (u64, bool)>,
+    /// Authority tree, public keys and anti-replay window, as of the last
+    /// assigned commit.
+    trust: TrustState,
 }
 
 /// An open chain: append commits, read the materialized view.
@@ -205,6 +341,8 @@ struct AppendState {
 pub struct Chain {
     key: ChainKey,
     durability: Durability,
+    trust: TrustConfig,
+    server_key: Option<PrivateSignKey>,
     shared: Arc<ChainShared>,
     append: parking_lot::Mutex<AppendState>,
     permits: Arc<tokio::sync::Semaphore>,
@@ -291,17 +429,35 @@ impl Chain {
         let limit = self.shared.config.max_commit_bytes;
         let mut bytes = 0usize;
         for event in &events {
-            if !matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
-                return Err(AteError::InvalidInput(format!("{:?} events are written by the trust layer", event.kind)));
-            }
             bytes = bytes.saturating_add(padded_record_len(HEADER_LEN.saturating_add(event.payload.len())));
         }
         if bytes > limit || events.iter().any(|event| event.payload.len() > u32::MAX as usize) {
             return Err(AteError::CommitTooLarge { bytes, limit });
         }
-        // Hash payloads before taking the lock: it is the costly part and
-        // runs in parallel across committers.
+        // Hash payloads and check signatures before taking the lock: they
+        // are the costly part and run in parallel across committers.
         let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+        let signed = events.iter().any(|event| event.kind == EventKind::Signature);
+        if signed && events.iter().any(|event| event.timestamp_us == 0) {
+            return Err(AteError::InvalidInput("signed commits carry their own timestamps".into()));
+        }
+        let signers = if signed {
+            let contents: Vec<EventContent> = events
+                .iter()
+                .zip(&payload_hashes)
+                .map(|(event, hash)| event.content(*hash, event.timestamp_us))
+                .collect();
+            let views: Vec<SignedEvent<'_>> = events
+                .iter()
+                .zip(&contents)
+                .map(|(event, content)| SignedEvent { kind: event.kind, content, payload: &event.payload })
+                .collect();
+            let keys = &self.shared.keys.public_keys;
+            verify_commit_signatures(&self.shared.chain_id, &views, |id| keys.get(id).map(|key| key.clone()))
+                .map_err(|(index, reason)| AteError::Rejected { index, key: events[index].key, reason })?
+        } else {
+            HashSet::new()
+        };
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -313,32 +469,59 @@ impl Chain {
             if let Some(error) = self.shared.poisoned() {
                 return Err(error);
             }
+            let now = now_us();
+            let stamp = now.max(state.last_timestamp_us);
+            let contents: Vec<EventContent> = events
+                .iter()
+                .zip(&payload_hashes)
+                .map(|(event, hash)| {
+                    event.content(*hash, if event.timestamp_us == 0 { stamp } else { event.timestamp_us })
+                })
+                .collect();
+            if signed {
+                // A retried commit whose acknowledgement was lost: idempotent.
+                if let Some((first_sequence, last_sequence)) = state.trust.replayed_commit(&contents) {
+                    return Ok(CommitReceipt { first_sequence, last_sequence });
+                }
+            }
             for event in &events {
                 self.check_expectation(&state, event)?;
             }
+            let mut staged = StagedTrust::default();
+            for (index, (event, content)) in events.iter().zip(&contents).enumerate() {
+                let view = EventView {
+                    kind: event.kind,
+                    key: event.key.as_u128(),
+                    parent: event.parent.map(|(parent, _)| parent.as_u128()),
+                    content,
+                    payload: &event.payload,
+                };
+                state
+                    .trust
+                    .check_event(&self.trust, &mut staged, &view, &signers, now)
+                    .map_err(|reason| AteError::Rejected { index, key: event.key, reason })?;
+            }
             let first_sequence = state.next_sequence;
-            let timestamp_us = now_us().max(state.last_timestamp_us);
             let mut records = AlignedVec::<16>::with_capacity(bytes);
             let count = events.len();
             let mut keys = Vec::with_capacity(count);
-            for (index, (event, payload_hash)) in events.iter().zip(payload_hashes).enumerate() {
+            for (index, (event, content)) in events.iter().zip(&contents).enumerate() {
                 let sequence = first_sequence + index as u64;
-                let (parent, collection) = event.parent.map_or(([0u8; 16], 0), |(p, c)| (*p.as_bytes(), c.0));
                 let header = EventHeader {
                     sequence,
-                    timestamp_us,
-                    collection,
+                    timestamp_us: content.timestamp_us,
+                    collection: content.collection,
                     type_tag: event.type_tag,
                     payload_len: event.payload.len() as u32,
                     kind: event.kind as u8,
                     flags: if index + 1 == count { EventFlags::COMMIT_END } else { 0 },
                     reserved: 0,
-                    key: *event.key.as_bytes(),
-                    parent,
+                    key: content.key,
+                    parent: content.parent,
                     prev_hash: state.last_hash,
-                    payload_hash,
-                    read_key_id: [0; 32],
-                    nonce: [0; 12],
+                    payload_hash: content.payload_hash,
+                    read_key_id: content.read_key_id,
+                    nonce: content.nonce,
                     reserved_tail: [0; 4],
                 };
                 state.last_hash = encode_record(&mut records, &header, &event.payload);
@@ -357,11 +540,20 @@ impl Chain {
             let sender = self.sender.as_ref().expect("sender lives until drop");
             // The permit guarantees room: permits == channel capacity.
             sender.try_send(request).map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
+            for key in staged.public_keys() {
+                self.shared.keys.public_keys.insert(key.id(), key.clone());
+            }
+            for wrap in &staged.node_key_wraps {
+                self.shared.keys.add_wrap(wrap.clone());
+            }
+            state.trust.commit(staged, &self.trust, now, first_sequence);
             for (event, (key, sequence)) in events.iter().zip(&keys) {
-                state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));
+                if matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
+                    state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));
+                }
             }
             state.next_sequence = receipt.last_sequence + 1;
-            state.last_timestamp_us = timestamp_us;
+            state.last_timestamp_us = stamp;
             written = keys;
         }
         let outcome = receipt.await.map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
@@ -376,6 +568,33 @@ impl Chain {
             }
         }
         outcome
+    }
+
+    /// Runs `query` against the trust state as of the last assigned commit.
+    pub(crate) fn with_trust<R>(&self, query: impl FnOnce(&TrustState, &TrustConfig) -> R) -> R {
+        let state = self.append.lock();
+        query(&state.trust, &self.trust)
+    }
+
+    pub(crate) fn trust_config(&self) -> &TrustConfig {
+        &self.trust
+    }
+
+    pub(crate) fn server_key(&self) -> Option<&PrivateSignKey> {
+        self.server_key.as_ref()
+    }
+
+    pub(crate) fn chain_id(&self) -> &[u8; 32] {
+        &self.shared.chain_id
+    }
+
+    pub(crate) fn knows_public_key(&self, id: &KeyId) -> bool {
+        self.shared.keys.public_keys.contains_key(id)
+    }
+
+    /// Every wrap of node key `id` published in this chain.
+    pub(crate) fn node_key_wraps(&self, id: &KeyId) -> Vec<NodeKeyWrap> {
+        self.shared.keys.node_keys.get(id).map(|wraps| wraps.clone()).unwrap_or_default()
     }
 
     fn check_expectation(&self, state: &AppendState, event: &NewEvent) -> Result<()> {

@@ -8,9 +8,15 @@
 
 use crate::chain::{Chain, Expect, NewEvent};
 use crate::config::Durability;
+use crate::crypto::{KeyId, PrivateSignKey, ReadKey};
 use crate::format::EventKind;
 use crate::key::{CollectionId, PrimaryKey};
 use crate::session::AteSession;
+use crate::trust::events::payload_aad;
+use crate::trust::{
+    AuthorityRecord, EncryptedPayload, EventContent, IntegrityMode, NodeKeyWrap, ReadAuthority, ReadRule, StagedTrust,
+    WriteAuthority, WriteRule,
+};
 use crate::{AteError, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -51,6 +57,9 @@ impl<T> DerefMut for Dao<T> {
     }
 }
 
+/// Where an object sits: its parent and the collection within it.
+type Placement = (PrimaryKey, CollectionId);
+
 #[derive(Debug)]
 enum Staged {
     Put {
@@ -72,6 +81,10 @@ pub struct Dio {
     session: AteSession,
     order: Vec<PrimaryKey>,
     staged: HashMap<PrimaryKey, Staged>,
+    /// Authority changes, written before the data of the same commit.
+    authority: Vec<(PrimaryKey, Option<Placement>, AuthorityRecord)>,
+    /// Node keys this transaction unwrapped or created, by id.
+    node_keys: HashMap<KeyId, ReadKey>,
     /// Versions this transaction observed: `Some(seq)` for a version it read
     /// or wrote, `None` for "known absent".
     versions: HashMap<PrimaryKey, Option<u64>>,
@@ -87,7 +100,15 @@ fn deserialize<T: DeserializeOwned>(key: PrimaryKey, payload: &[u8]) -> Result<T
 
 impl Dio {
     pub(crate) fn new(chain: Arc<Chain>, session: AteSession) -> Self {
-        Self { chain, session, order: Vec::new(), staged: HashMap::new(), versions: HashMap::new() }
+        Self {
+            chain,
+            session,
+            order: Vec::new(),
+            staged: HashMap::new(),
+            authority: Vec::new(),
+            node_keys: HashMap::new(),
+            versions: HashMap::new(),
+        }
     }
 
     pub fn chain(&self) -> &Arc<Chain> {
@@ -196,7 +217,8 @@ impl Dio {
             Some(_) => return Err(AteError::NotFound { key: *key }),
             None => {}
         }
-        let Some(event) = self.chain.get(key) else {
+        let chain = Arc::clone(&self.chain);
+        let Some(event) = chain.get(key) else {
             self.versions.entry(*key).or_insert(None);
             return Err(AteError::NotFound { key: *key });
         };
@@ -205,7 +227,17 @@ impl Dio {
         }
         let parent =
             event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())));
-        let value = deserialize(*key, event.payload)?;
+        let value = if event.header.read_key_id == [0u8; 32] {
+            deserialize(*key, event.payload)?
+        } else {
+            // Encrypted: the header names the node key the data key is sealed under.
+            let content = EventContent::of_archived(event.header);
+            let node_key_id = KeyId(event.header.read_key_id);
+            let node_key = self.node_key(*key, node_key_id)?;
+            let plaintext = decrypt_payload(&node_key, &content, event.payload)
+                .map_err(|_| AteError::NoReadAccess { key: *key, node_key_id })?;
+            deserialize(*key, &plaintext)?
+        };
         self.versions.insert(*key, Some(event.header.sequence()));
         Ok(Dao { key: *key, parent, value })
     }
@@ -249,13 +281,14 @@ impl Dio {
 
     /// Whether anything is staged.
     pub fn has_uncommitted(&self) -> bool {
-        self.staged.values().any(|staged| !matches!(staged, Staged::Cancelled))
+        !self.authority.is_empty() || self.staged.values().any(|staged| !matches!(staged, Staged::Cancelled))
     }
 
     /// Discards everything staged.
     pub fn cancel(&mut self) {
         self.staged.clear();
         self.order.clear();
+        self.authority.clear();
     }
 
     /// Commits with the chain's default durability.
@@ -265,37 +298,274 @@ impl Dio {
 
     /// Commits atomically. On error nothing is visible and the staged
     /// changes are kept (call [`Dio::cancel`] or reload and retry).
+    ///
+    /// This is where the chain of trust is applied: each change is checked
+    /// against the write authority that governs it (the session must hold an
+    /// allowed key), payloads under a read authority are encrypted, public
+    /// keys are published on first use, and the commit is signed once per
+    /// required key over the Merkle root of its events.
     pub async fn commit_with(&mut self, durability: Option<Durability>) -> Result<()> {
-        let mut events = Vec::with_capacity(self.order.len());
+        let plan = self.plan()?;
+        if plan.is_empty() {
+            self.cancel();
+            return Ok(());
+        }
+        let timestamp_us = crate::chain::now_us();
+        let centralized = self.chain.trust_config().integrity == IntegrityMode::Centralized;
+        let mut signing_keys: Vec<PrivateSignKey> = Vec::new();
+        let mut events = Vec::with_capacity(plan.len() + 2);
+        for step in plan {
+            if let WriteRule::AnyOf(allowed) = &step.write_rule {
+                let key = self
+                    .session
+                    .write_keys()
+                    .find(|key| allowed.contains(&key.id()))
+                    .ok_or(AteError::NoWriteAccess { key: step.event.key })?;
+                if !signing_keys.iter().any(|known| known.id() == key.id()) {
+                    signing_keys.push(key.clone());
+                }
+            } else if step.write_rule == WriteRule::Nobody {
+                return Err(AteError::Rejected {
+                    index: events.len(),
+                    key: step.event.key,
+                    reason: crate::trust::RejectReason::Frozen,
+                });
+            }
+            let mut event = step.event;
+            event.timestamp_us = timestamp_us;
+            crate::crypto::fill_random(&mut event.nonce)?;
+            if let ReadRule::NodeKey { node_key_id, .. } = step.read_rule {
+                if event.kind == EventKind::Data {
+                    let node_key = self.node_key(event.key, node_key_id)?;
+                    event.read_key_id = node_key_id.0;
+                    let content = event.content([0; 32], timestamp_us);
+                    event.payload = encrypt_payload(&node_key, &content, &event.payload)?;
+                }
+            }
+            events.push(event);
+        }
+        if centralized && !signing_keys.is_empty() {
+            // The session proved it holds an authorised key; the chain's
+            // server key vouches for the commit.
+            let server = self
+                .chain
+                .server_key()
+                .cloned()
+                .ok_or_else(|| AteError::InvalidConfig("centralized integrity needs a server key".into()))?;
+            signing_keys = vec![server];
+        }
+        let mut published = Vec::new();
+        for key in &signing_keys {
+            if !self.chain.knows_public_key(&key.id()) {
+                let mut event = NewEvent::new(
+                    PrimaryKey::from_bytes(key.id().0[..16].try_into().expect("16 bytes")),
+                    EventKind::PublicKey,
+                    key.public().encode(),
+                );
+                event.timestamp_us = timestamp_us;
+                crate::crypto::fill_random(&mut event.nonce)?;
+                published.push(event);
+            }
+        }
+        published.extend(events);
+        let mut events = published;
+        if !signing_keys.is_empty() {
+            let contents: Vec<EventContent> =
+                events.iter().map(|event| event.content(blake3::hash(&event.payload).into(), timestamp_us)).collect();
+            for key in &signing_keys {
+                let signature = crate::trust::sign_commit(self.chain.chain_id(), key, &contents);
+                let payload = postcard::to_stdvec(&signature).map_err(|e| AteError::Serialization(e.to_string()))?;
+                let mut event = NewEvent::new(events[0].key, EventKind::Signature, payload);
+                event.timestamp_us = timestamp_us;
+                crate::crypto::fill_random(&mut event.nonce)?;
+                events.push(event);
+            }
+        }
+        let receipt = self.chain.append(events, durability).await?;
+        let _ = receipt;
+        // Versions of what this transaction wrote, for later optimistic checks.
+        let written: Vec<PrimaryKey> =
+            self.order.iter().filter(|key| !matches!(self.staged[*key], Staged::Cancelled)).copied().collect();
+        for key in written {
+            let version = match self.staged[&key] {
+                Staged::Delete { .. } => None,
+                _ => self.chain.version(&key),
+            };
+            self.versions.insert(key, version);
+        }
+        self.cancel();
+        Ok(())
+    }
+
+    /// Resolves, under the chain's trust state plus this transaction's own
+    /// changes, which rule governs each staged event.
+    fn plan(&self) -> Result<Vec<PlannedEvent>> {
+        let mut events: Vec<NewEvent> = Vec::new();
+        for (key, parent, record) in &self.authority {
+            let payload = postcard::to_stdvec(record).map_err(|e| AteError::Serialization(e.to_string()))?;
+            let mut event = NewEvent::new(*key, EventKind::Authority, payload);
+            event.parent = *parent;
+            events.push(event);
+        }
         for key in &self.order {
             let event = match &self.staged[key] {
-                Staged::Put { payload, parent, expect } => NewEvent {
-                    key: *key,
-                    kind: EventKind::Data,
-                    parent: *parent,
-                    type_tag: 0,
-                    payload: payload.clone(),
-                    expect: *expect,
-                },
+                Staged::Put { payload, parent, expect } => {
+                    NewEvent { parent: *parent, expect: *expect, ..NewEvent::data(*key, payload.clone()) }
+                }
                 Staged::Delete { expect } => NewEvent { expect: *expect, ..NewEvent::tombstone(*key) },
                 Staged::Cancelled => continue,
             };
             events.push(event);
         }
-        if events.is_empty() {
-            self.cancel();
-            return Ok(());
-        }
-        let receipt = self.chain.append(events, durability).await?;
-        for (index, key) in self.order.iter().filter(|key| !matches!(self.staged[*key], Staged::Cancelled)).enumerate()
-        {
-            let version = match self.staged[key] {
-                Staged::Delete { .. } => None,
-                _ => Some(receipt.first_sequence + index as u64),
-            };
-            self.versions.insert(*key, version);
-        }
-        self.cancel();
+        let authority = &self.authority;
+        Ok(self.chain.with_trust(|state, config| {
+            let mut overlay = StagedTrust::default();
+            events
+                .into_iter()
+                .map(|event| {
+                    let key = event.key.as_u128();
+                    let parent = event.parent.map(|(parent, _)| parent.as_u128());
+                    let write_rule = state.write_rule(config, &overlay, key, parent);
+                    match event.kind {
+                        EventKind::Authority => {
+                            let record =
+                                authority.iter().find(|(k, _, _)| *k == event.key).map(|(_, _, record)| record.clone());
+                            state.stage(&mut overlay, key, parent, record);
+                        }
+                        EventKind::Data => state.stage(&mut overlay, key, parent, None),
+                        _ => {}
+                    }
+                    let read_rule = state.read_rule(&overlay, key, parent);
+                    PlannedEvent { event, write_rule, read_rule }
+                })
+                .collect()
+        }))
+    }
+
+    /// Sets who may write and read `key` (an existing object, or one staged
+    /// in this transaction). Encrypted read access needs the read key in the
+    /// session; the object's node key is kept if it has one (so children
+    /// stay readable without being rewritten) or created.
+    pub fn set_authority(&mut self, key: &PrimaryKey, write: WriteAuthority, read: ReadAuthority) -> Result<()> {
+        let parent = match self.staged.get(key) {
+            Some(Staged::Put { parent, .. }) => *parent,
+            _ => self.chain.get(key).and_then(|event| {
+                event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())))
+            }),
+        };
+        let existing = self.existing_node_key(key)?;
+        let node_key = match &read {
+            ReadAuthority::Specific(read_key_id) => {
+                let read_key = self
+                    .session
+                    .read_key(read_key_id)
+                    .cloned()
+                    .ok_or(AteError::NoReadAccess { key: *key, node_key_id: *read_key_id })?;
+                let node_key = match existing {
+                    Some(node_key) => node_key,
+                    None => ReadKey::generate()?,
+                };
+                let wrap = seal_node_key(&node_key, &read_key)?;
+                self.node_keys.insert(node_key.id(), node_key);
+                Some(wrap)
+            }
+            // Made public: publish the node key so what was written under it stays readable.
+            ReadAuthority::Everyone => existing.map(|node_key| NodeKeyWrap::Published { node_key: *node_key.secret() }),
+            ReadAuthority::Inherit => None,
+        };
+        self.authority.retain(|(k, _, _)| k != key);
+        self.authority.push((*key, parent, AuthorityRecord { write, read, node_key }));
         Ok(())
     }
+
+    /// The node key `key` already has in the chain, unwrapped with this
+    /// session's keys; an error if it has one the session cannot open.
+    fn existing_node_key(&mut self, key: &PrimaryKey) -> Result<Option<ReadKey>> {
+        let wrap =
+            self.chain.with_trust(|state, _| state.own_node_key(&StagedTrust::default(), key.as_u128()).cloned());
+        match wrap {
+            Some(wrap) => self.node_key(*key, wrap.node_key_id()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Node key `id`, unwrapped with any read key of the session.
+    fn node_key(&mut self, key: PrimaryKey, id: KeyId) -> Result<ReadKey> {
+        if let Some(node_key) = self.node_keys.get(&id) {
+            return Ok(node_key.clone());
+        }
+        for wrap in self.chain.node_key_wraps(&id) {
+            if let Some(node_key) = open_node_key(&wrap, &self.session) {
+                if node_key.id() == id {
+                    self.node_keys.insert(id, node_key.clone());
+                    return Ok(node_key);
+                }
+            }
+        }
+        Err(AteError::NoReadAccess { key, node_key_id: id })
+    }
+}
+
+/// One event of a commit with the rules that govern it.
+struct PlannedEvent {
+    event: NewEvent,
+    write_rule: WriteRule,
+    read_rule: ReadRule,
+}
+
+fn node_key_aad(node_key_id: &KeyId, read_key_id: &KeyId) -> Vec<u8> {
+    let mut aad = b"ATE node key v1\0".to_vec();
+    aad.extend_from_slice(node_key_id.as_bytes());
+    aad.extend_from_slice(read_key_id.as_bytes());
+    aad
+}
+
+fn seal_node_key(node_key: &ReadKey, read_key: &ReadKey) -> Result<NodeKeyWrap> {
+    let (nonce, sealed) = read_key.encrypt(&node_key_aad(&node_key.id(), &read_key.id()), node_key.secret())?;
+    Ok(NodeKeyWrap::Sealed { node_key_id: node_key.id(), read_key_id: read_key.id(), nonce, sealed })
+}
+
+fn open_node_key(wrap: &NodeKeyWrap, session: &AteSession) -> Option<ReadKey> {
+    match wrap {
+        NodeKeyWrap::Published { node_key } => Some(ReadKey::from_bytes(*node_key)),
+        NodeKeyWrap::Sealed { node_key_id, read_key_id, nonce, sealed } => {
+            let read_key = session.read_key(read_key_id)?;
+            let plain =
+                zeroize::Zeroizing::new(read_key.decrypt(nonce, &node_key_aad(node_key_id, read_key_id), sealed).ok()?);
+            let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
+            Some(ReadKey::from_bytes(bytes))
+        }
+    }
+}
+
+fn data_key_aad(content: &EventContent) -> Vec<u8> {
+    let mut aad = b"ATE data key v1\0".to_vec();
+    aad.extend_from_slice(&content.read_key_id);
+    aad.extend_from_slice(&content.key);
+    aad.extend_from_slice(&content.nonce);
+    aad
+}
+
+/// AES-256-GCM under a fresh data key (so no nonce is ever reused under a
+/// key), the data key sealed under the node key.
+fn encrypt_payload(node_key: &ReadKey, content: &EventContent, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let data_key = ReadKey::generate()?;
+    let ciphertext = crate::crypto::seal(data_key.secret(), &content.nonce, &payload_aad(content), plaintext);
+    let (wrap_nonce, wrapped_data_key) = node_key.encrypt(&data_key_aad(content), data_key.secret())?;
+    postcard::to_stdvec(&EncryptedPayload { wrap_nonce, wrapped_data_key, ciphertext })
+        .map_err(|e| AteError::Serialization(e.to_string()))
+}
+
+fn decrypt_payload(node_key: &ReadKey, content: &EventContent, stored: &[u8]) -> Result<Vec<u8>> {
+    let envelope: EncryptedPayload =
+        postcard::from_bytes(stored).map_err(|_| AteError::Crypto(crate::crypto::CryptoError::DecryptionFailed))?;
+    let data_key = zeroize::Zeroizing::new(node_key.decrypt(
+        &envelope.wrap_nonce,
+        &data_key_aad(content),
+        &envelope.wrapped_data_key,
+    )?);
+    let data_key: [u8; 32] =
+        data_key.as_slice().try_into().map_err(|_| AteError::Crypto(crate::crypto::CryptoError::DecryptionFailed))?;
+    let data_key = ReadKey::from_bytes(data_key);
+    Ok(crate::crypto::open(data_key.secret(), &content.nonce, &payload_aad(content), &envelope.ciphertext)?)
 }

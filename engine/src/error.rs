@@ -37,6 +37,17 @@ pub enum AteError {
     CommitTooLarge { bytes: usize, limit: usize },
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A commit failed validation; nothing of it was written.
+    #[error("commit rejected at event {index} (object {key}): {reason}")]
+    Rejected { index: usize, key: PrimaryKey, reason: crate::trust::RejectReason },
+    /// The session holds no key allowed to write this object.
+    #[error("the session holds no key allowed to write object {key}")]
+    NoWriteAccess { key: PrimaryKey },
+    /// The session holds no key that can decrypt this object.
+    #[error("the session holds no key that can read object {key} (encrypted under node key {node_key_id})")]
+    NoReadAccess { key: PrimaryKey, node_key_id: crate::crypto::KeyId },
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
     #[error("chain '{chain}' is open in another process")]
     Locked { chain: String },
     #[error("invalid input: {0}")]

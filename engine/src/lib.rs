@@ -29,6 +29,7 @@ pub mod prelude;
 pub mod proof;
 pub mod session;
 pub mod storage;
+pub mod trust;
 pub mod view;
 
 pub use chain::{Chain, ChainBuilder, Expect, NewEvent};

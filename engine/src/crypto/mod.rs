@@ -67,6 +67,11 @@ pub enum CryptoError {
 }
 
 /// Fills `buffer` from the OS CSPRNG.
+pub fn fill_random(buffer: &mut [u8]) -> Result<(), CryptoError> {
+    random_bytes(buffer)
+}
+
+/// Fills `buffer` from the OS CSPRNG.
 pub(crate) fn random_bytes(buffer: &mut [u8]) -> Result<(), CryptoError> {
     getrandom::fill(buffer).map_err(|_| CryptoError::Random)
 }

@@ -28,6 +28,7 @@ pub(crate) struct ChainShared {
     pub config: AteConfig,
     pub view: View,
     pub segments: SegmentTable,
+    pub keys: crate::chain::KeyIndex,
     poison: OnceLock<String>,
 }
 
@@ -42,6 +43,7 @@ impl ChainShared {
             config,
             view: View::new(),
             segments: SegmentTable::new(),
+            keys: Default::default(),
             poison: OnceLock::new(),
         }
     }

@@ -11,7 +11,9 @@
 //! * only whole commits reach the view.
 
 use super::{view_change_for, ChainShared, Segment};
-use crate::format::{decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN};
+use crate::format::{
+    decode_record, header_at, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN,
+};
 use crate::view::{EventLocation, ViewChange};
 use crate::{AteError, Result};
 use std::path::{Path, PathBuf};
@@ -103,7 +105,12 @@ fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) ->
 
 /// Scans the chain directory, fills `chain.segments` and `chain.view`, and
 /// returns where appending resumes.
-pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
+/// `on_event` sees every event of every kept commit, in order, once the
+/// commit is known to be whole (the trust layer rebuilds its state from it).
+pub(crate) fn recover(
+    chain: &ChainShared,
+    on_event: &mut dyn FnMut(&crate::format::ArchivedEventHeader, &[u8]),
+) -> Result<Recovered> {
     let mut files = list_segments(&chain.dir)?;
     let torn_window = 2 * chain.config.max_write_bytes.max(chain.config.max_commit_bytes);
 
@@ -141,6 +148,7 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
     let mut next_sequence = 0u64;
     let mut last_hash: EventHash = [0; 32];
     let mut pending: Vec<ViewChange> = Vec::new();
+    let mut pending_offsets: Vec<usize> = Vec::new();
     let count = files.len();
     let mut active_write_offset = SEGMENT_HEADER_LEN as u64;
     let mut truncated_bytes = 0u64;
@@ -213,6 +221,7 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                     }
                     let location = EventLocation::new(index, offset as u32);
                     pending.extend(view_change_for(record.header, location));
+                    pending_offsets.push(offset);
                     next_sequence += 1;
                     offset = record.next_offset;
                     if record.header.is_commit_end() {
@@ -221,6 +230,11 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                         }
                         for change in pending.drain(..) {
                             chain.view.apply(change);
+                        }
+                        for at in pending_offsets.drain(..) {
+                            let (header, _) = header_at(bytes, at).expect("validated above");
+                            let start = at + FRAME_LEN + HEADER_LEN;
+                            on_event(header, &bytes[start..start + header.payload_len() as usize]);
                         }
                         committed = (offset, next_sequence, last_hash);
                         last_timestamp_us = last_timestamp_us.max(record.header.timestamp_us());
@@ -284,6 +298,7 @@ pub(crate) fn recover(chain: &ChainShared) -> Result<Recovered> {
                     chain.storage.sync_data(&segment.file).map_err(|e| AteError::io(context(), e))?;
                 }
                 pending.clear();
+                pending_offsets.clear();
                 next_sequence = commit_sequence;
                 last_hash = commit_hash;
             }
