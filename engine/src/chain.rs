@@ -5,12 +5,14 @@ use crate::crypto::{KeyId, PrivateSignKey, PublicSignKey};
 use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
 use crate::key::{ChainKey, CollectionId, PrimaryKey};
 use crate::log::{recover, spawn_writer, ChainShared, CommitReceipt, CommitRequest};
+use crate::proof::{ConsistencyProof, InclusionProof, MerkleTree, TreeHead};
 use crate::session::AteSession;
 use crate::storage::{PortableStorage, Storage, UringStorage};
 use crate::trust::{
     verify_commit_signatures, EventContent, EventView, IntegrityMode, NodeKeyWrap, SignedEvent, StagedTrust,
     TrustConfig, TrustState,
 };
+use crate::verify::{verify_chain, VerifyError, VerifyReport};
 use crate::{AteError, Result};
 use rkyv::util::AlignedVec;
 use std::collections::{HashMap, HashSet};
@@ -222,22 +224,27 @@ impl ChainBuilder {
                 trust.add_public_key(key);
             }
             let now = now_us();
-            let recovered = recover(&recovering, &mut |header, payload| {
-                let Some(kind) = header.kind() else { return };
-                let content = EventContent::of_archived(header);
-                let view = EventView {
-                    kind,
-                    key: u128::from_le_bytes(header.key),
-                    parent: header.parent().map(u128::from_le_bytes),
-                    content: &content,
-                    payload,
-                };
-                if let Some(wrap) = trust.apply_recovered(&view, header.sequence(), &trust_config, now) {
-                    recovering.keys.add_wrap(wrap);
-                }
-                if kind == EventKind::PublicKey {
-                    if let Ok(key) = PublicSignKey::decode(payload) {
-                        recovering.keys.public_keys.insert(key.id(), key);
+            let recovered = recover(&recovering, &mut |commit| {
+                let signed = commit.iter().any(|event| event.header.kind() == Some(EventKind::Signature));
+                for event in commit {
+                    let header = event.header;
+                    let Some(kind) = header.kind() else { continue };
+                    let content = EventContent::of_archived(header);
+                    let view = EventView {
+                        kind,
+                        key: u128::from_le_bytes(header.key),
+                        parent: header.parent().map(u128::from_le_bytes),
+                        content: &content,
+                        payload: event.payload,
+                        replay_protected: signed,
+                    };
+                    if let Some(wrap) = trust.apply_recovered(&view, header.sequence(), &trust_config, now) {
+                        recovering.keys.add_wrap(wrap);
+                    }
+                    if kind == EventKind::PublicKey {
+                        if let Ok(key) = PublicSignKey::decode(event.payload) {
+                            recovering.keys.public_keys.insert(key.id(), key);
+                        }
                     }
                 }
             })?;
@@ -245,6 +252,7 @@ impl ChainBuilder {
         })
         .await
         .map_err(|e| AteError::io("recovering chain", std::io::Error::other(e.to_string())))??;
+        shared.durable_sequence.store(recovered.next_sequence, std::sync::atomic::Ordering::Release);
         if recovered.truncated_bytes > 0 {
             tracing::info!(chain = %key, bytes = recovered.truncated_bytes, "recovery cut a torn tail");
         }
@@ -271,6 +279,8 @@ impl ChainBuilder {
             }),
             trust: self.trust.clone(),
             server_key: self.server_key.clone(),
+            root_keys: self.root_public_keys.clone(),
+            proofs: parking_lot::Mutex::new(ProofCache::default()),
             shared,
             sender: Some(sender),
             writer: Some(writer),
@@ -323,6 +333,16 @@ fn lock_directory(dir: &Path, key: &ChainKey) -> Result<File> {
     Ok(file)
 }
 
+#[derive(Debug, Default)]
+struct ProofCache {
+    tree: MerkleTree,
+    event_hashes: Vec<[u8; 32]>,
+    last_timestamp_us: u64,
+    /// Where the next event to add starts.
+    segment: u32,
+    offset: usize,
+}
+
 #[derive(Debug)]
 struct AppendState {
     next_sequence: u64,
@@ -343,6 +363,9 @@ pub struct Chain {
     durability: Durability,
     trust: TrustConfig,
     server_key: Option<PrivateSignKey>,
+    root_keys: Vec<PublicSignKey>,
+    /// Merkle tree over event hashes, built on first use and extended after.
+    proofs: parking_lot::Mutex<ProofCache>,
     shared: Arc<ChainShared>,
     append: parking_lot::Mutex<AppendState>,
     permits: Arc<tokio::sync::Semaphore>,
@@ -495,6 +518,7 @@ impl Chain {
                     parent: event.parent.map(|(parent, _)| parent.as_u128()),
                     content,
                     payload: &event.payload,
+                    replay_protected: signed,
                 };
                 state
                     .trust
@@ -568,6 +592,88 @@ impl Chain {
             }
         }
         outcome
+    }
+
+    /// Sequence after the last durable event.
+    pub fn durable_sequence(&self) -> u64 {
+        self.shared.durable_sequence.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Verifies every durable event of this chain from its files: checksums,
+    /// hash chain, payload hashes, signatures and authority at each step.
+    pub async fn verify(&self) -> std::result::Result<VerifyReport, VerifyError> {
+        let (dir, key, trust, roots) =
+            (self.shared.dir.clone(), self.key.clone(), self.trust.clone(), self.root_keys.clone());
+        let stop = self.durable_sequence();
+        tokio::task::spawn_blocking(move || verify_chain(&dir, &key, &trust, &roots, Some(stop), &mut |_| {}))
+            .await
+            .map_err(|error| VerifyError {
+                sequence: None,
+                segment: PathBuf::new(),
+                offset: 0,
+                reason: error.to_string(),
+            })?
+    }
+
+    /// The Merkle tree head over every durable event.
+    pub fn tree_head(&self) -> Result<TreeHead> {
+        let mut cache = self.proofs.lock();
+        self.extend_proofs(&mut cache)?;
+        Ok(TreeHead {
+            chain_id: self.shared.chain_id,
+            tree_size: cache.tree.len(),
+            root: cache.tree.root(),
+            timestamp_us: cache.last_timestamp_us,
+        })
+    }
+
+    /// The event hash of `sequence` and its inclusion proof in the tree of
+    /// `tree_size` events (a size from a tree head).
+    pub fn inclusion_proof(&self, sequence: u64, tree_size: u64) -> Result<([u8; 32], InclusionProof)> {
+        let mut cache = self.proofs.lock();
+        self.extend_proofs(&mut cache)?;
+        let proof = cache.tree.inclusion_proof(sequence, tree_size)?;
+        Ok((cache.event_hashes[sequence as usize], proof))
+    }
+
+    /// Proof that the tree of `new_size` events extends the one of `old_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof> {
+        let mut cache = self.proofs.lock();
+        self.extend_proofs(&mut cache)?;
+        Ok(cache.tree.consistency_proof(old_size, new_size)?)
+    }
+
+    /// Adds every durable event not yet in the proof tree, reading the
+    /// segments from where the last call stopped.
+    fn extend_proofs(&self, cache: &mut ProofCache) -> Result<()> {
+        let durable = self.durable_sequence();
+        while cache.tree.len() < durable {
+            let Some(segment) = self.shared.segments.get(cache.segment) else { break };
+            let offset = cache.offset.max(crate::format::SEGMENT_HEADER_LEN);
+            match crate::format::decode_record(segment.bytes(), offset) {
+                Ok(Some(record)) => {
+                    let hash = record.event_hash();
+                    cache.tree.push(&hash);
+                    cache.event_hashes.push(hash);
+                    cache.last_timestamp_us = cache.last_timestamp_us.max(record.header.timestamp_us());
+                    cache.offset = record.next_offset;
+                }
+                Ok(None) => {
+                    cache.segment += 1;
+                    cache.offset = 0;
+                }
+                Err(error) => {
+                    return Err(AteError::Corrupt {
+                        chain: self.key.to_string(),
+                        segment: self.shared.dir.clone(),
+                        offset: offset as u64,
+                        sequence: Some(cache.tree.len()),
+                        reason: error.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs `query` against the trust state as of the last assigned commit.

@@ -48,6 +48,8 @@ pub enum AteError {
     NoReadAccess { key: PrimaryKey, node_key_id: crate::crypto::KeyId },
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    #[error(transparent)]
+    Proof(#[from] crate::proof::ProofError),
     #[error("chain '{chain}' is open in another process")]
     Locked { chain: String },
     #[error("invalid input: {0}")]

@@ -30,6 +30,7 @@ pub mod proof;
 pub mod session;
 pub mod storage;
 pub mod trust;
+pub mod verify;
 pub mod view;
 
 pub use chain::{Chain, ChainBuilder, Expect, NewEvent};

@@ -96,6 +96,10 @@ const _: () = assert!(HEADER_LEN == 184);
 const _: () = assert!(core::mem::align_of::<ArchivedEventHeader>() <= 16);
 
 impl ArchivedEventHeader {
+    /// An owned copy of the header.
+    pub fn to_native(&self) -> EventHeader {
+        rkyv::deserialize::<EventHeader, rkyv::rancor::Panic>(self).unwrap_or_else(|never| match never {})
+    }
     pub fn sequence(&self) -> u64 {
         self.sequence.to_native()
     }

@@ -5,7 +5,7 @@ mod recovery;
 mod segments;
 mod writer;
 
-pub(crate) use recovery::recover;
+pub(crate) use recovery::{list_segments, recover};
 pub use segments::EventRef;
 pub(crate) use segments::{Segment, SegmentTable};
 pub use writer::CommitReceipt;
@@ -29,6 +29,8 @@ pub(crate) struct ChainShared {
     pub view: View,
     pub segments: SegmentTable,
     pub keys: crate::chain::KeyIndex,
+    /// Sequence after the last event that is durable and in the view.
+    pub durable_sequence: std::sync::atomic::AtomicU64,
     poison: OnceLock<String>,
 }
 
@@ -44,6 +46,7 @@ impl ChainShared {
             view: View::new(),
             segments: SegmentTable::new(),
             keys: Default::default(),
+            durable_sequence: Default::default(),
             poison: OnceLock::new(),
         }
     }

@@ -30,11 +30,18 @@ pub(crate) struct Recovered {
     pub last_timestamp_us: u64,
 }
 
+/// One stored event: its header and payload, borrowed from the mmap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredEvent<'a> {
+    pub header: &'a crate::format::ArchivedEventHeader,
+    pub payload: &'a [u8],
+}
+
 pub(crate) fn segment_file_name(first_sequence: u64) -> String {
     format!("{first_sequence:020}.seg")
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
@@ -105,12 +112,9 @@ fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) ->
 
 /// Scans the chain directory, fills `chain.segments` and `chain.view`, and
 /// returns where appending resumes.
-/// `on_event` sees every event of every kept commit, in order, once the
+/// `on_commit` sees the events of every kept commit, in order, once the
 /// commit is known to be whole (the trust layer rebuilds its state from it).
-pub(crate) fn recover(
-    chain: &ChainShared,
-    on_event: &mut dyn FnMut(&crate::format::ArchivedEventHeader, &[u8]),
-) -> Result<Recovered> {
+pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEvent<'_>])) -> Result<Recovered> {
     let mut files = list_segments(&chain.dir)?;
     let torn_window = 2 * chain.config.max_write_bytes.max(chain.config.max_commit_bytes);
 
@@ -231,11 +235,15 @@ pub(crate) fn recover(
                         for change in pending.drain(..) {
                             chain.view.apply(change);
                         }
-                        for at in pending_offsets.drain(..) {
-                            let (header, _) = header_at(bytes, at).expect("validated above");
-                            let start = at + FRAME_LEN + HEADER_LEN;
-                            on_event(header, &bytes[start..start + header.payload_len() as usize]);
-                        }
+                        let commit: Vec<StoredEvent<'_>> = pending_offsets
+                            .drain(..)
+                            .map(|at| {
+                                let (header, _) = header_at(bytes, at).expect("validated above");
+                                let start = at + FRAME_LEN + HEADER_LEN;
+                                StoredEvent { header, payload: &bytes[start..start + header.payload_len() as usize] }
+                            })
+                            .collect();
+                        on_commit(&commit);
                         committed = (offset, next_sequence, last_hash);
                         last_timestamp_us = last_timestamp_us.max(record.header.timestamp_us());
                     }

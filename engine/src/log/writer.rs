@@ -233,6 +233,9 @@ impl Writer {
             })
         });
         self.chain.view.apply_all(changes);
+        if let Some((_, last)) = group.commits.last() {
+            self.chain.durable_sequence.store(last.receipt.last_sequence + 1, std::sync::atomic::Ordering::Release);
+        }
     }
 
     fn drain(&mut self) {

@@ -49,6 +49,10 @@ pub struct EventView<'a> {
     pub parent: Option<u128>,
     pub content: &'a EventContent,
     pub payload: &'a [u8],
+    /// Part of a signed commit: its content hash is remembered so a replay
+    /// is recognised (unsigned commits are stamped by the chain and cannot
+    /// be replayed by a client).
+    pub replay_protected: bool,
 }
 
 /// Changes a validated commit makes to the state, applied by [`TrustState::commit`].
@@ -57,7 +61,9 @@ pub struct StagedTrust {
     nodes: HashMap<u128, Node>,
     public_keys: Vec<PublicSignKey>,
     pub node_key_wraps: Vec<NodeKeyWrap>,
-    content_hashes: Vec<([u8; 32], u64)>,
+    /// (content hash, timestamp, position in the commit) of replay-protected events.
+    content_hashes: Vec<([u8; 32], u64, u64)>,
+    events_seen: u64,
 }
 
 impl StagedTrust {
@@ -192,11 +198,16 @@ impl TrustState {
                 skew_us: config.timestamp_skew_us,
             });
         }
-        let content_hash = event.content.hash();
-        if self.recent.contains_key(&content_hash)
-            || staged.content_hashes.iter().any(|(hash, _)| *hash == content_hash)
-        {
-            return Err(RejectReason::Replay);
+        let position = staged.events_seen;
+        staged.events_seen += 1;
+        if event.replay_protected {
+            let content_hash = event.content.hash();
+            if self.recent.contains_key(&content_hash)
+                || staged.content_hashes.iter().any(|(hash, _, _)| *hash == content_hash)
+            {
+                return Err(RejectReason::Replay);
+            }
+            staged.content_hashes.push((content_hash, timestamp, position));
         }
         match event.kind {
             EventKind::PublicKey => {
@@ -231,7 +242,6 @@ impl TrustState {
                 }
             }
         }
-        staged.content_hashes.push((content_hash, timestamp));
         Ok(())
     }
 
@@ -281,8 +291,8 @@ impl TrustState {
         for key in staged.public_keys {
             self.add_public_key(key);
         }
-        for (index, (hash, timestamp)) in staged.content_hashes.into_iter().enumerate() {
-            if self.recent.insert(hash, first_sequence + index as u64).is_none() {
+        for (hash, timestamp, position) in staged.content_hashes {
+            if self.recent.insert(hash, first_sequence + position).is_none() {
                 self.recent_order.push_back((hash, timestamp));
             }
         }
@@ -330,7 +340,7 @@ impl TrustState {
             _ => {}
         }
         let timestamp = event.content.timestamp_us;
-        if timestamp + 2 * config.timestamp_skew_us >= now_us {
+        if event.replay_protected && timestamp + 2 * config.timestamp_skew_us >= now_us {
             let hash = event.content.hash();
             if self.recent.insert(hash, sequence).is_none() {
                 self.recent_order.push_back((hash, timestamp));

@@ -1,0 +1,204 @@
+//! Full verification of a chain, offline: every record's checksum, the hash
+//! chain across segments, every payload hash, every commit signature and
+//! the authority rules at each step, plus the Merkle tree head of the
+//! result. Reports the first bad sequence number.
+//!
+//! It reads the segment files on its own (read-only) and replays the trust
+//! rules from scratch, so it trusts nothing the running engine computed.
+
+use crate::crypto::{CryptoError, PrivateSignKey, PublicSignKey};
+use crate::format::{decode_record, EventKind, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::key::ChainKey;
+use crate::log::list_segments;
+use crate::proof::{MerkleTree, SignedTreeHead, TreeHead};
+use crate::trust::{
+    verify_commit_signatures, EventContent, EventView, SignedEvent, StagedTrust, TrustConfig, TrustState,
+};
+use std::path::{Path, PathBuf};
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub commits: u64,
+    pub bytes: u64,
+    pub segments: usize,
+    /// Merkle tree head over every event hash, for signing and proofs.
+    pub tree_head: TreeHead,
+}
+
+/// The first place the chain fails verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("verification failed at sequence {sequence:?} ({}, offset {offset}): {reason}", segment.display())]
+pub struct VerifyError {
+    pub sequence: Option<u64>,
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Verifies the chain stored in `dir` (a chain directory, as
+/// `Chain::path()` returns), up to but not including `stop_before` when
+/// given (the durable frontier of a live chain). `progress` receives the
+/// bytes verified so far.
+pub fn verify_chain(
+    dir: &Path,
+    chain: &ChainKey,
+    trust: &TrustConfig,
+    root_keys: &[PublicSignKey],
+    stop_before: Option<u64>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, VerifyError> {
+    let fail = |segment: &Path, offset: usize, sequence: Option<u64>, reason: String| VerifyError {
+        sequence,
+        segment: segment.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let chain_id = chain.chain_id();
+    let files = list_segments(dir).map_err(|error| fail(dir, 0, None, error.to_string()))?;
+    let mut state = TrustState::new();
+    for key in root_keys {
+        state.add_public_key(key.clone());
+    }
+    let mut tree = MerkleTree::new();
+    let mut next_sequence = 0u64;
+    let mut last_hash = [0u8; 32];
+    let mut last_timestamp = 0u64;
+    let (mut commits, mut bytes) = (0u64, 0u64);
+    let mut finished = false;
+    for (first_sequence, path) in &files {
+        if finished {
+            break;
+        }
+        let file = std::fs::File::open(path).map_err(|error| fail(path, 0, None, error.to_string()))?;
+        // SAFETY: a read-only private view of a segment; ATE only appends
+        // beyond `stop_before`, and any other change shows up as a failed
+        // checksum below (bytes are only used after validation).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|error| fail(path, 0, None, error.to_string()))?;
+        let header =
+            SegmentHeader::decode(&map).map_err(|error| fail(path, 0, None, format!("segment header: {error}")))?;
+        if header.chain_id != chain_id {
+            return Err(fail(path, 0, None, "segment belongs to another chain".into()));
+        }
+        if header.first_sequence != *first_sequence || header.first_sequence != next_sequence {
+            return Err(fail(
+                path,
+                0,
+                Some(next_sequence),
+                format!("segment starts at {}, expected {next_sequence}", header.first_sequence),
+            ));
+        }
+        if header.prev_hash != last_hash {
+            return Err(fail(path, 0, Some(next_sequence), "segment does not link to the previous segment".into()));
+        }
+        let mut offset = SEGMENT_HEADER_LEN;
+        let mut pending: Vec<(usize, crate::format::DecodedRecord<'_>)> = Vec::new();
+        loop {
+            if stop_before.is_some_and(|stop| next_sequence >= stop) {
+                finished = true;
+                break;
+            }
+            let record = match decode_record(&map, offset) {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(error) => return Err(fail(path, offset, Some(next_sequence), error.to_string())),
+            };
+            let sequence = record.sequence();
+            if sequence != next_sequence {
+                // The chain is bad from the position where `next_sequence` belongs.
+                return Err(fail(
+                    path,
+                    offset,
+                    Some(next_sequence),
+                    format!("found sequence {sequence} where {next_sequence} belongs"),
+                ));
+            }
+            if record.header.prev_hash != last_hash {
+                let reason = "hash chain broken: this event does not link to the one before it (either was altered)";
+                return Err(fail(path, offset, Some(sequence), reason.into()));
+            }
+            record.verify_payload_hash().map_err(|error| fail(path, offset, Some(sequence), error.to_string()))?;
+            last_hash = record.event_hash();
+            tree.push(&last_hash);
+            last_timestamp = last_timestamp.max(record.header.timestamp_us());
+            next_sequence += 1;
+            bytes += (record.next_offset - offset) as u64;
+            let commit_end = record.header.is_commit_end();
+            pending.push((offset, record));
+            offset = record.next_offset;
+            if commit_end {
+                check_commit(&mut state, trust, &chain_id, &pending).map_err(|(index, reason)| {
+                    fail(path, pending[index].0, Some(pending[index].1.sequence()), reason)
+                })?;
+                pending.clear();
+                commits += 1;
+                progress(bytes);
+            }
+        }
+        if let Some((at, record)) = pending.first() {
+            return Err(fail(path, *at, Some(record.sequence()), "segment ends inside a commit".into()));
+        }
+    }
+    Ok(VerifyReport {
+        events: next_sequence,
+        commits,
+        bytes,
+        segments: files.len(),
+        tree_head: TreeHead { chain_id, tree_size: tree.len(), root: tree.root(), timestamp_us: last_timestamp },
+    })
+}
+
+/// Signatures, then authority and the other validators, for one commit.
+fn check_commit(
+    state: &mut TrustState,
+    trust: &TrustConfig,
+    chain_id: &[u8; 32],
+    events: &[(usize, crate::format::DecodedRecord<'_>)],
+) -> Result<(), (usize, String)> {
+    let mut kinds = Vec::with_capacity(events.len());
+    for (index, (_, record)) in events.iter().enumerate() {
+        kinds.push(record.header.kind().ok_or((index, "unknown event kind".to_string()))?);
+    }
+    let contents: Vec<EventContent> =
+        events.iter().map(|(_, record)| EventContent::of_archived(record.header)).collect();
+    let signed_events: Vec<SignedEvent<'_>> = events
+        .iter()
+        .zip(&contents)
+        .zip(&kinds)
+        .map(|(((_, record), content), kind)| SignedEvent { kind: *kind, content, payload: record.payload })
+        .collect();
+    let signers = verify_commit_signatures(chain_id, &signed_events, |id| state.public_key(id).cloned())
+        .map_err(|(index, reason)| (index, reason.to_string()))?;
+    let signed = kinds.contains(&EventKind::Signature);
+    // Judge timestamps against the commit's own time: history is old.
+    let now = contents.iter().map(|content| content.timestamp_us).max().unwrap_or(0);
+    let mut staged = StagedTrust::default();
+    for (index, (((_, record), content), kind)) in events.iter().zip(&contents).zip(&kinds).enumerate() {
+        let view = EventView {
+            kind: *kind,
+            key: u128::from_le_bytes(record.header.key),
+            parent: record.header.parent().map(u128::from_le_bytes),
+            content,
+            payload: record.payload,
+            replay_protected: signed,
+        };
+        state.check_event(trust, &mut staged, &view, &signers, now).map_err(|reason| (index, reason.to_string()))?;
+    }
+    state.commit(staged, trust, now, events[0].1.sequence());
+    Ok(())
+}
+
+/// Signs a tree head (for example `VerifyReport::tree_head`).
+pub fn sign_tree_head(head: TreeHead, key: &PrivateSignKey) -> SignedTreeHead {
+    let signature = key.sign(&head.signing_bytes());
+    SignedTreeHead::new(head, key.id().0, signature).expect("ML-DSA and Falcon signatures fit the 8 KiB bound")
+}
+
+/// Checks a signed tree head against the public key it names.
+pub fn verify_tree_head(head: &SignedTreeHead, key: &PublicSignKey) -> Result<(), CryptoError> {
+    if key.id().0 != *head.key_id() {
+        return Err(CryptoError::BadSignature);
+    }
+    key.verify(&head.head().signing_bytes(), head.signature())
+}
