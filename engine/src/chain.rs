@@ -5,6 +5,7 @@ use crate::crypto::{KeyId, PrivateSignKey, PublicSignKey};
 use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
 use crate::key::{ChainKey, CollectionId, PrimaryKey};
 use crate::log::{recover, spawn_writer, ChainShared, CommitReceipt, CommitRequest};
+use crate::plugin::{Linter, SizeValidator, TimestampValidator, Transformer, ValidationContext, Validator};
 use crate::proof::{ConsistencyProof, InclusionProof, MerkleTree, TreeHead};
 use crate::session::AteSession;
 use crate::storage::{PortableStorage, Storage, UringStorage};
@@ -123,6 +124,25 @@ pub struct ChainBuilder {
     trust: TrustConfig,
     root_public_keys: Vec<PublicSignKey>,
     server_key: Option<PrivateSignKey>,
+    plugins: Plugins,
+}
+
+/// Plugins of a chain (see `crate::plugin`).
+#[derive(Debug, Clone)]
+pub(crate) struct Plugins {
+    pub validators: Vec<Arc<dyn Validator>>,
+    pub linters: Vec<Arc<dyn Linter>>,
+    pub transformers: Vec<Arc<dyn Transformer>>,
+}
+
+impl Default for Plugins {
+    fn default() -> Self {
+        Self {
+            validators: vec![Arc::new(TimestampValidator), Arc::new(SizeValidator)],
+            linters: Vec::new(),
+            transformers: Vec::new(),
+        }
+    }
 }
 
 impl ChainBuilder {
@@ -145,7 +165,33 @@ impl ChainBuilder {
             trust: TrustConfig::default(),
             root_public_keys: Vec::new(),
             server_key: None,
+            plugins: Plugins::default(),
         }
+    }
+
+    /// Adds a validator: every commit must pass it before it is written.
+    pub fn add_validator(mut self, validator: Arc<dyn Validator>) -> Self {
+        self.plugins.validators.push(validator);
+        self
+    }
+
+    /// Adds a linter, run by every DIO on this chain before it signs.
+    pub fn add_linter(mut self, linter: Arc<dyn Linter>) -> Self {
+        self.plugins.linters.push(linter);
+        self
+    }
+
+    /// Adds a payload transformer (applied in order on write, in reverse on read).
+    pub fn add_transformer(mut self, transformer: Arc<dyn Transformer>) -> Self {
+        self.plugins.transformers.push(transformer);
+        self
+    }
+
+    /// Removes every validator, the built-in timestamp and size checks
+    /// included (signatures and authority are always checked).
+    pub fn without_default_validators(mut self) -> Self {
+        self.plugins.validators.clear();
+        self
     }
 
     /// Objects without a parent may only be written by these keys (any one).
@@ -280,6 +326,7 @@ impl ChainBuilder {
             trust: self.trust.clone(),
             server_key: self.server_key.clone(),
             root_keys: self.root_public_keys.clone(),
+            plugins: self.plugins.clone(),
             proofs: parking_lot::Mutex::new(ProofCache::default()),
             shared,
             sender: Some(sender),
@@ -364,6 +411,7 @@ pub struct Chain {
     trust: TrustConfig,
     server_key: Option<PrivateSignKey>,
     root_keys: Vec<PublicSignKey>,
+    plugins: Plugins,
     /// Merkle tree over event hashes, built on first use and extended after.
     proofs: parking_lot::Mutex<ProofCache>,
     shared: Arc<ChainShared>,
@@ -520,10 +568,18 @@ impl Chain {
                     payload: &event.payload,
                     replay_protected: signed,
                 };
-                state
-                    .trust
-                    .check_event(&self.trust, &mut staged, &view, &signers, now)
-                    .map_err(|reason| AteError::Rejected { index, key: event.key, reason })?;
+                let rejected = |reason| AteError::Rejected { index, key: event.key, reason };
+                state.trust.check_event(&self.trust, &mut staged, &view, &signers).map_err(rejected)?;
+                let context = ValidationContext {
+                    chain: self.key.name(),
+                    config: &self.trust,
+                    signers: &signers,
+                    now_us: now,
+                    index,
+                };
+                for validator in &self.plugins.validators {
+                    validator.validate(&view, &context).map_err(rejected)?;
+                }
             }
             let first_sequence = state.next_sequence;
             let mut records = AlignedVec::<16>::with_capacity(bytes);
@@ -605,14 +661,17 @@ impl Chain {
         let (dir, key, trust, roots) =
             (self.shared.dir.clone(), self.key.clone(), self.trust.clone(), self.root_keys.clone());
         let stop = self.durable_sequence();
-        tokio::task::spawn_blocking(move || verify_chain(&dir, &key, &trust, &roots, Some(stop), &mut |_| {}))
-            .await
-            .map_err(|error| VerifyError {
-                sequence: None,
-                segment: PathBuf::new(),
-                offset: 0,
-                reason: error.to_string(),
-            })?
+        let validators = self.plugins.validators.clone();
+        tokio::task::spawn_blocking(move || {
+            verify_chain(&dir, &key, &trust, &roots, &validators, Some(stop), &mut |_| {})
+        })
+        .await
+        .map_err(|error| VerifyError {
+            sequence: None,
+            segment: PathBuf::new(),
+            offset: 0,
+            reason: error.to_string(),
+        })?
     }
 
     /// The Merkle tree head over every durable event.
@@ -680,6 +739,10 @@ impl Chain {
     pub(crate) fn with_trust<R>(&self, query: impl FnOnce(&TrustState, &TrustConfig) -> R) -> R {
         let state = self.append.lock();
         query(&state.trust, &self.trust)
+    }
+
+    pub(crate) fn plugins(&self) -> &Plugins {
+        &self.plugins
     }
 
     pub(crate) fn trust_config(&self) -> &TrustConfig {

@@ -228,7 +228,11 @@ impl Dio {
         let parent =
             event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())));
         let value = if event.header.read_key_id == [0u8; 32] {
-            deserialize(*key, event.payload)?
+            if self.chain.plugins().transformers.is_empty() {
+                deserialize(*key, event.payload)?
+            } else {
+                deserialize(*key, &self.untransform(event.payload.to_vec())?)?
+            }
         } else {
             // Encrypted: the header names the node key the data key is sealed under.
             let content = EventContent::of_archived(event.header);
@@ -236,7 +240,7 @@ impl Dio {
             let node_key = self.node_key(*key, node_key_id)?;
             let plaintext = decrypt_payload(&node_key, &content, event.payload)
                 .map_err(|_| AteError::NoReadAccess { key: *key, node_key_id })?;
-            deserialize(*key, &plaintext)?
+            deserialize(*key, &self.untransform(plaintext)?)?
         };
         self.versions.insert(*key, Some(event.header.sequence()));
         Ok(Dao { key: *key, parent, value })
@@ -332,6 +336,11 @@ impl Dio {
                 });
             }
             let mut event = step.event;
+            if event.kind == EventKind::Data {
+                for transformer in &self.chain.plugins().transformers {
+                    event.payload = transformer.encode(std::mem::take(&mut event.payload))?;
+                }
+            }
             event.timestamp_us = timestamp_us;
             crate::crypto::fill_random(&mut event.nonce)?;
             if let ReadRule::NodeKey { node_key_id, .. } = step.read_rule {
@@ -343,6 +352,13 @@ impl Dio {
                 }
             }
             events.push(event);
+        }
+        for linter in &self.chain.plugins().linters {
+            linter.lint(&mut events, &self.session)?;
+        }
+        for event in events.iter_mut().filter(|event| event.timestamp_us == 0) {
+            event.timestamp_us = timestamp_us;
+            crate::crypto::fill_random(&mut event.nonce)?;
         }
         if centralized && !signing_keys.is_empty() {
             // The session proved it holds an authorised key; the chain's
@@ -395,6 +411,14 @@ impl Dio {
         }
         self.cancel();
         Ok(())
+    }
+
+    /// Undoes the chain's transformers, last first.
+    fn untransform(&self, mut payload: Vec<u8>) -> Result<Vec<u8>> {
+        for transformer in self.chain.plugins().transformers.iter().rev() {
+            payload = transformer.decode(payload)?;
+        }
+        Ok(payload)
     }
 
     /// Resolves, under the chain's trust state plus this transaction's own

@@ -10,11 +10,13 @@ use crate::crypto::{CryptoError, PrivateSignKey, PublicSignKey};
 use crate::format::{decode_record, EventKind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::key::ChainKey;
 use crate::log::list_segments;
+use crate::plugin::{ValidationContext, Validator};
 use crate::proof::{MerkleTree, SignedTreeHead, TreeHead};
 use crate::trust::{
     verify_commit_signatures, EventContent, EventView, SignedEvent, StagedTrust, TrustConfig, TrustState,
 };
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,7 @@ pub fn verify_chain(
     chain: &ChainKey,
     trust: &TrustConfig,
     root_keys: &[PublicSignKey],
+    validators: &[Arc<dyn Validator>],
     stop_before: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
@@ -128,9 +131,9 @@ pub fn verify_chain(
             pending.push((offset, record));
             offset = record.next_offset;
             if commit_end {
-                check_commit(&mut state, trust, &chain_id, &pending).map_err(|(index, reason)| {
-                    fail(path, pending[index].0, Some(pending[index].1.sequence()), reason)
-                })?;
+                check_commit(&mut state, trust, validators, chain.name(), &chain_id, &pending).map_err(
+                    |(index, reason)| fail(path, pending[index].0, Some(pending[index].1.sequence()), reason),
+                )?;
                 pending.clear();
                 commits += 1;
                 progress(bytes);
@@ -153,6 +156,8 @@ pub fn verify_chain(
 fn check_commit(
     state: &mut TrustState,
     trust: &TrustConfig,
+    validators: &[Arc<dyn Validator>],
+    chain_name: &str,
     chain_id: &[u8; 32],
     events: &[(usize, crate::format::DecodedRecord<'_>)],
 ) -> Result<(), (usize, String)> {
@@ -183,7 +188,11 @@ fn check_commit(
             payload: record.payload,
             replay_protected: signed,
         };
-        state.check_event(trust, &mut staged, &view, &signers, now).map_err(|reason| (index, reason.to_string()))?;
+        state.check_event(trust, &mut staged, &view, &signers).map_err(|reason| (index, reason.to_string()))?;
+        let context = ValidationContext { chain: chain_name, config: trust, signers: &signers, now_us: now, index };
+        for validator in validators {
+            validator.validate(&view, &context).map_err(|reason| (index, reason.to_string()))?;
+        }
     }
     state.commit(staged, trust, now, events[0].1.sequence());
     Ok(())

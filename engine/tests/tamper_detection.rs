@@ -59,11 +59,14 @@ async fn fixture() -> Fixture {
 
 fn verify(fixture: &Fixture) -> Result<ate::verify::VerifyReport, VerifyError> {
     let trust = TrustConfig { root_keys: vec![fixture.root.id()], ..TrustConfig::default() };
+    let validators: Vec<std::sync::Arc<dyn ate::plugin::Validator>> =
+        vec![std::sync::Arc::new(ate::plugin::SizeValidator)];
     verify_chain(
         &fixture.chain_dir,
         &ChainKey::from("audited"),
         &trust,
         &[fixture.root.public().clone()],
+        &validators,
         None,
         &mut |_| {},
     )

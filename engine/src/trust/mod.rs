@@ -89,6 +89,8 @@ pub enum RejectReason {
     MalformedPayload(String),
     #[error("unknown event kind {0}")]
     UnknownKind(u8),
+    #[error("validator '{validator}' rejected it: {reason}")]
+    Custom { validator: &'static str, reason: String },
 }
 
 /// One event of a commit, as signature checks see it.

@@ -185,19 +185,9 @@ impl TrustState {
         staged: &mut StagedTrust,
         event: &EventView<'_>,
         signers: &HashSet<KeyId>,
-        now_us: u64,
     ) -> Result<(), RejectReason> {
-        if event.payload.len() > config.max_event_bytes {
-            return Err(RejectReason::TooLarge { bytes: event.payload.len(), limit: config.max_event_bytes });
-        }
+        // Size and timestamp checks are plugins (crate::plugin), run by the chain.
         let timestamp = event.content.timestamp_us;
-        if timestamp.abs_diff(now_us) > config.timestamp_skew_us {
-            return Err(RejectReason::TimestampOutOfRange {
-                timestamp_us: timestamp,
-                now_us,
-                skew_us: config.timestamp_skew_us,
-            });
-        }
         let position = staged.events_seen;
         staged.events_seen += 1;
         if event.replay_protected {
