@@ -281,6 +281,7 @@ impl ChainBuilder {
                         key: u128::from_le_bytes(header.key),
                         parent: header.parent().map(u128::from_le_bytes),
                         content: &content,
+                        content_hash: if signed { content.hash() } else { [0; 32] },
                         payload: event.payload,
                         replay_protected: signed,
                     };
@@ -494,6 +495,21 @@ impl Chain {
     /// none does. Expectations are checked against the latest versions,
     /// including commits still in flight.
     pub async fn append(&self, events: Vec<NewEvent>, durability: Option<Durability>) -> Result<CommitReceipt> {
+        // Hash payloads before taking the lock: it is the costly part and
+        // runs in parallel across committers.
+        let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+        self.append_hashed(events, payload_hashes, durability).await
+    }
+
+    /// [`Chain::append`] with payload hashes this process computed itself
+    /// (the DIO, which hashed them to sign). Never for bytes from outside.
+    pub(crate) async fn append_hashed(
+        &self,
+        events: Vec<NewEvent>,
+        payload_hashes: Vec<[u8; 32]>,
+        durability: Option<Durability>,
+    ) -> Result<CommitReceipt> {
+        assert_eq!(events.len(), payload_hashes.len(), "one payload hash per event");
         if events.is_empty() {
             return Err(AteError::InvalidInput("a commit needs at least one event".into()));
         }
@@ -505,23 +521,21 @@ impl Chain {
         if bytes > limit || events.iter().any(|event| event.payload.len() > u32::MAX as usize) {
             return Err(AteError::CommitTooLarge { bytes, limit });
         }
-        // Hash payloads and check signatures before taking the lock: they
-        // are the costly part and run in parallel across committers.
-        let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+        // Signatures are checked before taking the lock, in parallel across committers.
         let signed = events.iter().any(|event| event.kind == EventKind::Signature);
         if signed && events.iter().any(|event| event.timestamp_us == 0) {
             return Err(AteError::InvalidInput("signed commits carry their own timestamps".into()));
         }
         let signers = if signed {
-            let contents: Vec<EventContent> = events
+            let hashes: Vec<[u8; 32]> = events
                 .iter()
                 .zip(&payload_hashes)
-                .map(|(event, hash)| event.content(*hash, event.timestamp_us))
+                .map(|(event, hash)| event.content(*hash, event.timestamp_us).hash())
                 .collect();
             let views: Vec<SignedEvent<'_>> = events
                 .iter()
-                .zip(&contents)
-                .map(|(event, content)| SignedEvent { kind: event.kind, content, payload: &event.payload })
+                .zip(&hashes)
+                .map(|(event, hash)| SignedEvent { kind: event.kind, content_hash: *hash, payload: &event.payload })
                 .collect();
             let keys = &self.shared.keys.public_keys;
             verify_commit_signatures(&self.shared.chain_id, &views, |id| keys.get(id).map(|key| key.clone()))
@@ -549,9 +563,12 @@ impl Chain {
                     event.content(*hash, if event.timestamp_us == 0 { stamp } else { event.timestamp_us })
                 })
                 .collect();
+            // Content hashes matter only where replays are recognised: signed commits.
+            let content_hashes: Vec<[u8; 32]> =
+                if signed { contents.iter().map(EventContent::hash).collect() } else { Vec::new() };
             if signed {
                 // A retried commit whose acknowledgement was lost: idempotent.
-                if let Some((first_sequence, last_sequence)) = state.trust.replayed_commit(&contents) {
+                if let Some((first_sequence, last_sequence)) = state.trust.replayed_commit(&content_hashes) {
                     return Ok(CommitReceipt { first_sequence, last_sequence });
                 }
             }
@@ -565,6 +582,7 @@ impl Chain {
                     key: event.key.as_u128(),
                     parent: event.parent.map(|(parent, _)| parent.as_u128()),
                     content,
+                    content_hash: content_hashes.get(index).copied().unwrap_or_default(),
                     payload: &event.payload,
                     replay_protected: signed,
                 };

@@ -385,19 +385,27 @@ impl Dio {
         }
         published.extend(events);
         let mut events = published;
+        let mut payload_hashes: Vec<[u8; 32]> = Vec::new();
         if !signing_keys.is_empty() {
+            payload_hashes = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
             let contents: Vec<EventContent> =
-                events.iter().map(|event| event.content(blake3::hash(&event.payload).into(), timestamp_us)).collect();
+                events.iter().zip(&payload_hashes).map(|(event, hash)| event.content(*hash, timestamp_us)).collect();
             for key in &signing_keys {
                 let signature = crate::trust::sign_commit(self.chain.chain_id(), key, &contents);
                 let payload = postcard::to_stdvec(&signature).map_err(|e| AteError::Serialization(e.to_string()))?;
                 let mut event = NewEvent::new(events[0].key, EventKind::Signature, payload);
                 event.timestamp_us = timestamp_us;
                 crate::crypto::fill_random(&mut event.nonce)?;
+                payload_hashes.push(blake3::hash(&event.payload).into());
                 events.push(event);
             }
         }
-        let receipt = self.chain.append(events, durability).await?;
+        let receipt = if payload_hashes.is_empty() {
+            self.chain.append(events, durability).await?
+        } else {
+            // Hashed once above, by this process: the chain need not hash again.
+            self.chain.append_hashed(events, payload_hashes, durability).await?
+        };
         let _ = receipt;
         // Versions of what this transaction wrote, for later optimistic checks.
         let written: Vec<PrimaryKey> =
@@ -576,13 +584,12 @@ fn encrypt_payload(node_key: &ReadKey, content: &EventContent, plaintext: &[u8])
     let data_key = ReadKey::generate()?;
     let ciphertext = crate::crypto::seal(data_key.secret(), &content.nonce, &payload_aad(content), plaintext);
     let (wrap_nonce, wrapped_data_key) = node_key.encrypt(&data_key_aad(content), data_key.secret())?;
-    postcard::to_stdvec(&EncryptedPayload { wrap_nonce, wrapped_data_key, ciphertext })
-        .map_err(|e| AteError::Serialization(e.to_string()))
+    Ok(EncryptedPayload { wrap_nonce, wrapped_data_key, ciphertext }.encode())
 }
 
 fn decrypt_payload(node_key: &ReadKey, content: &EventContent, stored: &[u8]) -> Result<Vec<u8>> {
-    let envelope: EncryptedPayload =
-        postcard::from_bytes(stored).map_err(|_| AteError::Crypto(crate::crypto::CryptoError::DecryptionFailed))?;
+    let envelope =
+        EncryptedPayload::decode(stored).ok_or(AteError::Crypto(crate::crypto::CryptoError::DecryptionFailed))?;
     let data_key = zeroize::Zeroizing::new(node_key.decrypt(
         &envelope.wrap_nonce,
         &data_key_aad(content),

@@ -167,11 +167,16 @@ fn check_commit(
     }
     let contents: Vec<EventContent> =
         events.iter().map(|(_, record)| EventContent::of_archived(record.header)).collect();
+    let hashes: Vec<[u8; 32]> = contents.iter().map(EventContent::hash).collect();
     let signed_events: Vec<SignedEvent<'_>> = events
         .iter()
-        .zip(&contents)
+        .zip(&hashes)
         .zip(&kinds)
-        .map(|(((_, record), content), kind)| SignedEvent { kind: *kind, content, payload: record.payload })
+        .map(|(((_, record), content_hash), kind)| SignedEvent {
+            kind: *kind,
+            content_hash: *content_hash,
+            payload: record.payload,
+        })
         .collect();
     let signers = verify_commit_signatures(chain_id, &signed_events, |id| state.public_key(id).cloned())
         .map_err(|(index, reason)| (index, reason.to_string()))?;
@@ -185,6 +190,7 @@ fn check_commit(
             key: u128::from_le_bytes(record.header.key),
             parent: record.header.parent().map(u128::from_le_bytes),
             content,
+            content_hash: hashes[index],
             payload: record.payload,
             replay_protected: signed,
         };

@@ -8,11 +8,35 @@ use serde::{Deserialize, Serialize};
 /// AES-256-GCM under a fresh data key; the data key is sealed under the
 /// governing node key (`header.read_key_id`). `header.nonce` is the payload
 /// nonce.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as `wrap_nonce (12) | wrapped key length (u16 LE) | wrapped key |
+/// ciphertext (the rest)`: a plain layout, because a byte-by-byte serde
+/// encoding of the ciphertext cost more than the encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptedPayload {
     pub wrap_nonce: Nonce,
     pub wrapped_data_key: Vec<u8>,
     pub ciphertext: Vec<u8>,
+}
+
+impl EncryptedPayload {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + self.wrapped_data_key.len() + self.ciphertext.len());
+        out.extend_from_slice(&self.wrap_nonce);
+        out.extend_from_slice(&(self.wrapped_data_key.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.wrapped_data_key);
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// `None` for anything that is not a well-formed envelope.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let wrap_nonce: Nonce = bytes.get(..12)?.try_into().ok()?;
+        let wrapped_len = u16::from_le_bytes(bytes.get(12..14)?.try_into().ok()?) as usize;
+        let wrapped_data_key = bytes.get(14..14 + wrapped_len)?.to_vec();
+        let ciphertext = bytes.get(14 + wrapped_len..)?.to_vec();
+        Some(Self { wrap_nonce, wrapped_data_key, ciphertext })
+    }
 }
 
 /// Payload of a `Signature` event: one key's signature over the Merkle root

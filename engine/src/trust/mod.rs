@@ -97,7 +97,8 @@ pub enum RejectReason {
 #[derive(Debug, Clone, Copy)]
 pub struct SignedEvent<'a> {
     pub kind: EventKind,
-    pub content: &'a EventContent,
+    /// `EventContent::hash()` of the event, computed once by the caller.
+    pub content_hash: [u8; 32],
     pub payload: &'a [u8],
 }
 
@@ -116,7 +117,7 @@ pub fn verify_commit_signatures(
     if let Some(stray) = events[first_signature..].iter().position(|event| event.kind != EventKind::Signature) {
         return Err((first_signature + stray, RejectReason::MisplacedSignature));
     }
-    let covered: Vec<[u8; 32]> = events[..first_signature].iter().map(|event| event.content.hash()).collect();
+    let covered: Vec<[u8; 32]> = events[..first_signature].iter().map(|event| event.content_hash).collect();
     let root = events::commit_root(&covered);
     let message = events::commit_signing_message(chain_id, &root);
     let published: Vec<PublicSignKey> = events[..first_signature]

@@ -48,6 +48,8 @@ pub struct EventView<'a> {
     pub key: u128,
     pub parent: Option<u128>,
     pub content: &'a EventContent,
+    /// `content.hash()`, computed once by the caller.
+    pub content_hash: [u8; 32],
     pub payload: &'a [u8],
     /// Part of a signed commit: its content hash is remembered so a replay
     /// is recognised (unsigned commits are stamped by the chain and cannot
@@ -191,7 +193,7 @@ impl TrustState {
         let position = staged.events_seen;
         staged.events_seen += 1;
         if event.replay_protected {
-            let content_hash = event.content.hash();
+            let content_hash = event.content_hash;
             if self.recent.contains_key(&content_hash)
                 || staged.content_hashes.iter().any(|(hash, _, _)| *hash == content_hash)
             {
@@ -265,8 +267,8 @@ impl TrustState {
 
     /// If every event of a commit was already written (a client retrying a
     /// commit whose acknowledgement it lost), the sequences they got.
-    pub fn replayed_commit(&self, contents: &[EventContent]) -> Option<(u64, u64)> {
-        let mut sequences = contents.iter().map(|content| self.recent.get(&content.hash()).copied());
+    pub fn replayed_commit(&self, content_hashes: &[[u8; 32]]) -> Option<(u64, u64)> {
+        let mut sequences = content_hashes.iter().map(|hash| self.recent.get(hash).copied());
         let first = sequences.next()??;
         let mut last = first;
         for sequence in sequences {
@@ -331,7 +333,7 @@ impl TrustState {
         }
         let timestamp = event.content.timestamp_us;
         if event.replay_protected && timestamp + 2 * config.timestamp_skew_us >= now_us {
-            let hash = event.content.hash();
+            let hash = event.content_hash;
             if self.recent.insert(hash, sequence).is_none() {
                 self.recent_order.push_back((hash, timestamp));
             }
