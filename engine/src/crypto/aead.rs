@@ -40,6 +40,8 @@ pub fn open(key: &[u8; 32], nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<
 #[derive(Clone)]
 pub struct ReadKey {
     bytes: Zeroizing<[u8; 32]>,
+    /// Derived on first use: per-event data keys never need one.
+    id: std::sync::OnceLock<KeyId>,
 }
 
 impl fmt::Debug for ReadKey {
@@ -60,16 +62,16 @@ impl ReadKey {
     pub fn generate() -> Result<Self, CryptoError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         random_bytes(bytes.as_mut())?;
-        Ok(Self { bytes })
+        Ok(Self { bytes, id: std::sync::OnceLock::new() })
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self { bytes: Zeroizing::new(bytes) }
+        Self { bytes: Zeroizing::new(bytes), id: std::sync::OnceLock::new() }
     }
 
     /// One-way: the id reveals nothing about the key.
     pub fn id(&self) -> KeyId {
-        KeyId(blake3::derive_key("ate 2026 read key id", self.bytes.as_ref()))
+        *self.id.get_or_init(|| KeyId(blake3::derive_key("ate 2026 read key id", self.bytes.as_ref())))
     }
 
     pub(crate) fn secret(&self) -> &[u8; 32] {

@@ -15,6 +15,11 @@ const ML_KEM_768: u8 = 1;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PublicEncryptKey {
     bytes: Vec<u8>,
+    id: KeyId,
+}
+
+fn encryption_key_id(bytes: &[u8]) -> KeyId {
+    KeyId(blake3::derive_key("ate 2026 encryption key id", bytes))
 }
 
 #[derive(Clone)]
@@ -66,7 +71,7 @@ impl PublicEncryptKey {
         if bytes.len() != expected {
             return Err(CryptoError::BadLength { what: "public encryption key", found: bytes.len(), expected });
         }
-        Ok(Self { bytes: bytes.to_vec() })
+        Ok(Self { bytes: bytes.to_vec(), id: encryption_key_id(bytes) })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -74,7 +79,7 @@ impl PublicEncryptKey {
     }
 
     pub fn id(&self) -> KeyId {
-        KeyId(blake3::derive_key("ate 2026 encryption key id", &self.bytes))
+        self.id
     }
 
     /// Seals `read_key` so that only the holder of the matching private key
@@ -117,7 +122,7 @@ impl PrivateEncryptKey {
     pub fn generate() -> Self {
         let (public, secret) = mlkem768::keypair();
         Self {
-            public: PublicEncryptKey { bytes: public.as_bytes().to_vec() },
+            public: PublicEncryptKey { bytes: public.as_bytes().to_vec(), id: encryption_key_id(public.as_bytes()) },
             secret: Zeroizing::new(secret.as_bytes().to_vec()),
         }
     }

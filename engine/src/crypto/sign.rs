@@ -39,6 +39,15 @@ const SIGNING_CONTEXT: &[u8] = b"ATE chain of trust v1";
 pub struct PublicSignKey {
     scheme: SignatureScheme,
     bytes: Vec<u8>,
+    /// Computed once: hashing a 1,952-byte key per lookup showed up in profiles.
+    id: KeyId,
+}
+
+fn signing_key_id(scheme: SignatureScheme, bytes: &[u8]) -> KeyId {
+    let mut hasher = blake3::Hasher::new_derive_key("ate 2026 signing key id");
+    hasher.update(&[scheme as u8]);
+    hasher.update(bytes);
+    KeyId(hasher.finalize().into())
 }
 
 /// A private signing key (and its public half). Wiped on drop.
@@ -92,7 +101,7 @@ impl PublicSignKey {
         if bytes.len() != expected {
             return Err(CryptoError::BadLength { what: "public signing key", found: bytes.len(), expected });
         }
-        Ok(Self { scheme, bytes: bytes.to_vec() })
+        Ok(Self { scheme, bytes: bytes.to_vec(), id: signing_key_id(scheme, bytes) })
     }
 
     pub fn scheme(&self) -> SignatureScheme {
@@ -103,12 +112,9 @@ impl PublicSignKey {
         &self.bytes
     }
 
-    /// BLAKE3 over the scheme and the public key bytes.
+    /// BLAKE3 (derive-key mode) over the scheme byte and the public key bytes.
     pub fn id(&self) -> KeyId {
-        let mut hasher = blake3::Hasher::new_derive_key("ate 2026 signing key id");
-        hasher.update(&[self.scheme as u8]);
-        hasher.update(&self.bytes);
-        KeyId(hasher.finalize().into())
+        self.id
     }
 
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
@@ -159,7 +165,8 @@ impl PrivateSignKey {
             let (public, secret) = m::keypair();
             (public.as_bytes().to_vec(), Zeroizing::new(secret.as_bytes().to_vec()))
         });
-        Self { public: PublicSignKey { scheme, bytes: public }, secret }
+        let id = signing_key_id(scheme, &public);
+        Self { public: PublicSignKey { scheme, bytes: public, id }, secret }
     }
 
     pub fn public(&self) -> &PublicSignKey {
