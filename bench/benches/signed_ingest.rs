@@ -6,7 +6,7 @@
 use ate::crypto::{PrivateSignKey, ReadKey, SignatureScheme};
 use ate::prelude::*;
 use ate::trust::{ReadAuthority, WriteAuthority};
-use ate_bench::{config, open, payload, scratch_dir};
+use ate_bench::{config, payload, scratch_dir};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,8 @@ async fn setup(secure: bool) -> Setup {
 async fn ingest(setup: &Setup, commits: u64, value: &str) {
     let mut tasks = Vec::new();
     for committer in 0..COMMITTERS {
-        let (chain, session, folder, value) = (setup.chain.clone(), setup.session.clone(), setup.folder, value.to_string());
+        let (chain, session, folder, value) =
+            (setup.chain.clone(), setup.session.clone(), setup.folder, value.to_string());
         tasks.push(tokio::spawn(async move {
             let mut dio = chain.dio(&session).await;
             let mut commit = committer;
@@ -66,7 +67,8 @@ async fn ingest(setup: &Setup, commits: u64, value: &str) {
 fn signed_ingest(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // 1 KiB of incompressible text (a String serializes as one byte run).
-    let value: String = payload(768, 5).iter().map(|b| char::from(b'!' + b % 90)).collect::<String>() + &"x".repeat(256);
+    let value: String =
+        payload(768, 5).iter().map(|b| char::from(b'!' + b % 90)).collect::<String>() + &"x".repeat(256);
     assert_eq!(value.len(), 1024);
     let mut group = c.benchmark_group("E2_dio_ingest_1KiB_batched");
     group.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(2));

@@ -10,13 +10,13 @@ use crate::proof::{ConsistencyProof, InclusionProof, MerkleTree, TreeHead};
 use crate::session::AteSession;
 use crate::storage::{PortableStorage, Storage, UringStorage};
 use crate::trust::{
-    verify_commit_signatures, EventContent, EventView, IntegrityMode, NodeKeyWrap, SignedEvent, StagedTrust,
-    TrustConfig, TrustState,
+    verify_commit_signatures, CommitSigners, EventContent, EventView, IntegrityMode, NodeKeyWrap, SignedEvent,
+    StagedTrust, TrustConfig, TrustState,
 };
 use crate::verify::{verify_chain, VerifyError, VerifyReport};
 use crate::{AteError, Result};
 use rkyv::util::AlignedVec;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -271,7 +271,6 @@ impl ChainBuilder {
             }
             let now = now_us();
             let recovered = recover(&recovering, &mut |commit| {
-                let signed = commit.iter().any(|event| event.header.kind() == Some(EventKind::Signature));
                 for event in commit {
                     let header = event.header;
                     let Some(kind) = header.kind() else { continue };
@@ -281,17 +280,30 @@ impl ChainBuilder {
                         key: u128::from_le_bytes(header.key),
                         parent: header.parent().map(u128::from_le_bytes),
                         content: &content,
-                        content_hash: if signed { content.hash() } else { [0; 32] },
                         payload: event.payload,
-                        replay_protected: signed,
                     };
-                    if let Some(wrap) = trust.apply_recovered(&view, header.sequence(), &trust_config, now) {
+                    for wrap in trust.apply_recovered(&view) {
                         recovering.keys.add_wrap(wrap);
                     }
                     if kind == EventKind::PublicKey {
                         if let Ok(key) = PublicSignKey::decode(event.payload) {
                             recovering.keys.public_keys.insert(key.id(), key);
                         }
+                    }
+                }
+                // Recent signed commits are remembered so a retry after a
+                // restart is still recognised as a replay.
+                let signed_from = commit.iter().position(|event| event.header.kind() == Some(EventKind::Signature));
+                let timestamp_us = commit.iter().map(|event| event.header.timestamp_us()).max().unwrap_or(0);
+                if let (Some(signed_from), Some(first), Some(last)) = (signed_from, commit.first(), commit.last()) {
+                    if timestamp_us + 2 * trust_config.timestamp_skew_us >= now {
+                        let hashes: Vec<[u8; 32]> = commit[..signed_from]
+                            .iter()
+                            .map(|event| EventContent::of_archived(event.header).hash())
+                            .collect();
+                        let root = crate::trust::events::commit_root(&hashes);
+                        let (first, last) = (first.header.sequence(), last.header.sequence());
+                        trust.remember_commit(root, timestamp_us, first, last, &trust_config, now);
                     }
                 }
             })?;
@@ -526,7 +538,7 @@ impl Chain {
         if signed && events.iter().any(|event| event.timestamp_us == 0) {
             return Err(AteError::InvalidInput("signed commits carry their own timestamps".into()));
         }
-        let signers = if signed {
+        let signers: CommitSigners = if signed {
             let hashes: Vec<[u8; 32]> = events
                 .iter()
                 .zip(&payload_hashes)
@@ -541,7 +553,7 @@ impl Chain {
             verify_commit_signatures(&self.shared.chain_id, &views, |id| keys.get(id).map(|key| key.clone()))
                 .map_err(|(index, reason)| AteError::Rejected { index, key: events[index].key, reason })?
         } else {
-            HashSet::new()
+            CommitSigners::default()
         };
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
@@ -563,14 +575,16 @@ impl Chain {
                     event.content(*hash, if event.timestamp_us == 0 { stamp } else { event.timestamp_us })
                 })
                 .collect();
-            // Content hashes matter only where replays are recognised: signed commits.
-            let content_hashes: Vec<[u8; 32]> =
-                if signed { contents.iter().map(EventContent::hash).collect() } else { Vec::new() };
-            if signed {
+            let commit_time_us = contents.iter().map(|content| content.timestamp_us).max().unwrap_or(stamp);
+            if let Some(root) = &signers.root {
                 // A retried commit whose acknowledgement was lost: idempotent.
-                if let Some((first_sequence, last_sequence)) = state.trust.replayed_commit(&content_hashes) {
+                if let Some((first_sequence, last_sequence)) = state.trust.replayed_commit(root) {
                     return Ok(CommitReceipt { first_sequence, last_sequence });
                 }
+                state
+                    .trust
+                    .check_replay_window(&self.trust, commit_time_us, now)
+                    .map_err(|reason| AteError::Rejected { index: 0, key: events[0].key, reason })?;
             }
             for event in &events {
                 self.check_expectation(&state, event)?;
@@ -582,16 +596,14 @@ impl Chain {
                     key: event.key.as_u128(),
                     parent: event.parent.map(|(parent, _)| parent.as_u128()),
                     content,
-                    content_hash: content_hashes.get(index).copied().unwrap_or_default(),
                     payload: &event.payload,
-                    replay_protected: signed,
                 };
                 let rejected = |reason| AteError::Rejected { index, key: event.key, reason };
-                state.trust.check_event(&self.trust, &mut staged, &view, &signers).map_err(rejected)?;
+                state.trust.check_event(&self.trust, &mut staged, &view, &signers.keys).map_err(rejected)?;
                 let context = ValidationContext {
                     chain: self.key.name(),
                     config: &self.trust,
-                    signers: &signers,
+                    signers: &signers.keys,
                     now_us: now,
                     index,
                 };
@@ -644,7 +656,10 @@ impl Chain {
             for wrap in &staged.node_key_wraps {
                 self.shared.keys.add_wrap(wrap.clone());
             }
-            state.trust.commit(staged, &self.trust, now, first_sequence);
+            if let Some(root) = signers.root {
+                staged.set_commit_root(root, commit_time_us);
+            }
+            state.trust.commit(staged, &self.trust, now, first_sequence, receipt.last_sequence);
             for (event, (key, sequence)) in events.iter().zip(&keys) {
                 if matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
                     state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));

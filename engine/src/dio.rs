@@ -353,13 +353,6 @@ impl Dio {
             }
             events.push(event);
         }
-        for linter in &self.chain.plugins().linters {
-            linter.lint(&mut events, &self.session)?;
-        }
-        for event in events.iter_mut().filter(|event| event.timestamp_us == 0) {
-            event.timestamp_us = timestamp_us;
-            crate::crypto::fill_random(&mut event.nonce)?;
-        }
         if centralized && !signing_keys.is_empty() {
             // The session proved it holds an authorised key; the chain's
             // server key vouches for the commit.
@@ -449,6 +442,11 @@ impl Dio {
             };
             events.push(event);
         }
+        // Linters see the plaintext commit, before rules are resolved and
+        // payloads encrypted, so what they add is governed like the rest.
+        for linter in &self.chain.plugins().linters {
+            linter.lint(&mut events, &self.session)?;
+        }
         let authority = &self.authority;
         Ok(self.chain.with_trust(|state, config| {
             let mut overlay = StagedTrust::default();
@@ -485,40 +483,53 @@ impl Dio {
                 event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())))
             }),
         };
-        let existing = self.existing_node_key(key)?;
-        let node_key = match &read {
+        let staged_record = self.authority.iter().find(|(k, _, _)| k == key).map(|(_, _, record)| record.clone());
+        let existing = match staged_record {
+            Some(record) => Some(record),
+            None => self.chain.with_trust(|state, _| state.own_record(&StagedTrust::default(), key.as_u128()).cloned()),
+        };
+        let old_read = existing.as_ref().map(|record| record.read.clone());
+        // Every node key this object has used, unwrapped with the session's keys.
+        let mut old_node_keys = Vec::new();
+        if let Some(record) = &existing {
+            for wrap in record.node_key.iter().chain(&record.previous_node_keys) {
+                old_node_keys.push(self.node_key(*key, wrap.node_key_id())?);
+            }
+        }
+        let (node_key, previous_node_keys) = match &read {
             ReadAuthority::Specific(read_key_id) => {
                 let read_key = self
                     .session
                     .read_key(read_key_id)
                     .cloned()
                     .ok_or(AteError::NoReadAccess { key: *key, node_key_id: *read_key_id })?;
-                let node_key = match existing {
-                    Some(node_key) => node_key,
-                    None => ReadKey::generate()?,
+                let same_reader = old_read.as_ref() == Some(&read);
+                let current = match (old_node_keys.first(), same_reader) {
+                    // Same read key (only write authority changes): keep the node key.
+                    (Some(current), true) => current.clone(),
+                    // New read key: a fresh node key, so holders of only the old read
+                    // key cannot read what is written from now on.
+                    _ => ReadKey::generate()?,
                 };
-                let wrap = seal_node_key(&node_key, &read_key)?;
-                self.node_keys.insert(node_key.id(), node_key);
-                Some(wrap)
+                let previous = old_node_keys
+                    .iter()
+                    .filter(|old| old.id() != current.id())
+                    .map(|old| seal_node_key(old, &read_key))
+                    .collect::<Result<Vec<_>>>()?;
+                let wrap = seal_node_key(&current, &read_key)?;
+                self.node_keys.insert(current.id(), current);
+                (Some(wrap), previous)
             }
-            // Made public: publish the node key so what was written under it stays readable.
-            ReadAuthority::Everyone => existing.map(|node_key| NodeKeyWrap::Published { node_key: *node_key.secret() }),
-            ReadAuthority::Inherit => None,
+            // Made public: publish every node key so what was written under them stays readable.
+            ReadAuthority::Everyone => {
+                let mut published = old_node_keys.iter().map(|old| NodeKeyWrap::Published { node_key: *old.secret() });
+                (published.next(), published.collect())
+            }
+            ReadAuthority::Inherit => (None, Vec::new()),
         };
         self.authority.retain(|(k, _, _)| k != key);
-        self.authority.push((*key, parent, AuthorityRecord { write, read, node_key }));
+        self.authority.push((*key, parent, AuthorityRecord { write, read, node_key, previous_node_keys }));
         Ok(())
-    }
-
-    /// The node key `key` already has in the chain, unwrapped with this
-    /// session's keys; an error if it has one the session cannot open.
-    fn existing_node_key(&mut self, key: &PrimaryKey) -> Result<Option<ReadKey>> {
-        let wrap =
-            self.chain.with_trust(|state, _| state.own_node_key(&StagedTrust::default(), key.as_u128()).cloned());
-        match wrap {
-            Some(wrap) => self.node_key(*key, wrap.node_key_id()).map(Some),
-            None => Ok(None),
-        }
     }
 
     /// Node key `id`, unwrapped with any read key of the session.

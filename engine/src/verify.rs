@@ -7,7 +7,7 @@
 //! rules from scratch, so it trusts nothing the running engine computed.
 
 use crate::crypto::{CryptoError, PrivateSignKey, PublicSignKey};
-use crate::format::{decode_record, EventKind, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::{decode_record, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::key::ChainKey;
 use crate::log::list_segments;
 use crate::plugin::{ValidationContext, Validator};
@@ -180,9 +180,13 @@ fn check_commit(
         .collect();
     let signers = verify_commit_signatures(chain_id, &signed_events, |id| state.public_key(id).cloned())
         .map_err(|(index, reason)| (index, reason.to_string()))?;
-    let signed = kinds.contains(&EventKind::Signature);
     // Judge timestamps against the commit's own time: history is old.
     let now = contents.iter().map(|content| content.timestamp_us).max().unwrap_or(0);
+    if let Some(root) = &signers.root {
+        if state.replayed_commit(root).is_some() {
+            return Err((0, "this signed commit appears twice (replay)".into()));
+        }
+    }
     let mut staged = StagedTrust::default();
     for (index, (((_, record), content), kind)) in events.iter().zip(&contents).zip(&kinds).enumerate() {
         let view = EventView {
@@ -190,17 +194,20 @@ fn check_commit(
             key: u128::from_le_bytes(record.header.key),
             parent: record.header.parent().map(u128::from_le_bytes),
             content,
-            content_hash: hashes[index],
             payload: record.payload,
-            replay_protected: signed,
         };
-        state.check_event(trust, &mut staged, &view, &signers).map_err(|reason| (index, reason.to_string()))?;
-        let context = ValidationContext { chain: chain_name, config: trust, signers: &signers, now_us: now, index };
+        state.check_event(trust, &mut staged, &view, &signers.keys).map_err(|reason| (index, reason.to_string()))?;
+        let context =
+            ValidationContext { chain: chain_name, config: trust, signers: &signers.keys, now_us: now, index };
         for validator in validators {
             validator.validate(&view, &context).map_err(|reason| (index, reason.to_string()))?;
         }
     }
-    state.commit(staged, trust, now, events[0].1.sequence());
+    if let Some(root) = signers.root {
+        staged.set_commit_root(root, now);
+    }
+    let (first, last) = (events[0].1.sequence(), events[events.len() - 1].1.sequence());
+    state.commit(staged, trust, now, first, last);
     Ok(())
 }
 

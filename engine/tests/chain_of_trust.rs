@@ -183,14 +183,16 @@ async fn forged_signatures_are_rejected_and_replays_are_idempotent() {
     assert_eq!(receipt, again, "a replayed commit is acknowledged with its original sequences");
     assert_eq!(chain.next_sequence(), receipt.last_sequence + 1, "a replay wrote something");
 
-    // Half a replay (one old event with a new one) is rejected.
+    // Reusing an old event in a new commit needs a new signature by an
+    // authorised key: that is a new write, not a replay, and it is accepted.
     let mut mixed = signed_commit(&chain, &root, &root, 1);
     mixed[1] = honest[1].clone();
     let contents: Vec<_> =
         mixed[..2].iter().map(|e| e.content(blake3::hash(&e.payload).into(), e.timestamp_us)).collect();
     let signature = sign_commit(&chain_id(&chain), &root, &contents);
     mixed[2].payload = postcard::to_stdvec(&signature).unwrap();
-    assert!(chain.append(mixed, None).await.is_err());
+    let fresh = chain.append(mixed, None).await.unwrap();
+    assert!(fresh.first_sequence > receipt.last_sequence);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,14 +200,70 @@ async fn timestamps_far_from_now_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let root = key();
     let chain = chain_with_root(dir.path(), &root).await;
-    let mut events = signed_commit(&chain, &root, &root, 1);
-    let hour_ago = events[0].timestamp_us - 3_600_000_000;
-    for event in &mut events {
-        event.timestamp_us = hour_ago;
+    let hour_us = 3_600_000_000u64;
+    for (shift, future) in [(hour_us, true), (hour_us, false)] {
+        let mut events = signed_commit(&chain, &root, &root, 1);
+        let moved = if future { events[0].timestamp_us + shift } else { events[0].timestamp_us - shift };
+        for event in &mut events {
+            event.timestamp_us = moved;
+        }
+        let contents: Vec<_> = events[..2].iter().map(|e| e.content(blake3::hash(&e.payload).into(), moved)).collect();
+        let signature = sign_commit(&chain_id(&chain), &root, &contents);
+        events[2].payload = postcard::to_stdvec(&signature).unwrap();
+        let error = chain.append(events, None).await.unwrap_err();
+        if future {
+            // The timestamp validator refuses clocks running ahead.
+            assert!(
+                matches!(error, AteError::Rejected { reason: RejectReason::TimestampOutOfRange { .. }, .. }),
+                "{error}"
+            );
+        } else {
+            // An old signed commit could be a replay: refused by the trust core itself.
+            assert!(matches!(error, AteError::Rejected { reason: RejectReason::Stale { .. }, .. }), "{error}");
+        }
     }
-    let contents: Vec<_> = events[..2].iter().map(|e| e.content(blake3::hash(&e.payload).into(), hour_ago)).collect();
-    let signature = sign_commit(&chain_id(&chain), &root, &contents);
-    events[2].payload = postcard::to_stdvec(&signature).unwrap();
+    assert_eq!(chain.next_sequence(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_an_object_needs_authority_where_it_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = key();
+    let guarded_key = key();
+    let chain = chain_with_root(dir.path(), &root).await;
+    let mut owner = chain.dio(&session_with(&[&root, &guarded_key])).await;
+    let open_folder = *owner.store("open".to_string()).unwrap().key();
+    owner.set_authority(&open_folder, WriteAuthority::Everyone, ReadAuthority::Inherit).unwrap();
+    let guarded = *owner.store("guarded".to_string()).unwrap().key();
+    owner.set_authority(&guarded, WriteAuthority::Specific(vec![guarded_key.id()]), ReadAuthority::Inherit).unwrap();
+    owner.commit().await.unwrap();
+
+    // Anyone may add to the open folder...
+    let mut stranger = chain.dio(&AteSession::default()).await;
+    let item = *stranger.store_child(&open_folder, "item".to_string()).unwrap().key();
+    stranger.commit().await.unwrap();
+    // ...but not move that item into the guarded one.
+    let mut raw = NewEvent::data(item, postcard::to_stdvec(&"moved".to_string()).unwrap());
+    raw.parent = Some((guarded, CollectionId::default()));
+    let error = chain.append(vec![raw], None).await.unwrap_err();
+    assert!(matches!(error, AteError::Rejected { reason: RejectReason::Unauthorized { .. }, .. }), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_key_has_no_power_in_distributed_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = key();
+    let server = key();
+    let chain = ChainBuilder::new(&common::small_config(dir.path()))
+        .await
+        .add_root_public_key(root.public())
+        .server_key(server.clone())
+        .build()
+        .open(&ChainKey::from("trusted"))
+        .await
+        .unwrap();
+    // Signed by the server key alone: not a root key, so refused in distributed mode.
+    let events = signed_commit(&chain, &server, &server, 1);
     let error = chain.append(events, None).await.unwrap_err();
-    assert!(matches!(error, AteError::Rejected { reason: RejectReason::TimestampOutOfRange { .. }, .. }), "{error}");
+    assert!(matches!(error, AteError::Rejected { reason: RejectReason::Unauthorized { .. }, .. }), "{error}");
 }

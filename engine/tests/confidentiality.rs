@@ -207,3 +207,47 @@ async fn destroying_the_read_key_crypto_shreds_the_data() {
     // The chain itself is intact: every event is still there and reopens.
     assert_eq!(chain.len(), 11);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_read_key_locks_the_old_one_out_of_new_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
+    let old = ReadKey::generate().unwrap();
+    let new = ReadKey::generate().unwrap();
+    let mut owner = chain.dio(&reader(&[&old, &new])).await;
+    let folder = *owner.store(secret("folder")).unwrap().key();
+    owner.set_authority(&folder, WriteAuthority::Inherit, ReadAuthority::Specific(old.id())).unwrap();
+    let before = *owner.store_child(&folder, secret("written under the old key")).unwrap().key();
+    owner.commit().await.unwrap();
+    owner.set_authority(&folder, WriteAuthority::Inherit, ReadAuthority::Specific(new.id())).unwrap();
+    owner.commit().await.unwrap();
+    let after = *owner.store_child(&folder, secret("written after the change")).unwrap().key();
+    owner.commit().await.unwrap();
+
+    let mut revoked = chain.dio(&reader(&[&old])).await;
+    assert_eq!(revoked.load::<Secret>(&before).await.unwrap().text, "written under the old key");
+    assert!(matches!(revoked.load::<Secret>(&after).await, Err(AteError::NoReadAccess { .. })));
+    let mut current = chain.dio(&reader(&[&new])).await;
+    assert_eq!(current.load::<Secret>(&before).await.unwrap().text, "written under the old key");
+    assert_eq!(current.load::<Secret>(&after).await.unwrap().text, "written after the change");
+    chain.verify().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_under_a_read_authority_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
+    let key = ReadKey::generate().unwrap();
+    let mut dio = chain.dio(&reader(&[&key])).await;
+    let folder = *dio.store(secret("folder")).unwrap().key();
+    dio.set_authority(&folder, WriteAuthority::Inherit, ReadAuthority::Specific(key.id())).unwrap();
+    dio.commit().await.unwrap();
+    // A raw append that skips the DIO's encryption is refused by the chain.
+    let mut leak = NewEvent::data(PrimaryKey::generate(), b"in the clear".to_vec());
+    leak.parent = Some((folder, CollectionId::default()));
+    let error = chain.append(vec![leak], None).await.unwrap_err();
+    assert!(
+        matches!(error, AteError::Rejected { reason: ate::trust::RejectReason::NotEncrypted { .. }, .. }),
+        "{error}"
+    );
+}

@@ -55,4 +55,10 @@ pub struct AuthorityRecord {
     /// The object's node key, when its read authority is not inherited.
     /// Children that inherit read access wrap their data keys under it.
     pub node_key: Option<NodeKeyWrap>,
+    /// Node keys this object used before, re-sealed under the new read key:
+    /// when the read key changes, a fresh node key protects what is written
+    /// from now on (holders of only the old read key cannot read it), while
+    /// holders of the new key still read everything written before.
+    #[serde(default)]
+    pub previous_node_keys: Vec<NodeKeyWrap>,
 }

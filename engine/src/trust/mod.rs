@@ -83,8 +83,12 @@ pub enum RejectReason {
     TimestampOutOfRange { timestamp_us: u64, now_us: u64, skew_us: u64 },
     #[error("payload of {bytes} bytes exceeds the limit of {limit}")]
     TooLarge { bytes: usize, limit: usize },
-    #[error("this event was already written (replay)")]
+    #[error("this commit was already written (replay)")]
     Replay,
+    #[error("signed commit from {timestamp_us} is older than the {window_us} µs replay window")]
+    Stale { timestamp_us: u64, window_us: u64 },
+    #[error("data under a read authority must be encrypted under node key {node_key_id}")]
+    NotEncrypted { node_key_id: KeyId },
     #[error("malformed payload: {0}")]
     MalformedPayload(String),
     #[error("unknown event kind {0}")]
@@ -109,10 +113,10 @@ pub fn verify_commit_signatures(
     chain_id: &[u8; 32],
     events: &[SignedEvent<'_>],
     known: impl Fn(&KeyId) -> Option<PublicSignKey>,
-) -> Result<HashSet<KeyId>, (usize, RejectReason)> {
+) -> Result<CommitSigners, (usize, RejectReason)> {
     let mut signers = HashSet::new();
     let Some(first_signature) = events.iter().position(|event| event.kind == EventKind::Signature) else {
-        return Ok(signers);
+        return Ok(CommitSigners { keys: signers, root: None });
     };
     if let Some(stray) = events[first_signature..].iter().position(|event| event.kind != EventKind::Signature) {
         return Err((first_signature + stray, RejectReason::MisplacedSignature));
@@ -143,7 +147,14 @@ pub fn verify_commit_signatures(
         }
         signers.insert(signature.key_id);
     }
-    Ok(signers)
+    Ok(CommitSigners { keys: signers, root: Some(root) })
+}
+
+/// Who signed a commit, and the Merkle root they signed (`None`: unsigned).
+#[derive(Debug, Clone, Default)]
+pub struct CommitSigners {
+    pub keys: HashSet<KeyId>,
+    pub root: Option<[u8; 32]>,
 }
 
 /// Builds the signature payload for `key` over a commit's non-signature events.

@@ -48,13 +48,7 @@ pub struct EventView<'a> {
     pub key: u128,
     pub parent: Option<u128>,
     pub content: &'a EventContent,
-    /// `content.hash()`, computed once by the caller.
-    pub content_hash: [u8; 32],
     pub payload: &'a [u8],
-    /// Part of a signed commit: its content hash is remembered so a replay
-    /// is recognised (unsigned commits are stamped by the chain and cannot
-    /// be replayed by a client).
-    pub replay_protected: bool,
 }
 
 /// Changes a validated commit makes to the state, applied by [`TrustState::commit`].
@@ -63,12 +57,16 @@ pub struct StagedTrust {
     nodes: HashMap<u128, Node>,
     public_keys: Vec<PublicSignKey>,
     pub node_key_wraps: Vec<NodeKeyWrap>,
-    /// (content hash, timestamp, position in the commit) of replay-protected events.
-    content_hashes: Vec<([u8; 32], u64, u64)>,
-    events_seen: u64,
+    /// Merkle root and timestamp of a signed commit, remembered for anti-replay.
+    commit_root: Option<([u8; 32], u64)>,
 }
 
 impl StagedTrust {
+    /// Marks the commit being validated as the signed commit with this root.
+    pub fn set_commit_root(&mut self, root: [u8; 32], timestamp_us: u64) {
+        self.commit_root = Some((root, timestamp_us));
+    }
+
     pub fn public_keys(&self) -> &[PublicSignKey] {
         &self.public_keys
     }
@@ -80,8 +78,10 @@ pub struct TrustState {
     public_keys: HashMap<KeyId, PublicSignKey>,
     /// Content hashes of recent events (within twice the timestamp skew), so
     /// a replayed commit is recognised while its timestamps are still valid.
-    /// content hash → sequence it was written at.
-    recent: HashMap<[u8; 32], u64>,
+    /// Merkle roots of recent signed commits → their (first, last) sequences.
+    /// One entry per commit, kept for twice the timestamp skew: older signed
+    /// commits are refused outright, so nothing older needs remembering.
+    recent: HashMap<[u8; 32], (u64, u64)>,
     recent_order: VecDeque<([u8; 32], u64)>,
 }
 
@@ -173,6 +173,11 @@ impl TrustState {
         ReadRule::Everyone
     }
 
+    /// The authority record of `key` itself, if it has one.
+    pub fn own_record<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<&'a AuthorityRecord> {
+        self.node(staged, key).map(|node| &node.record)
+    }
+
     /// The node key currently recorded for `key` itself, if any.
     pub fn own_node_key<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<&'a NodeKeyWrap> {
         self.node(staged, key).and_then(|node| node.record.node_key.as_ref())
@@ -188,19 +193,8 @@ impl TrustState {
         event: &EventView<'_>,
         signers: &HashSet<KeyId>,
     ) -> Result<(), RejectReason> {
-        // Size and timestamp checks are plugins (crate::plugin), run by the chain.
-        let timestamp = event.content.timestamp_us;
-        let position = staged.events_seen;
-        staged.events_seen += 1;
-        if event.replay_protected {
-            let content_hash = event.content_hash;
-            if self.recent.contains_key(&content_hash)
-                || staged.content_hashes.iter().any(|(hash, _, _)| *hash == content_hash)
-            {
-                return Err(RejectReason::Replay);
-            }
-            staged.content_hashes.push((content_hash, timestamp, position));
-        }
+        // Size and timestamp checks are plugins (crate::plugin), run by the
+        // chain; replays are recognised per commit (`replayed_commit`).
         match event.kind {
             EventKind::PublicKey => {
                 let key = PublicSignKey::decode(event.payload)
@@ -214,7 +208,17 @@ impl TrustState {
                     EventKind::Data => {
                         let current = self.node(staged, event.key).map(|node| node.parent);
                         if (current.is_some() || event.parent.is_some()) && current != Some(event.parent) {
+                            // A move must also be allowed where the object lands.
+                            if let (Some(_), Some(new_parent)) = (current, event.parent) {
+                                self.authorize(config, staged, new_parent, None, signers)?;
+                            }
                             self.stage(staged, event.key, event.parent, None);
+                        }
+                        // Data under a read authority must be sealed under its current node key.
+                        if let ReadRule::NodeKey { node_key_id, .. } = self.read_rule(staged, event.key, event.parent) {
+                            if event.content.read_key_id != node_key_id.0 {
+                                return Err(RejectReason::NotEncrypted { node_key_id });
+                            }
                         }
                     }
                     EventKind::Authority => {
@@ -225,9 +229,8 @@ impl TrustState {
                                 "encrypted read authority without a node key".into(),
                             ));
                         }
-                        if let Some(wrap) = &record.node_key {
-                            staged.node_key_wraps.push(wrap.clone());
-                        }
+                        staged.node_key_wraps.extend(record.node_key.iter().cloned());
+                        staged.node_key_wraps.extend(record.previous_node_keys.iter().cloned());
                         self.stage(staged, event.key, event.parent, Some(record));
                     }
                     _ => {}
@@ -245,16 +248,14 @@ impl TrustState {
         parent: Option<u128>,
         signers: &HashSet<KeyId>,
     ) -> Result<(), RejectReason> {
-        // A commit the chain's own server key signed was authorised by the
-        // server (centralized integrity): it checked the session's keys.
-        if let Some(server) = &config.server_key_id {
-            if signers.contains(server) {
-                return Ok(());
-            }
-        }
+        // Under centralized integrity the server key vouches for a commit
+        // (the server checked the session's keys); a frozen object stays frozen.
+        let vouched = config.integrity == super::IntegrityMode::Centralized
+            && config.server_key_id.as_ref().is_some_and(|server| signers.contains(server));
         match self.write_rule(config, staged, key, parent) {
             WriteRule::Everyone => Ok(()),
             WriteRule::Nobody => Err(RejectReason::Frozen),
+            WriteRule::AnyOf(_) if vouched => Ok(()),
             WriteRule::AnyOf(allowed) => {
                 if allowed.iter().any(|key| signers.contains(key)) {
                     Ok(())
@@ -265,47 +266,63 @@ impl TrustState {
         }
     }
 
-    /// If every event of a commit was already written (a client retrying a
-    /// commit whose acknowledgement it lost), the sequences they got.
-    pub fn replayed_commit(&self, content_hashes: &[[u8; 32]]) -> Option<(u64, u64)> {
-        let mut sequences = content_hashes.iter().map(|hash| self.recent.get(hash).copied());
-        let first = sequences.next()??;
-        let mut last = first;
-        for sequence in sequences {
-            last = sequence?;
-        }
-        Some((first, last))
+    /// The sequences a signed commit with this Merkle root got, if it was
+    /// written recently: a client retrying a commit whose acknowledgement it
+    /// lost gets the original receipt (idempotent), never a duplicate.
+    pub fn replayed_commit(&self, root: &[u8; 32]) -> Option<(u64, u64)> {
+        self.recent.get(root).copied()
     }
 
-    /// Applies a validated commit whose first event got `first_sequence`.
-    pub fn commit(&mut self, staged: StagedTrust, config: &TrustConfig, now_us: u64, first_sequence: u64) {
+    /// A signed commit older than the replay window cannot be told apart
+    /// from a replay, so it is refused whatever the validators say.
+    pub fn check_replay_window(
+        &self,
+        config: &TrustConfig,
+        timestamp_us: u64,
+        now_us: u64,
+    ) -> Result<(), RejectReason> {
+        let window_us = 2 * config.timestamp_skew_us;
+        if timestamp_us.saturating_add(window_us) < now_us {
+            return Err(RejectReason::Stale { timestamp_us, window_us });
+        }
+        Ok(())
+    }
+
+    /// Applies a validated commit that got sequences `first..=last`.
+    pub fn commit(&mut self, staged: StagedTrust, config: &TrustConfig, now_us: u64, first: u64, last: u64) {
         self.nodes.extend(staged.nodes);
         for key in staged.public_keys {
             self.add_public_key(key);
         }
-        for (hash, timestamp, position) in staged.content_hashes {
-            if self.recent.insert(hash, first_sequence + position).is_none() {
-                self.recent_order.push_back((hash, timestamp));
-            }
+        if let Some((root, timestamp_us)) = staged.commit_root {
+            self.remember_commit(root, timestamp_us, first, last, config, now_us);
         }
-        // Forget what can no longer be replayed: its timestamp is out of range.
+    }
+
+    /// Records a signed commit for anti-replay and forgets what fell out of the window.
+    pub fn remember_commit(
+        &mut self,
+        root: [u8; 32],
+        timestamp_us: u64,
+        first: u64,
+        last: u64,
+        config: &TrustConfig,
+        now_us: u64,
+    ) {
         let horizon = now_us.saturating_sub(2 * config.timestamp_skew_us);
+        if timestamp_us >= horizon && self.recent.insert(root, (first, last)).is_none() {
+            self.recent_order.push_back((root, timestamp_us));
+        }
         while self.recent_order.front().is_some_and(|(_, timestamp)| *timestamp < horizon) {
-            let (hash, _) = self.recent_order.pop_front().expect("non-empty");
-            self.recent.remove(&hash);
+            let (old, _) = self.recent_order.pop_front().expect("non-empty");
+            self.recent.remove(&old);
         }
     }
 
     /// Replays a stored event during recovery: no signature checks (they
     /// were made before it was written; `verify` re-checks everything).
-    pub fn apply_recovered(
-        &mut self,
-        event: &EventView<'_>,
-        sequence: u64,
-        config: &TrustConfig,
-        now_us: u64,
-    ) -> Option<NodeKeyWrap> {
-        let mut wrap = None;
+    pub fn apply_recovered(&mut self, event: &EventView<'_>) -> Vec<NodeKeyWrap> {
+        let mut wraps = Vec::new();
         match event.kind {
             EventKind::PublicKey => {
                 if let Ok(key) = PublicSignKey::decode(event.payload) {
@@ -321,7 +338,8 @@ impl TrustState {
             }
             EventKind::Authority => {
                 if let Ok(record) = postcard::from_bytes::<AuthorityRecord>(event.payload) {
-                    wrap = record.node_key.clone();
+                    wraps.extend(record.node_key.iter().cloned());
+                    wraps.extend(record.previous_node_keys.iter().cloned());
                     let node = self.nodes.entry(event.key).or_default();
                     node.record = record;
                     if node.parent.is_none() {
@@ -331,13 +349,6 @@ impl TrustState {
             }
             _ => {}
         }
-        let timestamp = event.content.timestamp_us;
-        if event.replay_protected && timestamp + 2 * config.timestamp_skew_us >= now_us {
-            let hash = event.content_hash;
-            if self.recent.insert(hash, sequence).is_none() {
-                self.recent_order.push_back((hash, timestamp));
-            }
-        }
-        wrap
+        wraps
     }
 }
