@@ -451,7 +451,8 @@ async fn a_stored_encrypted_event_opens_with_the_documented_key_hierarchy_and_aa
     };
     assert_eq!(read_key_id, read_key.id());
     let aad = [&b"ATE node key v1\0"[..], node_key_id.as_bytes(), read_key_id.as_bytes()].concat();
-    let node_key: [u8; 32] = open(&[0x33; 32], &nonce, &aad, &sealed).unwrap().try_into().unwrap();
+    // Key wraps are AES-256-GCM-SIV (ReadKey::decrypt); payloads are AES-256-GCM (open).
+    let node_key: [u8; 32] = read_key.decrypt(&nonce, &aad, &sealed).unwrap().try_into().unwrap();
     assert_eq!(ReadKey::from_bytes(node_key).id(), node_key_id);
 
     // Data key: sealed under the node key, AAD "ATE data key v1\0" || node key id || object key || nonce.
@@ -465,8 +466,11 @@ async fn a_stored_encrypted_event_opens_with_the_documented_key_hierarchy_and_aa
     let (wrapped_data_key, ciphertext) = rest.split_at(48);
     assert_eq!(ciphertext.len(), postcard::to_stdvec("attack at dawn").unwrap().len() + 16);
     let aad = [&b"ATE data key v1\0"[..], &data.header.read_key_id, &data.header.key, &data.header.nonce].concat();
-    let data_key: [u8; 32] =
-        open(&node_key, &wrap_nonce.try_into().unwrap(), &aad, wrapped_data_key).unwrap().try_into().unwrap();
+    let data_key: [u8; 32] = ReadKey::from_bytes(node_key)
+        .decrypt(&wrap_nonce.try_into().unwrap(), &aad, wrapped_data_key)
+        .unwrap()
+        .try_into()
+        .unwrap();
     assert_ne!(data_key, node_key);
 
     // Payload: under the data key and the header's nonce, AAD = payload_aad(content).

@@ -4,7 +4,7 @@
 
 use super::encoding::{self, KeyKind};
 use super::{random_bytes, CryptoError, KeyId};
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, AES_256_GCM, AES_256_GCM_SIV};
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -99,13 +99,30 @@ impl ReadKey {
     }
 
     /// Encrypts with a fresh random nonce; returns (nonce, sealed).
+    ///
+    /// AES-256-GCM-SIV, not GCM: read keys and node keys are long-lived and
+    /// seal many small secrets (node keys, per-event data keys) under random
+    /// 96-bit nonces, and SIV keeps a repeated nonce from costing more than
+    /// revealing that two sealed secrets are equal.
     pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<(Nonce, Vec<u8>), CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
-        Ok((nonce, seal(&self.bytes, &nonce, aad, plaintext)))
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, self.bytes.as_ref()).expect("32-byte key"));
+        let mut buffer = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
+        buffer.extend_from_slice(plaintext);
+        key.seal_in_place_append_tag(AeadNonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buffer)
+            .expect("AES-GCM-SIV sealing fails only for inputs beyond 64 GiB");
+        Ok((nonce, buffer))
     }
 
     pub fn decrypt(&self, nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open(&self.bytes, nonce, aad, sealed)
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, self.bytes.as_ref()).expect("32-byte key"));
+        let mut buffer = sealed.to_vec();
+        let plain_len = key
+            .open_in_place(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
+            .map_err(|_| CryptoError::DecryptionFailed)?
+            .len();
+        buffer.truncate(plain_len);
+        Ok(buffer)
     }
 }

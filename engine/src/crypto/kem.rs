@@ -172,6 +172,13 @@ impl PrivateEncryptKey {
         if secret.len() != expected {
             return Err(CryptoError::BadLength { what: "private encryption key", found: secret.len(), expected });
         }
+        // FIPS 203: the decapsulation key embeds the encapsulation key at
+        // offset 384·k (k = 3). A secret that belongs to another public key
+        // is refused here rather than failing every unwrap later.
+        const EMBEDDED_PUBLIC_AT: usize = 384 * 3;
+        if secret.get(EMBEDDED_PUBLIC_AT..EMBEDDED_PUBLIC_AT + public.len()) != Some(public) {
+            return Err(CryptoError::Malformed);
+        }
         Ok(Self { public: PublicEncryptKey::from_bytes(public)?, secret: Zeroizing::new(secret.to_vec()) })
     }
 }
