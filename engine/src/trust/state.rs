@@ -352,3 +352,103 @@ impl TrustState {
         wraps
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic xorshift: the properties below run over many random trees.
+    struct Random(u64);
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, limit: u64) -> u64 {
+            self.next() % limit
+        }
+    }
+
+    fn key_id(index: u8) -> KeyId {
+        KeyId([index; 32])
+    }
+
+    /// The reference model: resolve by plain recursion over the parent map.
+    fn model_write(nodes: &[(Option<usize>, WriteAuthority)], index: usize, roots: &[KeyId]) -> WriteRule {
+        match &nodes[index].1 {
+            WriteAuthority::Everyone => WriteRule::Everyone,
+            WriteAuthority::Nobody => WriteRule::Nobody,
+            WriteAuthority::Specific(keys) => WriteRule::AnyOf(keys.clone()),
+            WriteAuthority::Inherit => match nodes[index].0 {
+                Some(parent) => model_write(nodes, parent, roots),
+                None if roots.is_empty() => WriteRule::Everyone,
+                None => WriteRule::AnyOf(roots.to_vec()),
+            },
+        }
+    }
+
+    #[test]
+    fn write_rules_and_authorization_match_a_recursive_model_on_random_trees() {
+        let mut random = Random(0x9E37_79B9_7F4A_7C15);
+        for trial in 0..300 {
+            let roots: Vec<KeyId> = (0..random.below(3)).map(|i| key_id(100 + i as u8)).collect();
+            let config = TrustConfig { root_keys: roots.clone(), ..TrustConfig::default() };
+            let size = 1 + random.below(40) as usize;
+            let mut nodes: Vec<(Option<usize>, WriteAuthority)> = Vec::new();
+            for index in 0..size {
+                let parent =
+                    if index == 0 || random.below(5) == 0 { None } else { Some(random.below(index as u64) as usize) };
+                let write = match random.below(6) {
+                    0 => WriteAuthority::Everyone,
+                    1 => WriteAuthority::Nobody,
+                    2 => WriteAuthority::Specific(
+                        (0..1 + random.below(2)).map(|_| key_id(random.below(4) as u8)).collect(),
+                    ),
+                    _ => WriteAuthority::Inherit,
+                };
+                nodes.push((parent, write));
+            }
+            let mut state = TrustState::new();
+            let mut staged = StagedTrust::default();
+            for (index, (parent, write)) in nodes.iter().enumerate() {
+                let record = AuthorityRecord { write: write.clone(), ..AuthorityRecord::default() };
+                state.stage(&mut staged, index as u128 + 1, parent.map(|p| p as u128 + 1), Some(record));
+            }
+            state.commit(staged, &config, 0, 0, 0);
+            let empty = StagedTrust::default();
+            for index in 0..size {
+                let expected = model_write(&nodes, index, &roots);
+                let actual = state.write_rule(&config, &empty, index as u128 + 1, None);
+                assert_eq!(actual, expected, "trial {trial}, node {index}: {nodes:?}");
+                // A new child of this node is governed by the node's rule.
+                assert_eq!(
+                    state.write_rule(&config, &empty, 10_000 + index as u128, Some(index as u128 + 1)),
+                    expected
+                );
+                // Authorization agrees with the rule for a random signer set.
+                let signers: HashSet<KeyId> = (0..random.below(3)).map(|_| key_id(random.below(4) as u8)).collect();
+                let allowed = match &expected {
+                    WriteRule::Everyone => true,
+                    WriteRule::Nobody => false,
+                    WriteRule::AnyOf(keys) => keys.iter().any(|key| signers.contains(key)),
+                };
+                let result = state.authorize(&config, &empty, index as u128 + 1, None, &signers);
+                assert_eq!(result.is_ok(), allowed, "trial {trial}, node {index}");
+            }
+        }
+    }
+
+    #[test]
+    fn cyclic_parents_end_at_the_root_rule_instead_of_looping() {
+        let config = TrustConfig { root_keys: vec![key_id(1)], ..TrustConfig::default() };
+        let mut state = TrustState::new();
+        let mut staged = StagedTrust::default();
+        state.stage(&mut staged, 1, Some(2), Some(AuthorityRecord::default()));
+        state.stage(&mut staged, 2, Some(1), Some(AuthorityRecord::default()));
+        state.commit(staged, &config, 0, 0, 0);
+        assert_eq!(state.write_rule(&config, &StagedTrust::default(), 1, None), WriteRule::AnyOf(vec![key_id(1)]));
+        assert_eq!(state.read_rule(&StagedTrust::default(), 1, None), ReadRule::Everyone);
+    }
+}
