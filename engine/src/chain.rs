@@ -312,6 +312,7 @@ impl ChainBuilder {
         .await
         .map_err(|e| AteError::io("recovering chain", std::io::Error::other(e.to_string())))??;
         shared.durable_sequence.store(recovered.next_sequence, std::sync::atomic::Ordering::Release);
+        shared.durable_notify.send_replace(recovered.next_sequence);
         if recovered.truncated_bytes > 0 {
             tracing::info!(chain = %key, bytes = recovered.truncated_bytes, "recovery cut a torn tail");
         }
@@ -340,6 +341,7 @@ impl ChainBuilder {
             server_key: self.server_key.clone(),
             root_keys: self.root_public_keys.clone(),
             plugins: self.plugins.clone(),
+            leases: Default::default(),
             proofs: parking_lot::Mutex::new(ProofCache::default()),
             shared,
             sender: Some(sender),
@@ -393,6 +395,15 @@ fn lock_directory(dir: &Path, key: &ChainKey) -> Result<File> {
     Ok(file)
 }
 
+/// A position in a chain's log for readers that walk it in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogCursor {
+    segment: u32,
+    offset: usize,
+    /// Sequence of the next event this cursor returns.
+    pub next_sequence: u64,
+}
+
 #[derive(Debug, Default)]
 struct ProofCache {
     tree: MerkleTree,
@@ -425,6 +436,7 @@ pub struct Chain {
     server_key: Option<PrivateSignKey>,
     root_keys: Vec<PublicSignKey>,
     plugins: Plugins,
+    leases: crate::messaging::Leases,
     /// Merkle tree over event hashes, built on first use and extended after.
     proofs: parking_lot::Mutex<ProofCache>,
     shared: Arc<ChainShared>,
@@ -766,6 +778,75 @@ impl Chain {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn leases(&self) -> &crate::messaging::Leases {
+        &self.leases
+    }
+
+    /// Waits for the durable frontier to move (bus subscribers).
+    pub(crate) fn durable_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.durable_notify.subscribe()
+    }
+
+    /// A reading position at `sequence` (the first durable event at or
+    /// after it), found from the segment headers then by scanning records.
+    pub(crate) fn cursor_at(&self, sequence: u64) -> Result<LogCursor> {
+        let segments = &self.shared.segments;
+        let mut segment = 0u32;
+        for index in 0..segments.len() {
+            let first = segments
+                .get(index)
+                .and_then(|s| crate::format::SegmentHeader::decode(s.bytes()).ok())
+                .map_or(u64::MAX, |header| header.first_sequence);
+            if first <= sequence {
+                segment = index;
+            } else {
+                break;
+            }
+        }
+        let mut cursor = LogCursor { segment, offset: crate::format::SEGMENT_HEADER_LEN, next_sequence: 0 };
+        if let Some(found) = segments.get(segment) {
+            cursor.next_sequence = crate::format::SegmentHeader::decode(found.bytes()).map_or(0, |h| h.first_sequence);
+        }
+        while cursor.next_sequence < sequence.min(self.durable_sequence()) {
+            if self.read_at(&mut cursor)?.is_none() {
+                break;
+            }
+        }
+        Ok(cursor)
+    }
+
+    /// The next durable event at `cursor`, checksum verified; `None` at the
+    /// durable frontier.
+    pub(crate) fn read_at(&self, cursor: &mut LogCursor) -> Result<Option<crate::EventRef<'_>>> {
+        loop {
+            if cursor.next_sequence >= self.durable_sequence() {
+                return Ok(None);
+            }
+            let Some(segment) = self.shared.segments.get(cursor.segment) else { return Ok(None) };
+            match crate::format::decode_record(segment.bytes(), cursor.offset) {
+                Ok(Some(record)) => {
+                    let location = crate::view::EventLocation::new(cursor.segment, cursor.offset as u32);
+                    cursor.offset = record.next_offset;
+                    cursor.next_sequence = record.sequence() + 1;
+                    return Ok(Some(crate::EventRef { header: record.header, payload: record.payload, location }));
+                }
+                Ok(None) => {
+                    cursor.segment += 1;
+                    cursor.offset = crate::format::SEGMENT_HEADER_LEN;
+                }
+                Err(error) => {
+                    return Err(AteError::Corrupt {
+                        chain: self.key.to_string(),
+                        segment: self.shared.dir.clone(),
+                        offset: cursor.offset as u64,
+                        sequence: Some(cursor.next_sequence),
+                        reason: error.to_string(),
+                    })
+                }
+            }
+        }
     }
 
     /// Runs `query` against the trust state as of the last assigned commit.

@@ -66,9 +66,12 @@ enum Staged {
         payload: Vec<u8>,
         parent: Option<(PrimaryKey, CollectionId)>,
         expect: Expect,
+        type_tag: u64,
     },
     Delete {
         expect: Expect,
+        /// Where the object was, so collection subscribers see its removal.
+        parent: Option<Placement>,
     },
     /// Stored and deleted again inside this transaction: nothing to write.
     Cancelled,
@@ -126,7 +129,7 @@ impl Dio {
     }
 
     /// What a write of `key` must expect, from what this transaction saw.
-    fn expectation(&self, key: &PrimaryKey) -> Expect {
+    pub(crate) fn expectation(&self, key: &PrimaryKey) -> Expect {
         match self.versions.get(key) {
             Some(Some(version)) => Expect::Version(*version),
             Some(None) => Expect::Absent,
@@ -144,7 +147,7 @@ impl Dio {
     pub fn store_with_key<T: Serialize>(&mut self, key: PrimaryKey, value: T) -> Result<Dao<T>> {
         let payload = serialize(&value)?;
         let expect = self.expectation(&key);
-        self.stage(key, Staged::Put { payload, parent: None, expect });
+        self.stage(key, Staged::Put { payload, parent: None, expect, type_tag: 0 });
         Ok(Dao { key, parent: None, value })
     }
 
@@ -169,20 +172,47 @@ impl Dio {
         parent: Option<(PrimaryKey, CollectionId)>,
         value: T,
     ) -> Result<Dao<T>> {
+        self.store_tagged(key, parent, Expect::Absent, 0, value)
+    }
+
+    /// Stages `value` with a declared type tag (messaging: RPC requests and
+    /// replies, consumer offsets, cache entries).
+    pub(crate) fn store_tagged<T: Serialize>(
+        &mut self,
+        key: PrimaryKey,
+        parent: Option<Placement>,
+        expect: Expect,
+        type_tag: u64,
+        value: T,
+    ) -> Result<Dao<T>> {
         let payload = serialize(&value)?;
-        self.stage(key, Staged::Put { payload, parent, expect: Expect::Absent });
+        self.stage(key, Staged::Put { payload, parent, expect, type_tag });
         Ok(Dao { key, parent, value })
     }
 
     /// Stages the current value of `dao` as its next version.
     pub fn update<T: Serialize>(&mut self, dao: &Dao<T>) -> Result<()> {
         let payload = serialize(&dao.value)?;
-        let expect = match self.staged.get(&dao.key) {
-            Some(Staged::Put { expect, .. }) => *expect,
-            _ => self.expectation(&dao.key),
+        let (expect, type_tag) = match self.staged.get(&dao.key) {
+            Some(Staged::Put { expect, type_tag, .. }) => (*expect, *type_tag),
+            _ => (self.expectation(&dao.key), self.chain.get(&dao.key).map_or(0, |event| event.header.type_tag())),
         };
-        self.stage(dao.key, Staged::Put { payload, parent: dao.parent, expect });
+        self.stage(dao.key, Staged::Put { payload, parent: dao.parent, expect, type_tag });
         Ok(())
+    }
+
+    /// Stages a tombstone for `key` with an explicit expectation (the queue's
+    /// acknowledgement: only the version that was delivered may be removed).
+    pub(crate) fn delete_expecting(&mut self, key: PrimaryKey, expect: Expect, parent: Option<Placement>) {
+        self.stage(key, Staged::Delete { expect, parent });
+    }
+
+    /// Stages already-serialized plaintext as a new child of `parent`.
+    pub(crate) fn store_raw_child(&mut self, parent: &PrimaryKey, payload: Vec<u8>) -> PrimaryKey {
+        let key = PrimaryKey::generate();
+        let parent = Some((*parent, CollectionId::default()));
+        self.stage(key, Staged::Put { payload, parent, expect: Expect::Absent, type_tag: 0 });
+        key
     }
 
     /// Stages the deletion of `key`. Fails with `NotFound` if it does not exist.
@@ -195,15 +225,15 @@ impl Dio {
             Some(Staged::Delete { .. }) | Some(Staged::Cancelled) => return Err(AteError::NotFound { key: *key }),
             _ => {}
         }
+        let Some(current) = self.chain.get(key) else { return Err(AteError::NotFound { key: *key }) };
+        let parent =
+            current.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(current.header.collection())));
         let expect = match self.versions.get(key) {
             Some(Some(version)) => Expect::Version(*version),
             Some(None) => return Err(AteError::NotFound { key: *key }),
-            None => match self.chain.version(key) {
-                Some(version) => Expect::Version(version),
-                None => return Err(AteError::NotFound { key: *key }),
-            },
+            None => Expect::Version(current.header.sequence()),
         };
-        self.stage(*key, Staged::Delete { expect });
+        self.stage(*key, Staged::Delete { expect, parent });
         Ok(())
     }
 
@@ -227,21 +257,8 @@ impl Dio {
         }
         let parent =
             event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())));
-        let value = if event.header.read_key_id == [0u8; 32] {
-            if self.chain.plugins().transformers.is_empty() {
-                deserialize(*key, event.payload)?
-            } else {
-                deserialize(*key, &self.untransform(event.payload.to_vec())?)?
-            }
-        } else {
-            // Encrypted: the header names the node key the data key is sealed under.
-            let content = EventContent::of_archived(event.header);
-            let node_key_id = KeyId(event.header.read_key_id);
-            let node_key = self.node_key(*key, node_key_id)?;
-            let plaintext = decrypt_payload(&node_key, &content, event.payload)
-                .map_err(|_| AteError::NoReadAccess { key: *key, node_key_id })?;
-            deserialize(*key, &self.untransform(plaintext)?)?
-        };
+        let plaintext = self.open_payload(*key, event.header, event.payload)?;
+        let value = deserialize(*key, &plaintext)?;
         self.versions.insert(*key, Some(event.header.sequence()));
         Ok(Dao { key: *key, parent, value })
     }
@@ -414,6 +431,30 @@ impl Dio {
         Ok(())
     }
 
+    /// The plaintext of a stored data payload: decrypted with this
+    /// session's keys if it is encrypted, then un-transformed.
+    pub(crate) fn open_payload(
+        &mut self,
+        key: PrimaryKey,
+        header: &crate::format::ArchivedEventHeader,
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
+        let stored = if header.read_key_id == [0u8; 32] {
+            payload.to_vec()
+        } else {
+            // Encrypted: the header names the node key the data key is sealed under.
+            let content = EventContent::of_archived(header);
+            let node_key_id = KeyId(header.read_key_id);
+            let node_key = self.node_key(key, node_key_id)?;
+            decrypt_payload(&node_key, &content, payload).map_err(|_| AteError::NoReadAccess { key, node_key_id })?
+        };
+        if self.chain.plugins().transformers.is_empty() {
+            Ok(stored)
+        } else {
+            self.untransform(stored)
+        }
+    }
+
     /// Undoes the chain's transformers, last first.
     fn untransform(&self, mut payload: Vec<u8>) -> Result<Vec<u8>> {
         for transformer in self.chain.plugins().transformers.iter().rev() {
@@ -434,10 +475,15 @@ impl Dio {
         }
         for key in &self.order {
             let event = match &self.staged[key] {
-                Staged::Put { payload, parent, expect } => {
-                    NewEvent { parent: *parent, expect: *expect, ..NewEvent::data(*key, payload.clone()) }
+                Staged::Put { payload, parent, expect, type_tag } => NewEvent {
+                    parent: *parent,
+                    expect: *expect,
+                    type_tag: *type_tag,
+                    ..NewEvent::data(*key, payload.clone())
+                },
+                Staged::Delete { expect, parent } => {
+                    NewEvent { expect: *expect, parent: *parent, ..NewEvent::tombstone(*key) }
                 }
-                Staged::Delete { expect } => NewEvent { expect: *expect, ..NewEvent::tombstone(*key) },
                 Staged::Cancelled => continue,
             };
             events.push(event);

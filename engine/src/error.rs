@@ -50,6 +50,12 @@ pub enum AteError {
     Crypto(#[from] crate::crypto::CryptoError),
     #[error(transparent)]
     Proof(#[from] crate::proof::ProofError),
+    /// A queue delivery is no longer held by this consumer (its lease ran
+    /// out and someone else took the item, or it was acknowledged already).
+    #[error("the lease on queue item {key} was lost")]
+    LeaseLost { key: PrimaryKey },
+    #[error("no reply within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
     #[error("chain '{chain}' is open in another process")]
     Locked { chain: String },
     #[error("invalid input: {0}")]

@@ -25,6 +25,7 @@ pub mod error;
 pub mod format;
 pub mod key;
 mod log;
+pub mod messaging;
 pub mod plugin;
 pub mod prelude;
 pub mod proof;

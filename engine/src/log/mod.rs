@@ -31,6 +31,9 @@ pub(crate) struct ChainShared {
     pub keys: crate::chain::KeyIndex,
     /// Sequence after the last event that is durable and in the view.
     pub durable_sequence: std::sync::atomic::AtomicU64,
+    /// The same, for subscribers to wait on (a watch holds only the latest
+    /// value: a slow subscriber is never queued behind, it reads the log).
+    pub durable_notify: tokio::sync::watch::Sender<u64>,
     poison: OnceLock<String>,
 }
 
@@ -47,6 +50,7 @@ impl ChainShared {
             segments: SegmentTable::new(),
             keys: Default::default(),
             durable_sequence: Default::default(),
+            durable_notify: tokio::sync::watch::Sender::new(0),
             poison: OnceLock::new(),
         }
     }

@@ -234,7 +234,9 @@ impl Writer {
         });
         self.chain.view.apply_all(changes);
         if let Some((_, last)) = group.commits.last() {
-            self.chain.durable_sequence.store(last.receipt.last_sequence + 1, std::sync::atomic::Ordering::Release);
+            let durable = last.receipt.last_sequence + 1;
+            self.chain.durable_sequence.store(durable, std::sync::atomic::Ordering::Release);
+            self.chain.durable_notify.send_replace(durable);
         }
     }
 

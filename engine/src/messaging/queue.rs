@@ -1,0 +1,262 @@
+//! A work queue on a collection: producers push children; competing
+//! consumers take an item under a lease, then acknowledge it (the item is
+//! tombstoned by the acknowledgement's own commit, guarded by the item's
+//! version, so no item is acknowledged twice) or release it. An expired
+//! lease makes the item available again, so nothing is lost when a
+//! consumer dies; an item delivered too often moves to a dead-letter
+//! collection.
+
+use crate::chain::{Chain, Expect};
+use crate::key::{CollectionId, PrimaryKey};
+use crate::session::AteSession;
+use crate::{AteError, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    /// How long a taken item stays reserved for its consumer.
+    pub lease: Duration,
+    /// Deliveries after which an item goes to the dead-letter collection.
+    pub max_deliveries: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { lease: Duration::from_secs(30), max_deliveries: 5 }
+    }
+}
+
+/// A lease on one item. Only the holder's token can release or acknowledge it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lease {
+    token: u64,
+    until: Instant,
+    deliveries: u32,
+}
+
+/// Leases of a chain's queues. In memory: a restarted process starts with
+/// every item available, which is at-least-once and loses nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    table: parking_lot::Mutex<HashMap<u128, Lease>>,
+}
+
+impl Leases {
+    /// Takes the item unless a live lease holds it; returns the delivery count.
+    fn acquire(&self, key: u128, token: u64, lease: Duration) -> Option<u32> {
+        let now = Instant::now();
+        let mut table = self.table.lock();
+        let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
+        if entry.token != 0 && entry.until > now {
+            return None;
+        }
+        entry.token = token;
+        entry.until = now + lease;
+        entry.deliveries += 1;
+        Some(entry.deliveries)
+    }
+
+    /// Whether `token` still holds `key` (its lease may have run out, but
+    /// nobody has taken the item since).
+    fn holds(&self, key: u128, token: u64) -> bool {
+        self.table.lock().get(&key).is_some_and(|lease| lease.token == token)
+    }
+
+    /// Gives the item back, only if `token` holds it: a refused or stale
+    /// caller can never release someone else's lease.
+    fn release(&self, key: u128, token: u64) -> bool {
+        let mut table = self.table.lock();
+        match table.get_mut(&key) {
+            Some(lease) if lease.token == token => {
+                lease.token = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn forget(&self, key: u128, token: u64) {
+        let mut table = self.table.lock();
+        if table.get(&key).is_some_and(|lease| lease.token == token) {
+            table.remove(&key);
+        }
+    }
+}
+
+/// One taken item.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    pub key: PrimaryKey,
+    pub value: T,
+    /// 1 on first delivery.
+    pub deliveries: u32,
+    token: u64,
+    version: u64,
+}
+
+/// A queue named `name` on a chain.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    chain: Arc<Chain>,
+    session: AteSession,
+    items: PrimaryKey,
+    dead_letter: PrimaryKey,
+    config: QueueConfig,
+}
+
+fn random_token() -> Result<u64> {
+    let mut bytes = [0u8; 8];
+    crate::crypto::fill_random(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes) | 1)
+}
+
+impl<T> Delivery<T> {
+    /// (key, value, delivered version, lease token).
+    pub(crate) fn into_parts(self) -> (PrimaryKey, T, u64, u64) {
+        (self.key, self.value, self.version, self.token)
+    }
+}
+
+impl Queue {
+    pub fn new(chain: &Arc<Chain>, session: &AteSession, name: &str, config: QueueConfig) -> Self {
+        Self {
+            chain: Arc::clone(chain),
+            session: session.clone(),
+            items: PrimaryKey::from_name(&format!("ate.queue/{name}")),
+            dead_letter: PrimaryKey::from_name(&format!("ate.queue/{name}/dead-letter")),
+            config,
+        }
+    }
+
+    /// The parent whose children are the pending items (subscribe to it to
+    /// be woken by pushes).
+    pub fn items_key(&self) -> PrimaryKey {
+        self.items
+    }
+
+    pub fn dead_letter_key(&self) -> PrimaryKey {
+        self.dead_letter
+    }
+
+    /// Pushes one item (durable when this returns).
+    pub async fn push<T: Serialize>(&self, value: T) -> Result<PrimaryKey> {
+        let mut dio = self.chain.dio(&self.session).await;
+        let key = *dio.store_child(&self.items, value)?.key();
+        dio.commit().await?;
+        Ok(key)
+    }
+
+    /// Pushes several items in one commit.
+    pub async fn push_many<T: Serialize>(&self, values: impl IntoIterator<Item = T>) -> Result<Vec<PrimaryKey>> {
+        let mut dio = self.chain.dio(&self.session).await;
+        let mut keys = Vec::new();
+        for value in values {
+            keys.push(*dio.store_child(&self.items, value)?.key());
+        }
+        dio.commit().await?;
+        Ok(keys)
+    }
+
+    /// Items waiting (taken or not).
+    pub fn len(&self) -> usize {
+        self.chain.children(&self.items, CollectionId::default()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the oldest available item under a lease, or `None` if every
+    /// item is taken or the queue is empty.
+    pub async fn take<T: DeserializeOwned>(&self) -> Result<Option<Delivery<T>>> {
+        let leases = self.chain.leases();
+        for key in self.chain.children(&self.items, CollectionId::default()) {
+            let token = random_token()?;
+            let Some(deliveries) = leases.acquire(key.as_u128(), token, self.config.lease) else { continue };
+            let Some(version) = self.chain.version(&key) else {
+                leases.forget(key.as_u128(), token);
+                continue;
+            };
+            if deliveries > self.config.max_deliveries {
+                self.dead_letter_item(key, token).await?;
+                continue;
+            }
+            let mut dio = self.chain.dio(&self.session).await;
+            match dio.load::<T>(&key).await {
+                Ok(value) => return Ok(Some(Delivery { key, value: value.into_inner(), deliveries, token, version })),
+                // Acknowledged by someone else in the meantime.
+                Err(AteError::NotFound { .. }) => leases.forget(key.as_u128(), token),
+                // A value that cannot be read is poison: straight to the dead letters.
+                Err(AteError::Deserialization { .. }) => self.dead_letter_item(key, token).await?,
+                Err(error) => {
+                    leases.release(key.as_u128(), token);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Acknowledges a delivery: the item is tombstoned, atomically, and only
+    /// if this delivery still holds it and nobody acknowledged it first.
+    pub async fn ack<T>(&self, delivery: Delivery<T>) -> Result<()> {
+        let leases = self.chain.leases();
+        if !leases.holds(delivery.key.as_u128(), delivery.token) {
+            return Err(AteError::LeaseLost { key: delivery.key });
+        }
+        let mut dio = self.chain.dio(&self.session).await;
+        dio.delete_expecting(
+            delivery.key,
+            Expect::Version(delivery.version),
+            Some((self.items, CollectionId::default())),
+        );
+        let result = dio.commit().await;
+        match result {
+            Ok(()) => {
+                leases.forget(delivery.key.as_u128(), delivery.token);
+                Ok(())
+            }
+            Err(AteError::Conflict { .. }) => Err(AteError::LeaseLost { key: delivery.key }),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Drops the lease of an item whose consumption was committed elsewhere
+    /// (a service reply commit).
+    pub(crate) fn finished(&self, key: PrimaryKey, token: u64) {
+        self.chain.leases().forget(key.as_u128(), token);
+    }
+
+    /// Gives a delivery back for someone else to take.
+    pub fn release<T>(&self, delivery: Delivery<T>) -> Result<()> {
+        if self.chain.leases().release(delivery.key.as_u128(), delivery.token) {
+            Ok(())
+        } else {
+            Err(AteError::LeaseLost { key: delivery.key })
+        }
+    }
+
+    /// Moves an item to the dead-letter collection in one commit.
+    async fn dead_letter_item(&self, key: PrimaryKey, token: u64) -> Result<()> {
+        let chain = Arc::clone(&self.chain);
+        let mut dio = chain.dio(&self.session).await;
+        let Some(event) = chain.get(&key) else {
+            chain.leases().forget(key.as_u128(), token);
+            return Ok(());
+        };
+        let plaintext = dio.open_payload(key, event.header, event.payload)?;
+        let version = event.header.sequence();
+        dio.store_raw_child(&self.dead_letter, plaintext);
+        dio.delete_expecting(key, Expect::Version(version), Some((self.items, CollectionId::default())));
+        let result = dio.commit().await;
+        chain.leases().forget(key.as_u128(), token);
+        match result {
+            Ok(()) | Err(AteError::Conflict { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
