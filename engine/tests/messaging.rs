@@ -260,3 +260,28 @@ async fn services_answer_typed_responses_errors_and_time_out() {
     let live: HashSet<_> = chain.keys().into_iter().collect();
     assert_eq!(live.len(), 1, "requests and replies must not pile up: {live:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_entries_expire_compact_away_and_announce_invalidations() {
+    let (_dir, chain) = chain().await;
+    let session = AteSession::default();
+    let cache = ate::messaging::Cache::<String>::new(&chain, &session, "sessions");
+    let mut changes = cache.changes().unwrap();
+    cache.put("alice", "token-a".into(), Duration::from_millis(150)).await.unwrap();
+    cache.put("bob", "token-b".into(), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.get("alice").await.unwrap().as_deref(), Some("token-a"));
+    let made = cache.get_or_insert_with("carol", Duration::from_secs(60), || async { Ok("token-c".to_string()) });
+    assert_eq!(made.await.unwrap(), "token-c");
+    let again = cache.get_or_insert_with("carol", Duration::from_secs(60), || async { panic!("cached value ignored") });
+    assert_eq!(again.await.unwrap(), "token-c");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cache.get("alice").await.unwrap(), None, "expired entries read as absent");
+    assert_eq!(cache.compact().await.unwrap(), 1);
+    cache.invalidate("bob").await.unwrap();
+    assert_eq!(cache.get("bob").await.unwrap(), None);
+    let kinds: Vec<BusEventKind> = [(); 5].iter().map(|_| changes.try_next().unwrap().unwrap().kind).collect();
+    assert_eq!(
+        kinds,
+        [BusEventKind::Data, BusEventKind::Data, BusEventKind::Data, BusEventKind::Deleted, BusEventKind::Deleted]
+    );
+}

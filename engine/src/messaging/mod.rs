@@ -5,11 +5,13 @@
 //! other object, and survives restarts like any other commit.
 
 mod bus;
+mod cache;
 mod consumer;
 mod queue;
 mod service;
 
 pub use bus::{BusEvent, BusEventKind, StartAt, Subscription};
+pub use cache::Cache;
 pub use consumer::Consumer;
 pub(crate) use queue::Leases;
 pub use queue::{Delivery, Queue, QueueConfig};
