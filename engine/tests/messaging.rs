@@ -285,3 +285,24 @@ async fn cache_entries_expire_compact_away_and_announce_invalidations() {
         [BusEventKind::Data, BusEventKind::Data, BusEventKind::Data, BusEventKind::Deleted, BusEventKind::Deleted]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_takes_and_acknowledgements_skip_lost_leases() {
+    let (_dir, chain) = chain().await;
+    let session = AteSession::default();
+    let queue =
+        Queue::new(&chain, &session, "batch", QueueConfig { lease: Duration::from_millis(50), max_deliveries: 10 });
+    queue.push_many(0..10u32).await.unwrap();
+    let first = queue.take_many::<u32>(4).await.unwrap();
+    assert_eq!(first.iter().map(|d| d.value).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    let second = queue.take_many::<u32>(100).await.unwrap();
+    assert_eq!(second.len(), 6, "leased items are skipped");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // The first batch's leases ran out and another consumer takes two of them.
+    let thief = queue.take_many::<u32>(2).await.unwrap();
+    assert_eq!(thief.len(), 2);
+    assert_eq!(queue.ack_many(first).await.unwrap(), 2, "only the still-held deliveries are acknowledged");
+    assert_eq!(queue.ack_many(thief).await.unwrap(), 2);
+    assert_eq!(queue.ack_many(second).await.unwrap(), 6);
+    assert!(queue.is_empty());
+}

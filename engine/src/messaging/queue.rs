@@ -173,8 +173,18 @@ impl Queue {
     /// Takes the oldest available item under a lease, or `None` if every
     /// item is taken or the queue is empty.
     pub async fn take<T: DeserializeOwned>(&self) -> Result<Option<Delivery<T>>> {
+        Ok(self.take_many(1).await?.pop())
+    }
+
+    /// Takes up to `max` available items, oldest first, each under its own lease.
+    pub async fn take_many<T: DeserializeOwned>(&self, max: usize) -> Result<Vec<Delivery<T>>> {
         let leases = self.chain.leases();
+        let mut taken = Vec::new();
+        let mut dio = self.chain.dio(&self.session).await;
         for key in self.chain.children(&self.items, CollectionId::default()) {
+            if taken.len() >= max {
+                break;
+            }
             let token = random_token()?;
             let Some(deliveries) = leases.acquire(key.as_u128(), token, self.config.lease) else { continue };
             let Some(version) = self.chain.version(&key) else {
@@ -185,20 +195,57 @@ impl Queue {
                 self.dead_letter_item(key, token).await?;
                 continue;
             }
-            let mut dio = self.chain.dio(&self.session).await;
             match dio.load::<T>(&key).await {
-                Ok(value) => return Ok(Some(Delivery { key, value: value.into_inner(), deliveries, token, version })),
+                Ok(value) => taken.push(Delivery { key, value: value.into_inner(), deliveries, token, version }),
                 // Acknowledged by someone else in the meantime.
                 Err(AteError::NotFound { .. }) => leases.forget(key.as_u128(), token),
                 // A value that cannot be read is poison: straight to the dead letters.
                 Err(AteError::Deserialization { .. }) => self.dead_letter_item(key, token).await?,
                 Err(error) => {
                     leases.release(key.as_u128(), token);
+                    for delivery in taken {
+                        leases.release(delivery.key.as_u128(), delivery.token);
+                    }
                     return Err(error);
                 }
             }
         }
-        Ok(None)
+        Ok(taken)
+    }
+
+    /// Acknowledges many deliveries in one commit. If any of them was lost
+    /// meanwhile, each is acknowledged on its own instead, so the others
+    /// still go through; returns how many were acknowledged.
+    pub async fn ack_many<T>(&self, deliveries: Vec<Delivery<T>>) -> Result<usize> {
+        let leases = self.chain.leases();
+        let (held, lost): (Vec<_>, Vec<_>) =
+            deliveries.into_iter().partition(|delivery| leases.holds(delivery.key.as_u128(), delivery.token));
+        let _ = lost;
+        let mut dio = self.chain.dio(&self.session).await;
+        for delivery in &held {
+            let placement = Some((self.items, CollectionId::default()));
+            dio.delete_expecting(delivery.key, Expect::Version(delivery.version), placement);
+        }
+        match dio.commit().await {
+            Ok(()) => {
+                for delivery in &held {
+                    leases.forget(delivery.key.as_u128(), delivery.token);
+                }
+                Ok(held.len())
+            }
+            Err(AteError::Conflict { .. }) => {
+                let mut acked = 0;
+                for delivery in held {
+                    match self.ack(delivery).await {
+                        Ok(()) => acked += 1,
+                        Err(AteError::LeaseLost { .. }) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(acked)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Acknowledges a delivery: the item is tombstoned, atomically, and only
