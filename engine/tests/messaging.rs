@@ -306,3 +306,40 @@ async fn batched_takes_and_acknowledgements_skip_lost_leases() {
     assert_eq!(queue.ack_many(second).await.unwrap(), 6);
     assert!(queue.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_and_offset_commit_together_so_handling_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = AteSession::default();
+    let totals = PrimaryKey::from_name("totals");
+    {
+        let chain = common::open(dir.path()).await.unwrap();
+        let mut dio = chain.dio(&session).await;
+        for amount in [5u64, 7, 11] {
+            dio.store(amount).unwrap();
+            dio.commit().await.unwrap();
+        }
+        let mut consumer = chain.consumer(&session, "summer").await.unwrap();
+        // Handle two events: the running total and the offset move in one commit each.
+        for _ in 0..2 {
+            let event = consumer.next().await.unwrap();
+            let amount: u64 = event.decode().unwrap();
+            let current = match consumer.dio().load::<u64>(&totals).await {
+                Ok(total) => *total,
+                Err(AteError::NotFound { .. }) => 0,
+                Err(error) => panic!("{error}"),
+            };
+            consumer.dio().store_with_key(totals, current + amount).unwrap();
+            consumer.commit(event.sequence).await.unwrap();
+        }
+        // Third event handled but the process "crashes" before committing.
+        let event = consumer.next().await.unwrap();
+        let amount: u64 = event.decode().unwrap();
+        consumer.dio().store_with_key(totals, 12 + amount).unwrap();
+    }
+    let chain = common::open(dir.path()).await.unwrap();
+    let mut dio = chain.dio(&session).await;
+    assert_eq!(*dio.load::<u64>(&totals).await.unwrap(), 12, "no effect without its offset");
+    let mut consumer = chain.consumer(&session, "summer").await.unwrap();
+    assert_eq!(consumer.next().await.unwrap().decode::<u64>().unwrap(), 11, "the uncommitted event comes again");
+}

@@ -59,7 +59,8 @@ impl Consumer {
     pub async fn commit(&mut self, sequence: u64) -> Result<()> {
         let offset = sequence + 1;
         if offset <= self.committed {
-            return Ok(());
+            // Nothing new to record; still commit any effects staged in `dio()`.
+            return if self.offsets.has_uncommitted() { self.offsets.commit().await } else { Ok(()) };
         }
         let expect = match self.offsets.expectation(&self.offset_key) {
             Expect::Any => Expect::Absent,
@@ -72,6 +73,14 @@ impl Consumer {
         }
         self.committed = offset;
         Ok(())
+    }
+
+    /// The transaction the next [`Consumer::commit`] writes the offset with.
+    /// Stage the effects of handling an event here and they commit together
+    /// with the offset, atomically: handling becomes idempotent (either the
+    /// effects and the new position are both durable, or neither is).
+    pub fn dio(&mut self) -> &mut Dio {
+        &mut self.offsets
     }
 
     /// Takes the next event, runs `handler` on it, then commits it. If the
