@@ -342,6 +342,7 @@ impl ChainBuilder {
             root_keys: self.root_public_keys.clone(),
             plugins: self.plugins.clone(),
             leases: Default::default(),
+            verified_commits: Default::default(),
             proofs: parking_lot::Mutex::new(ProofCache::default()),
             shared,
             sender: Some(sender),
@@ -437,6 +438,8 @@ pub struct Chain {
     root_keys: Vec<PublicSignKey>,
     plugins: Plugins,
     leases: crate::messaging::Leases,
+    /// Commits `verify_event` already checked (by last sequence).
+    verified_commits: dashmap::DashSet<u64>,
     /// Merkle tree over event hashes, built on first use and extended after.
     proofs: parking_lot::Mutex<ProofCache>,
     shared: Arc<ChainShared>,
@@ -815,6 +818,57 @@ impl Chain {
             }
         }
         Ok(cursor)
+    }
+
+    /// Checks that the commit holding event `sequence` is authentic, from the
+    /// stored bytes: its checksums, and its signatures over the Merkle root
+    /// of its events by keys published in the chain (or configured as root
+    /// keys). An unsigned commit passes only if the object may, today, be
+    /// written by anyone. Each commit is verified once, then remembered.
+    pub fn verify_event(&self, sequence: u64) -> Result<()> {
+        let (first, last, location) = {
+            let ends = self.shared.commit_ends.read();
+            let index = ends.partition_point(|(end, _)| *end < sequence);
+            let Some(&(last, location)) = ends.get(index) else {
+                return Err(AteError::InvalidInput(format!("no durable event {sequence}")));
+            };
+            let first = if index == 0 { 0 } else { ends[index - 1].0 + 1 };
+            (first, last, location)
+        };
+        if self.verified_commits.contains(&last) {
+            return Ok(());
+        }
+        let unverified = |reason: String| AteError::Unverified { sequence, reason };
+        let mut cursor =
+            LogCursor { segment: location.segment(), offset: location.offset() as usize, next_sequence: first };
+        let mut events = Vec::with_capacity((last - first + 1) as usize);
+        while cursor.next_sequence <= last {
+            let event = self.read_at(&mut cursor)?.ok_or_else(|| unverified("commit ends early".into()))?;
+            let kind = event.header.kind().ok_or_else(|| unverified("unknown event kind".into()))?;
+            events.push((kind, EventContent::of_archived(event.header).hash(), event.payload, event.header));
+        }
+        if events.first().map(|(_, _, _, header)| header.sequence()) != Some(first) {
+            return Err(unverified("commit index does not match the log".into()));
+        }
+        let signed: Vec<SignedEvent<'_>> = events
+            .iter()
+            .map(|(kind, content_hash, payload, _)| SignedEvent { kind: *kind, content_hash: *content_hash, payload })
+            .collect();
+        let keys = &self.shared.keys.public_keys;
+        let signers =
+            verify_commit_signatures(&self.shared.chain_id, &signed, |id| keys.get(id).map(|key| key.clone()))
+                .map_err(|(index, reason)| unverified(format!("event {}: {reason}", first + index as u64)))?;
+        if signers.root.is_none() {
+            let (_, _, _, header) = events[(sequence - first) as usize];
+            let key = u128::from_le_bytes(header.key);
+            let parent = header.parent().map(u128::from_le_bytes);
+            let rule = self.with_trust(|state, config| state.write_rule(config, &StagedTrust::default(), key, parent));
+            if rule != crate::trust::WriteRule::Everyone {
+                return Err(unverified("unsigned commit for an object that needs a signature".into()));
+            }
+        }
+        self.verified_commits.insert(last);
+        Ok(())
     }
 
     /// The next durable event at `cursor`, checksum verified; `None` at the

@@ -88,6 +88,8 @@ pub struct Dio {
     authority: Vec<(PrimaryKey, Option<Placement>, AuthorityRecord)>,
     /// Node keys this transaction unwrapped or created, by id.
     node_keys: HashMap<KeyId, ReadKey>,
+    /// Check each loaded event's commit signatures (distributed integrity).
+    verify_loads: bool,
     /// Versions this transaction observed: `Some(seq)` for a version it read
     /// or wrote, `None` for "known absent".
     versions: HashMap<PrimaryKey, Option<u64>>,
@@ -104,14 +106,22 @@ fn deserialize<T: DeserializeOwned>(key: PrimaryKey, payload: &[u8]) -> Result<T
 impl Dio {
     pub(crate) fn new(chain: Arc<Chain>, session: AteSession) -> Self {
         Self {
-            chain,
             session,
             order: Vec::new(),
             staged: HashMap::new(),
             authority: Vec::new(),
             node_keys: HashMap::new(),
+            verify_loads: chain.trust_config().integrity == IntegrityMode::Distributed,
             versions: HashMap::new(),
+            chain,
         }
+    }
+
+    /// Whether loads verify the signatures of the commit they read from
+    /// (on by default under distributed integrity; each commit is checked
+    /// once per chain, then remembered).
+    pub fn set_verify_loads(&mut self, verify: bool) {
+        self.verify_loads = verify;
     }
 
     pub fn chain(&self) -> &Arc<Chain> {
@@ -257,6 +267,9 @@ impl Dio {
         }
         let parent =
             event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())));
+        if self.verify_loads {
+            chain.verify_event(event.header.sequence())?;
+        }
         let plaintext = self.open_payload(*key, event.header, event.payload)?;
         let value = deserialize(*key, &plaintext)?;
         self.versions.insert(*key, Some(event.header.sequence()));

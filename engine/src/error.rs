@@ -50,6 +50,9 @@ pub enum AteError {
     Crypto(#[from] crate::crypto::CryptoError),
     #[error(transparent)]
     Proof(#[from] crate::proof::ProofError),
+    /// A stored event failed verification on read (distributed integrity).
+    #[error("event {sequence} failed verification: {reason}")]
+    Unverified { sequence: u64, reason: String },
     /// A queue delivery is no longer held by this consumer (its lease ran
     /// out and someone else took the item, or it was acknowledged already).
     #[error("the lease on queue item {key} was lost")]

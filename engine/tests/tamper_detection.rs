@@ -242,3 +242,56 @@ async fn proofs_verify_against_signed_tree_heads() {
     let stranger = PrivateSignKey::generate(SignatureScheme::MlDsa65);
     assert!(verify_tree_head(&new, stranger.public()).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PrivateSignKey::generate(SignatureScheme::MlDsa44);
+    let open = || async {
+        ChainBuilder::new(&common::small_config(dir.path()))
+            .await
+            .add_root_public_key(root.public())
+            .build()
+            .open(&ChainKey::from("audited"))
+            .await
+            .unwrap()
+    };
+    let chain = open().await;
+    let mut session = AteSession::new("owner");
+    session.add_user_write_key(root.clone());
+    let mut dio = chain.dio(&session).await;
+    let honest = *dio.store("pay bob 10".to_string()).unwrap().key();
+    dio.commit().await.unwrap();
+    let path = chain.path().join("00000000000000000000.seg");
+    drop((dio, chain));
+
+    // Rewrite the payload at rest with consistent hashes and checksums.
+    let bytes = aligned(&std::fs::read(&path).unwrap());
+    let mut out = AlignedVec::<16>::new();
+    out.extend_from_slice(&bytes[..SEGMENT_HEADER_LEN]);
+    let mut prev_hash = SegmentHeader::decode(&bytes).unwrap().prev_hash;
+    for (at, _) in records(&bytes) {
+        let record = decode_record(&bytes, at).unwrap().unwrap();
+        let mut event = record.header.to_native();
+        let mut payload = record.payload.to_vec();
+        if event.kind == ate::format::EventKind::Data as u8 {
+            payload = postcard::to_stdvec(&"pay eve 10000".to_string()).unwrap();
+        }
+        event.payload_len = payload.len() as u32;
+        event.payload_hash = blake3::hash(&payload).into();
+        event.prev_hash = prev_hash;
+        prev_hash = encode_record(&mut out, &event, &payload);
+    }
+    let mut forged = out.to_vec();
+    forged.resize(bytes.len(), 0);
+    std::fs::write(&path, forged).unwrap();
+
+    // Recovery only checks hashes and checksums: it opens. Loads check signatures.
+    let chain = open().await;
+    let mut dio = chain.dio(&session).await;
+    let error = dio.load::<String>(&honest).await.unwrap_err();
+    assert!(matches!(error, AteError::Unverified { .. }), "{error}");
+    // With verification off, the forgery would have been served.
+    dio.set_verify_loads(false);
+    assert_eq!(*dio.load::<String>(&honest).await.unwrap(), "pay eve 10000");
+}

@@ -34,6 +34,10 @@ pub(crate) struct ChainShared {
     /// The same, for subscribers to wait on (a watch holds only the latest
     /// value: a slow subscriber is never queued behind, it reads the log).
     pub durable_notify: tokio::sync::watch::Sender<u64>,
+    /// (last sequence, location of the first record) of every durable
+    /// commit, ascending, 16 bytes a commit: finds the commit an event
+    /// belongs to, for verified reads.
+    pub commit_ends: parking_lot::RwLock<Vec<(u64, EventLocation)>>,
     poison: OnceLock<String>,
 }
 
@@ -51,6 +55,7 @@ impl ChainShared {
             keys: Default::default(),
             durable_sequence: Default::default(),
             durable_notify: tokio::sync::watch::Sender::new(0),
+            commit_ends: Default::default(),
             poison: OnceLock::new(),
         }
     }

@@ -235,6 +235,8 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                         for change in pending.drain(..) {
                             chain.view.apply(change);
                         }
+                        let first = pending_offsets.first().copied().unwrap_or(offset);
+                        chain.commit_ends.write().push((next_sequence - 1, EventLocation::new(index, first as u32)));
                         let commit: Vec<StoredEvent<'_>> = pending_offsets
                             .drain(..)
                             .map(|at| {

@@ -233,6 +233,9 @@ impl Writer {
             })
         });
         self.chain.view.apply_all(changes);
+        self.chain.commit_ends.write().extend(group.commits.iter().map(|(offset, request)| {
+            (request.receipt.last_sequence, EventLocation::new(group.segment, *offset as u32))
+        }));
         if let Some((_, last)) = group.commits.last() {
             let durable = last.receipt.last_sequence + 1;
             self.chain.durable_sequence.store(durable, std::sync::atomic::Ordering::Release);
