@@ -4,7 +4,7 @@
 
 use super::encoding::{self, KeyKind};
 use super::{random_bytes, CryptoError, KeyId};
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, AES_256_GCM, AES_256_GCM_SIV};
+use aws_lc_rs::aead::{Aad, Algorithm, LessSafeKey, Nonce as AeadNonce, UnboundKey, AES_256_GCM, AES_256_GCM_SIV};
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -15,17 +15,31 @@ pub type Nonce = [u8; NONCE_LEN];
 /// AES-256-GCM encryption: returns ciphertext followed by the 16-byte tag.
 /// The caller guarantees `nonce` is never reused under `key`.
 pub fn seal(key: &[u8; 32], nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"));
-    let mut buffer = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
-    buffer.extend_from_slice(plaintext);
-    key.seal_in_place_append_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
-        .expect("AES-GCM sealing fails only for inputs beyond 64 GiB");
-    buffer
+    seal_with(&AES_256_GCM, key, nonce, aad, plaintext)
 }
 
 /// Decrypts and authenticates what [`seal`] produced.
 pub fn open(key: &[u8; 32], nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"));
+    open_with(&AES_256_GCM, key, nonce, aad, sealed)
+}
+
+fn seal_with(algorithm: &'static Algorithm, key: &[u8; 32], nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let key = LessSafeKey::new(UnboundKey::new(algorithm, key).expect("AES-256 takes a 32-byte key"));
+    let mut buffer = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
+    buffer.extend_from_slice(plaintext);
+    key.seal_in_place_append_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
+        .expect("AES sealing fails only for inputs beyond 64 GiB");
+    buffer
+}
+
+fn open_with(
+    algorithm: &'static Algorithm,
+    key: &[u8; 32],
+    nonce: &Nonce,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let key = LessSafeKey::new(UnboundKey::new(algorithm, key).expect("AES-256 takes a 32-byte key"));
     let mut buffer = sealed.to_vec();
     let plain_len = key
         .open_in_place(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
@@ -107,22 +121,10 @@ impl ReadKey {
     pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<(Nonce, Vec<u8>), CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, self.bytes.as_ref()).expect("32-byte key"));
-        let mut buffer = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
-        buffer.extend_from_slice(plaintext);
-        key.seal_in_place_append_tag(AeadNonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buffer)
-            .expect("AES-GCM-SIV sealing fails only for inputs beyond 64 GiB");
-        Ok((nonce, buffer))
+        Ok((nonce, seal_with(&AES_256_GCM_SIV, &self.bytes, &nonce, aad, plaintext)))
     }
 
     pub fn decrypt(&self, nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, self.bytes.as_ref()).expect("32-byte key"));
-        let mut buffer = sealed.to_vec();
-        let plain_len = key
-            .open_in_place(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
-            .map_err(|_| CryptoError::DecryptionFailed)?
-            .len();
-        buffer.truncate(plain_len);
-        Ok(buffer)
+        open_with(&AES_256_GCM_SIV, &self.bytes, nonce, aad, sealed)
     }
 }

@@ -26,13 +26,23 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Short name for logs and benchmark labels.
     fn name(&self) -> &'static str;
     /// Creates a new file of `len` bytes, preallocated, read-write.
-    fn create_preallocated(&self, path: &Path, len: u64) -> io::Result<File>;
+    fn create_preallocated(&self, path: &Path, len: u64) -> io::Result<File> {
+        std_create_preallocated(path, len)
+    }
     /// Opens an existing file read-write.
-    fn open(&self, path: &Path) -> io::Result<File>;
-    fn write_all_at(&self, file: &File, buffer: &[u8], offset: u64) -> io::Result<()>;
-    fn sync_data(&self, file: &File) -> io::Result<()>;
+    fn open(&self, path: &Path) -> io::Result<File> {
+        std_open(path)
+    }
+    fn write_all_at(&self, file: &File, buffer: &[u8], offset: u64) -> io::Result<()> {
+        std_write_all_at(file, buffer, offset)
+    }
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
     /// Makes a directory entry (a new segment) durable.
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std_sync_dir(dir)
+    }
     /// The device the log writer appends through.
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>>;
 }

@@ -113,22 +113,39 @@ impl TrustState {
     /// The write rule governing `key` now (including `staged` changes). For
     /// an object that does not exist yet, the walk starts at `parent`.
     pub fn write_rule(&self, config: &TrustConfig, staged: &StagedTrust, key: u128, parent: Option<u128>) -> WriteRule {
+        self.walk(staged, key, parent, |_, node| match &node.record.write {
+            WriteAuthority::Inherit => None,
+            WriteAuthority::Everyone => Some(WriteRule::Everyone),
+            WriteAuthority::Nobody => Some(WriteRule::Nobody),
+            WriteAuthority::Specific(keys) => Some(WriteRule::AnyOf(keys.clone())),
+        })
+        .unwrap_or_else(|| Self::root_rule(config))
+    }
+
+    /// Walks from `key` up its parents until `decide` returns a rule. An
+    /// object with no entry yet (a new object) continues at `parent`, once.
+    /// `None` when the walk runs out (a root) or exceeds `MAX_DEPTH` (a cycle).
+    fn walk<R>(
+        &self,
+        staged: &StagedTrust,
+        key: u128,
+        parent: Option<u128>,
+        decide: impl Fn(u128, &Node) -> Option<R>,
+    ) -> Option<R> {
         let mut current = Some(key);
         let mut fallback_parent = parent;
         for _ in 0..MAX_DEPTH {
-            let Some(at) = current else { break };
+            let at = current?;
             let Some(node) = self.node(staged, at) else {
                 current = fallback_parent.take();
                 continue;
             };
-            match &node.record.write {
-                WriteAuthority::Inherit => current = node.parent,
-                WriteAuthority::Everyone => return WriteRule::Everyone,
-                WriteAuthority::Nobody => return WriteRule::Nobody,
-                WriteAuthority::Specific(keys) => return WriteRule::AnyOf(keys.clone()),
+            if let Some(rule) = decide(at, node) {
+                return Some(rule);
             }
+            current = node.parent;
         }
-        Self::root_rule(config)
+        None
     }
 
     /// Records in `staged` that `key` has `parent` and, if given, `record`
@@ -148,29 +165,17 @@ impl TrustState {
     /// The read rule governing `key` (a new object: pass its parent chain
     /// through `parent`).
     pub fn read_rule(&self, staged: &StagedTrust, key: u128, parent: Option<u128>) -> ReadRule {
-        let mut current = Some(key);
-        let mut fallback_parent = parent;
-        for _ in 0..MAX_DEPTH {
-            let Some(at) = current else { break };
-            let Some(node) = self.node(staged, at) else {
-                // Unknown object (e.g. not created yet): continue at the given parent.
-                current = fallback_parent.take();
-                continue;
-            };
-            match &node.record.read {
-                ReadAuthority::Inherit => current = node.parent,
-                ReadAuthority::Everyone => return ReadRule::Everyone,
-                ReadAuthority::Specific(read_key_id) => {
-                    return match &node.record.node_key {
-                        Some(wrap) => {
-                            ReadRule::NodeKey { node: at, node_key_id: wrap.node_key_id(), read_key_id: *read_key_id }
-                        }
-                        None => ReadRule::Everyone,
-                    }
+        self.walk(staged, key, parent, |at, node| match &node.record.read {
+            ReadAuthority::Inherit => None,
+            ReadAuthority::Everyone => Some(ReadRule::Everyone),
+            ReadAuthority::Specific(read_key_id) => Some(match &node.record.node_key {
+                Some(wrap) => {
+                    ReadRule::NodeKey { node: at, node_key_id: wrap.node_key_id(), read_key_id: *read_key_id }
                 }
-            }
-        }
-        ReadRule::Everyone
+                None => ReadRule::Everyone,
+            }),
+        })
+        .unwrap_or(ReadRule::Everyone)
     }
 
     /// The authority record of `key` itself, if it has one.
