@@ -6,3 +6,4 @@
 //! chain API build on it.
 
 pub mod protocol;
+pub mod token;
