@@ -793,26 +793,26 @@ impl Chain {
     }
 
     /// A reading position at `sequence` (the first durable event at or
-    /// after it), found from the segment headers then by scanning records.
+    /// after it): the commit index gives the first record of the commit
+    /// that holds it (O(log commits)); the rest is a scan within that commit.
     pub(crate) fn cursor_at(&self, sequence: u64) -> Result<LogCursor> {
-        let segments = &self.shared.segments;
-        let mut segment = 0u32;
-        for index in 0..segments.len() {
-            let first = segments
-                .get(index)
-                .and_then(|s| crate::format::SegmentHeader::decode(s.bytes()).ok())
-                .map_or(u64::MAX, |header| header.first_sequence);
-            if first <= sequence {
-                segment = index;
-            } else {
-                break;
-            }
-        }
-        let mut cursor = LogCursor { segment, offset: crate::format::SEGMENT_HEADER_LEN, next_sequence: 0 };
-        if let Some(found) = segments.get(segment) {
-            cursor.next_sequence = crate::format::SegmentHeader::decode(found.bytes()).map_or(0, |h| h.first_sequence);
-        }
-        while cursor.next_sequence < sequence.min(self.durable_sequence()) {
+        let start = {
+            let ends = self.shared.commit_ends.read();
+            let index = ends.partition_point(|(end, _)| *end < sequence).min(ends.len().saturating_sub(1));
+            ends.get(index).map(|&(_, first_record)| {
+                let first_sequence = if index == 0 { 0 } else { ends[index - 1].0 + 1 };
+                (first_record, first_sequence)
+            })
+        };
+        let mut cursor = match start {
+            Some((location, first_sequence)) => LogCursor {
+                segment: location.segment(),
+                offset: location.offset() as usize,
+                next_sequence: first_sequence,
+            },
+            None => LogCursor { segment: 0, offset: crate::format::SEGMENT_HEADER_LEN, next_sequence: 0 },
+        };
+        while cursor.next_sequence < sequence {
             if self.read_at(&mut cursor)?.is_none() {
                 break;
             }

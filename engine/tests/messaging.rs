@@ -343,3 +343,29 @@ async fn effects_and_offset_commit_together_so_handling_is_idempotent() {
     let mut consumer = chain.consumer(&session, "summer").await.unwrap();
     assert_eq!(consumer.next().await.unwrap().decode::<u64>().unwrap(), 11, "the uncommitted event comes again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_start_exactly_where_asked_across_segments_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        AteConfig { segment_size_bytes: 64 << 10, max_commit_bytes: 16 << 10, ..common::small_config(dir.path()) };
+    let open = || async { ChainBuilder::new(&config).await.build().open(&ChainKey::from("segments")).await.unwrap() };
+    let chain = open().await;
+    for index in 0..300 {
+        chain.append(common::commit_events(index), None).await.unwrap();
+    }
+    assert!(chain.segment_count() > 3);
+    let total = chain.next_sequence();
+    let check = |chain: Arc<Chain>| async move {
+        for start in [0, 1, 5, total / 3, total / 2 + 1, total - 1] {
+            let mut subscription = chain.subscribe(&AteSession::default(), StartAt::Sequence(start)).unwrap();
+            assert_eq!(subscription.next().await.unwrap().sequence, start);
+        }
+        let mut now = chain.subscribe(&AteSession::default(), StartAt::Now).unwrap();
+        assert_eq!(now.position(), total);
+        assert!(now.try_next().unwrap().is_none());
+    };
+    check(chain).await;
+    // After a restart the commit index is rebuilt by recovery.
+    check(open().await).await;
+}
