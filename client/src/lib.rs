@@ -5,5 +5,6 @@
 //! tested without sockets. The TLS transport, the daemon and the remote
 //! chain API build on it.
 
+pub mod cli;
 pub mod protocol;
 pub mod token;

@@ -5,9 +5,9 @@
 //!   sequence, or unfinished commit is corruption, reported with its place;
 //! * in the active (last) segment the hash chain and payload hashes are
 //!   verified too, and a bad record is a torn tail only when no valid record
-//!   lies beyond the torn window (the bytes that at most two in-flight write
-//!   groups could cover); the tail is cut at the end of the last whole commit
-//!   and zeroed, so stale bytes can never be read as records later;
+//!   follows it; the tail is cut at the end of the last whole commit and
+//!   zeroed (as far as the torn window: the bytes at most two in-flight write
+//!   groups could cover), so stale bytes can never be read as records later;
 //! * only whole commits reach the view.
 
 use super::{view_change_for, ChainShared, Segment};
@@ -272,14 +272,17 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
         } else {
             let (commit_offset, commit_sequence, commit_hash) = committed;
             if let Some((at, reason)) = &failure {
-                if let Some(beyond) = find_valid_record(bytes, at + torn_window, bytes.len(), commit_sequence) {
+                // A valid record after the damaged one may have been acknowledged
+                // (the damage could be bit rot, not a torn write): cutting it
+                // could lose acknowledged data, so refuse and report instead.
+                if let Some(beyond) = find_valid_record(bytes, at + RECORD_ALIGN, bytes.len(), commit_sequence) {
                     return Err(corrupt(
                         chain,
                         &path,
                         *at as u64,
                         frame_sequence(bytes, *at),
                         format!(
-                            "{reason}; valid records follow at offset {beyond}, beyond what a torn write can explain"
+                            "{reason}; valid records follow at offset {beyond}, so this is not only a torn tail: refusing to cut possibly acknowledged data"
                         ),
                     ));
                 }

@@ -1,0 +1,278 @@
+//! `ate`: the command-line tool for ATE chains.
+//!
+//! Targets are `DIR/CHAIN` (a local data directory, the engine embedded)
+//! or `tcp://host[:port]/CHAIN` (an `atedb` server: arrives with the daemon).
+//!
+//! Exit codes: 0 success; 1 the thing asked for is absent or fails
+//! verification; 2 bad usage; 3 any other error (I/O, locked chain, ...).
+
+use ate::crypto::{PrivateSignKey, SignatureScheme};
+use ate::messaging::StartAt;
+use ate::prelude::*;
+use ate_client::cli::{self, CliError, Target};
+use clap::{Parser, Subcommand};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "ate", version, about = "Work with ATE chains: put, get, tail, verify, prove")]
+struct Arguments {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Token for network targets (or ATE_TOKEN_FILE).
+    #[arg(long, global = true, env = "ATE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a value under a named key; prints the committed sequence number.
+    Put {
+        target: String,
+        key: String,
+        /// The value; read from standard input when omitted.
+        value: Option<String>,
+    },
+    /// Print the value of a named key (exit 1 when absent).
+    Get { target: String, key: String },
+    /// Delete a named key (exit 1 when absent).
+    Del { target: String, key: String },
+    /// List the named keys of a chain.
+    Ls { target: String },
+    /// Show a chain's state: sequences, objects, segments, Merkle root.
+    Stat { target: String },
+    /// Print events from a sequence number; with --follow, keep waiting for more.
+    Tail {
+        target: String,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Verify the whole chain; exit 1 naming the first bad sequence number.
+    Verify { target: String },
+    /// Print the tree head and the inclusion proof of one event.
+    Proof { target: String, sequence: u64 },
+    /// Generate an ML-DSA-65 signing key into FILE; prints its key id.
+    Keygen { file: PathBuf },
+    /// Tokens for atedb.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a token signed with an issuer key (see `ate keygen`).
+    Create {
+        #[arg(long)]
+        issuer_key: PathBuf,
+        #[arg(long)]
+        subject: String,
+        /// Chains the token may open: names, or prefixes ending in `*`.
+        #[arg(long = "chain", default_value = "*")]
+        chains: Vec<String>,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ate: cannot start the runtime: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(arguments)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ate: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn print_json(value: &str) {
+    println!("{value}");
+}
+
+async fn run(arguments: Arguments) -> Result<(), CliError> {
+    let json = arguments.json;
+    match arguments.command {
+        Command::Put { target, key, value } => {
+            let value = match value {
+                Some(value) => value.into_bytes(),
+                None => {
+                    let mut bytes = Vec::new();
+                    std::io::stdin().read_to_end(&mut bytes).map_err(|e| CliError::Io(e.to_string()))?;
+                    bytes
+                }
+            };
+            let chain = Target::parse(&target)?.open().await?;
+            let receipt = cli::put(&chain, &key, value).await?;
+            if json {
+                print_json(&format!("{{\"key\":{},\"sequence\":{}}}", cli::json_string(&key), receipt.last_sequence));
+            } else {
+                println!("{}", receipt.last_sequence);
+            }
+        }
+        Command::Get { target, key } => {
+            let chain = Target::parse(&target)?.open().await?;
+            let value = cli::get(&chain, &key)?;
+            if json {
+                print_json(&format!(
+                    "{{\"key\":{},\"value\":{}}}",
+                    cli::json_string(&key),
+                    cli::json_string(&String::from_utf8_lossy(&value.value))
+                ));
+            } else {
+                std::io::stdout().write_all(&value.value).map_err(|e| CliError::Io(e.to_string()))?;
+                if std::io::stdout().is_terminal() && !value.value.ends_with(b"\n") {
+                    println!();
+                }
+            }
+        }
+        Command::Del { target, key } => {
+            let chain = Target::parse(&target)?.open().await?;
+            let receipt = cli::delete(&chain, &key).await?;
+            if json {
+                print_json(&format!("{{\"key\":{},\"sequence\":{}}}", cli::json_string(&key), receipt.last_sequence));
+            } else {
+                println!("{}", receipt.last_sequence);
+            }
+        }
+        Command::Ls { target } => {
+            let chain = Target::parse(&target)?.open().await?;
+            let names = cli::list(&chain);
+            if json {
+                let items: Vec<String> = names.iter().map(|name| cli::json_string(name)).collect();
+                print_json(&format!("[{}]", items.join(",")));
+            } else {
+                for name in names {
+                    println!("{name}");
+                }
+            }
+        }
+        Command::Stat { target } => {
+            let chain = Target::parse(&target)?.open().await?;
+            let head = chain.tree_head()?;
+            let root: String = head.root.iter().map(|b| format!("{b:02x}")).collect();
+            if json {
+                print_json(&format!(
+                    "{{\"chain\":{},\"events\":{},\"objects\":{},\"segments\":{},\"merkle_root\":\"{root}\",\"path\":{}}}",
+                    cli::json_string(chain.key().name()),
+                    chain.durable_sequence(),
+                    chain.len(),
+                    chain.segment_count(),
+                    cli::json_string(&chain.path().display().to_string())
+                ));
+            } else {
+                println!("chain        {}", chain.key());
+                println!("path         {}", chain.path().display());
+                println!("events       {}", chain.durable_sequence());
+                println!("objects      {}", chain.len());
+                println!("segments     {}", chain.segment_count());
+                println!("merkle root  {root} (tree size {})", head.tree_size);
+            }
+        }
+        Command::Tail { target, from, follow } => {
+            let chain = Target::parse(&target)?.open().await?;
+            let mut subscription = chain.subscribe(&AteSession::default(), StartAt::Sequence(from))?;
+            loop {
+                let event = if follow { Some(subscription.next().await?) } else { subscription.try_next()? };
+                let Some(event) = event else { break };
+                let line = cli::describe(&event);
+                if json {
+                    print_json(&line.to_json());
+                } else {
+                    println!("{}", line.to_text());
+                }
+            }
+        }
+        Command::Verify { target } => {
+            let chain = Target::parse(&target)?.open().await?;
+            let total = chain.durable_sequence();
+            let bar = std::io::stderr().is_terminal().then(|| indicatif::ProgressBar::new(total));
+            let report = chain.verify().await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            match report {
+                Ok(report) => {
+                    if json {
+                        print_json(&format!(
+                            "{{\"ok\":true,\"events\":{},\"commits\":{}}}",
+                            report.events, report.commits
+                        ));
+                    } else {
+                        println!("ok: {} events in {} commits verified", report.events, report.commits);
+                    }
+                }
+                Err(error) => {
+                    if json {
+                        print_json(&format!(
+                            "{{\"ok\":false,\"sequence\":{},\"reason\":{}}}",
+                            error.sequence.map_or("null".to_string(), |s| s.to_string()),
+                            cli::json_string(&error.reason)
+                        ));
+                    }
+                    return Err(CliError::VerifyFailed(error.to_string()));
+                }
+            }
+        }
+        Command::Proof { target, sequence } => {
+            let chain = Target::parse(&target)?.open().await?;
+            let head = chain.tree_head()?;
+            let (event_hash, proof) = chain
+                .inclusion_proof(sequence, head.tree_size)
+                .map_err(|_| CliError::NotFound(format!("event {sequence}")))?;
+            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            if json {
+                print_json(&format!(
+                    "{{\"sequence\":{sequence},\"tree_size\":{},\"root\":\"{}\",\"event_hash\":\"{}\",\"proof\":\"{}\"}}",
+                    head.tree_size,
+                    hex(&head.root),
+                    hex(&event_hash),
+                    hex(&proof.encode())
+                ));
+            } else {
+                println!("tree size   {}", head.tree_size);
+                println!("root        {}", hex(&head.root));
+                println!("event hash  {}", hex(&event_hash));
+                println!("proof       {}", hex(&proof.encode()));
+            }
+        }
+        Command::Keygen { file } => {
+            let key = PrivateSignKey::generate(SignatureScheme::MlDsa65);
+            cli::write_secret_file(&file, &key.encode())?;
+            println!("{}", key.id());
+        }
+        Command::Token { command: TokenCommand::Create { issuer_key, subject, chains, roles, ttl } } => {
+            let bytes =
+                std::fs::read(&issuer_key).map_err(|e| CliError::Io(format!("{}: {e}", issuer_key.display())))?;
+            let issuer = PrivateSignKey::decode(&bytes)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", issuer_key.display())))?;
+            let now = cli::now_us();
+            let claims = ate_client::token::Claims {
+                subject,
+                roles,
+                chains,
+                issued_at_us: now,
+                expires_at_us: now + ttl * 1_000_000,
+            };
+            println!("{}", ate_client::token::issue(&claims, &issuer));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! The `ate` binary against a local data directory, as scripts use it:
+//! outputs, JSON, exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn ate(arguments: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ate"))
+        .args(arguments)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ate runs");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn put_get_ls_del_stat_tail_verify_and_proof_on_a_local_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("{}/demo", dir.path().display());
+
+    let put = ate(&["put", &target, "hello", "world"], None);
+    assert!(put.status.success(), "{put:?}");
+    assert_eq!(text(&put), "0", "prints the committed sequence");
+    let put = ate(&["put", &target, "piped"], Some(b"from stdin"));
+    assert_eq!(text(&put), "1");
+
+    let get = ate(&["get", &target, "hello"], None);
+    assert!(get.status.success());
+    assert_eq!(text(&get), "world");
+    assert_eq!(text(&ate(&["get", &target, "piped"], None)), "from stdin");
+    let json = ate(&["--json", "get", &target, "hello"], None);
+    assert_eq!(text(&json), r#"{"key":"hello","value":"world"}"#);
+
+    let missing = ate(&["get", &target, "nope"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("key 'nope' not found"));
+
+    assert_eq!(text(&ate(&["ls", &target], None)), "hello\npiped");
+    assert_eq!(text(&ate(&["del", &target, "piped"], None)), "2");
+    assert_eq!(ate(&["del", &target, "piped"], None).status.code(), Some(1));
+    assert_eq!(text(&ate(&["--json", "ls", &target], None)), r#"["hello"]"#);
+
+    let stat = text(&ate(&["--json", "stat", &target], None));
+    assert!(stat.contains(r#""events":3"#) && stat.contains(r#""objects":1"#), "{stat}");
+
+    let tail = text(&ate(&["tail", &target, "--from", "1"], None));
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().next().unwrap().starts_with("1 put "));
+    assert!(tail.lines().nth(1).unwrap().starts_with("2 del "));
+
+    let verify = ate(&["verify", &target], None);
+    assert!(verify.status.success(), "{verify:?}");
+    assert!(text(&verify).starts_with("ok: 3 events"));
+    let proof = text(&ate(&["--json", "proof", &target, "1"], None));
+    assert!(proof.contains(r#""tree_size":3"#), "{proof}");
+}
+
+#[test]
+fn verify_names_the_bad_sequence_with_exit_code_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("{}/audit", dir.path().display());
+    for index in 0..5 {
+        assert!(ate(&["put", &target, &format!("k{index}"), "v"], None).status.success());
+    }
+    // Damage the third record's payload in place (its checksum no longer matches).
+    let chains = dir.path().join("chains");
+    let chain_dir = std::fs::read_dir(&chains).unwrap().next().unwrap().unwrap().path();
+    let segment = chain_dir.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mut offset = 128;
+    for _ in 0..2 {
+        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        offset += (16 + len).div_ceil(16) * 16;
+    }
+    let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+    bytes[offset + 16 + len - 1] ^= 1;
+    std::fs::write(&segment, &bytes).unwrap();
+    let verify = ate(&["--json", "verify", &target], None);
+    // Opening already refuses the damaged chain (recovery reports it), naming the sequence.
+    assert_ne!(verify.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(stderr.contains("sequence Some(2)") || text(&verify).contains(r#""sequence":2"#), "{verify:?}");
+}
+
+#[test]
+fn keys_tokens_and_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("issuer.key");
+    let keygen = ate(&["keygen", key.to_str().unwrap()], None);
+    assert!(keygen.status.success());
+    assert_eq!(text(&keygen).len(), 64, "prints the 32-byte key id in hex");
+    assert!(ate(&["keygen", key.to_str().unwrap()], None).status.code() == Some(3), "never overwrites a key");
+    let token = ate(
+        &["token", "create", "--issuer-key", key.to_str().unwrap(), "--subject", "alice", "--chain", "orders"],
+        None,
+    );
+    assert!(token.status.success(), "{token:?}");
+    assert!(text(&token).starts_with("ate-token-v1."));
+
+    let remote = ate(&["get", "tcp://127.0.0.1:5000/demo", "k"], None);
+    assert_eq!(remote.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("atedb"));
+    assert_eq!(ate(&["get", "no-slash", "k"], None).status.code(), Some(2));
+    assert_eq!(ate(&["frobnicate"], None).status.code(), Some(2));
+}
