@@ -7,4 +7,6 @@
 
 pub mod cli;
 pub mod protocol;
+pub mod remote;
 pub mod token;
+pub mod transport;

@@ -1,5 +1,63 @@
-//! Placeholder until the daemon issue lands: the engine is usable embedded today.
-fn main() {
-    eprintln!("atedb: the network daemon is not built yet; use the embedded engine (see README)");
-    std::process::exit(2);
+//! `atedb solo`: serve chains from one data directory over TLS.
+
+use atedb::server::{DataDirectory, Server};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "atedb", version, about = "The ATE daemon: serves chains over TLS 1.3")]
+struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve with embedded defaults: one data directory, one listener.
+    Solo {
+        /// Data directory (default: $STATE_DIRECTORY under systemd, else ./ate-data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let Command::Solo { data, listen } = Arguments::parse().command;
+    let data = data
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("ate-data"));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("atedb: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(solo(DataDirectory { root: data }, listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("atedb: {error}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn solo(data: DataDirectory, listen: SocketAddr) -> Result<(), atedb::server::ServerError> {
+    let server = Server::open(&data).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("atedb listening on {}", listener.local_addr()?);
+    println!("fingerprint {}", server.fingerprint());
+    println!("admin token {}", data.admin_token().display());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener, stopped).await })
+    };
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = stop.send(true);
+    serving.await.map_err(|error| atedb::server::ServerError::Config(error.to_string()))?
 }

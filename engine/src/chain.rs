@@ -871,6 +871,30 @@ impl Chain {
         Ok(())
     }
 
+    /// The stored record (frame, header, payload: the on-disk bytes) of the
+    /// latest version of `key`, for shipping to replicas unchanged.
+    pub fn record_bytes(&self, key: &PrimaryKey) -> Option<&[u8]> {
+        let location = self.shared.view.get(key.as_u128())?;
+        let bytes = self.shared.segments.get(location.segment())?.bytes();
+        let offset = location.offset() as usize;
+        let record = crate::format::decode_record(bytes, offset).ok()??;
+        Some(&bytes[offset..record.next_offset])
+    }
+
+    /// Stored records from sequence `from` onwards (durable only), at most
+    /// about `max_bytes`, concatenated as on disk; and the next sequence.
+    pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
+        let mut cursor = self.cursor_at(from)?;
+        let mut out = Vec::new();
+        while out.len() < max_bytes {
+            let Some(event) = self.read_at(&mut cursor)? else { break };
+            // The cursor now sits right after this record, in the same segment.
+            let segment = self.shared.segments.get(event.location.segment()).expect("a record was just read from it");
+            out.extend_from_slice(&segment.bytes()[event.location.offset() as usize..cursor.offset]);
+        }
+        Ok((out, cursor.next_sequence))
+    }
+
     /// The next durable event at `cursor`, checksum verified; `None` at the
     /// durable frontier.
     pub(crate) fn read_at(&self, cursor: &mut LogCursor) -> Result<Option<crate::EventRef<'_>>> {

@@ -13,5 +13,8 @@ pub use record::{
 };
 pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_LEN};
 
+/// A 16-byte aligned buffer, for decoding records received from elsewhere.
+pub type AlignedBytes = rkyv::util::AlignedVec<16>;
+
 /// BLAKE3 hash of an event header: the link of the hash chain.
 pub type EventHash = [u8; 32];

@@ -1,0 +1,190 @@
+//! TLS 1.3 transport (rustls with aws-lc-rs; post-quantum hybrid key
+//! exchange X25519MLKEM768 preferred) and framed message I/O.
+//!
+//! Server identity: a self-signed certificate created on first start; the
+//! client pins it by fingerprint (hex BLAKE3 of the certificate's DER),
+//! like SSH host keys — no CA needed on a private network.
+
+use crate::protocol::{encode_frame, FrameKind, FrameReader, ProtocolError, DEFAULT_MAX_FRAME_BYTES};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Transport failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("connection closed")]
+    Closed,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A server's TLS certificate and key, and the fingerprint clients pin.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    pub certificate: CertificateDer<'static>,
+    key_pkcs8: Vec<u8>,
+    pub fingerprint: String,
+}
+
+/// The fingerprint clients pin: hex BLAKE3 of the certificate's DER bytes.
+pub fn fingerprint_of(certificate: &[u8]) -> String {
+    blake3::hash(certificate).to_hex().to_string()
+}
+
+impl ServerIdentity {
+    /// Loads `tls.crt.der` / `tls.key.der` from `dir`, creating them (a
+    /// self-signed certificate for `localhost`) on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, TransportError> {
+        let (certificate_path, key_path) = (dir.join("tls.crt.der"), dir.join("tls.key.der"));
+        if !certificate_path.exists() {
+            let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "atedb".to_string()])
+                .map_err(|error| TransportError::Tls(error.to_string()))?;
+            std::fs::write(&certificate_path, generated.cert.der().as_ref())?;
+            crate::cli::write_secret_file(&key_path, &generated.signing_key.serialize_der())
+                .map_err(|error| TransportError::Tls(error.to_string()))?;
+        }
+        let certificate = std::fs::read(&certificate_path)?;
+        let key_pkcs8 = std::fs::read(&key_path)?;
+        let fingerprint = fingerprint_of(&certificate);
+        Ok(Self { certificate: CertificateDer::from(certificate), key_pkcs8, fingerprint })
+    }
+
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TransportError> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()));
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| TransportError::Tls(error.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.certificate.clone()], key)
+            .map_err(|error| TransportError::Tls(error.to_string()))?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts exactly the server certificate with the pinned fingerprint, and
+/// checks the handshake signature with it.
+#[derive(Debug)]
+struct PinnedCertificate {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if fingerprint_of(end_entity.as_ref()) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "server certificate fingerprint {} is not the pinned {}",
+                fingerprint_of(end_entity.as_ref()),
+                self.fingerprint
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _certificate: &CertificateDer<'_>,
+        _signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client configuration that trusts only the server with `fingerprint`.
+pub fn pinned_client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, TransportError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedCertificate { fingerprint: fingerprint.to_lowercase(), provider: provider.clone() });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| TransportError::Tls(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Reads frames of one kind from a stream, bounded by the frame limit.
+#[derive(Debug)]
+pub struct FramedReader<R> {
+    stream: R,
+    frames: FrameReader,
+    expect: FrameKind,
+}
+
+impl<R: AsyncRead + Unpin> FramedReader<R> {
+    pub fn new(stream: R, expect: FrameKind) -> Self {
+        Self { stream, frames: FrameReader::new(DEFAULT_MAX_FRAME_BYTES), expect }
+    }
+
+    /// The next message body; `Closed` at a clean end of stream.
+    pub async fn next(&mut self) -> Result<Vec<u8>, TransportError> {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            if let Some((kind, body)) = self.frames.next_frame()? {
+                if kind != self.expect {
+                    return Err(ProtocolError::UnknownFrameKind(kind as u8).into());
+                }
+                return Ok(body);
+            }
+            let read = self.stream.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(TransportError::Closed);
+            }
+            self.frames.push(&chunk[..read])?;
+        }
+    }
+}
+
+/// Writes one message as a frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    kind: FrameKind,
+    body: &[u8],
+) -> Result<(), TransportError> {
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    encode_frame(kind, body, DEFAULT_MAX_FRAME_BYTES, &mut frame)?;
+    stream.write_all(&frame).await?;
+    stream.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! `atedb`: serves ATE chains to remote clients over TLS 1.3.
+//!
+//! One task per connection; each request is authorised by the connection's
+//! token (which chains it may open) before any chain is touched, and by the
+//! chain's own trust rules when a commit is validated. Subscriptions stream
+//! stored records straight from the log, so a slow subscriber never holds
+//! producers back and is never disconnected for lagging.
+
+pub mod server;

@@ -1,0 +1,356 @@
+//! The connection loop.
+
+use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
+use ate::prelude::*;
+use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage};
+use ate_client::token::{self, Claims};
+use ate_client::transport::{write_frame, FramedReader, ServerIdentity, TransportError};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Largest batch of records in one `Events` frame.
+const EVENTS_BATCH_BYTES: usize = 1 << 20;
+/// Frames queued for one connection's writer before its producers wait.
+const OUTBOX_FRAMES: usize = 64;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Engine(#[from] AteError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Everything a running server needs.
+#[derive(Debug)]
+pub struct Server {
+    chains: Arc<ChainBuilder>,
+    identity: ServerIdentity,
+    issuers: Vec<PublicSignKey>,
+    token_skew_us: u64,
+}
+
+/// Files a data directory holds besides chains.
+#[derive(Debug, Clone)]
+pub struct DataDirectory {
+    pub root: PathBuf,
+}
+
+impl DataDirectory {
+    pub fn issuer_key(&self) -> PathBuf {
+        self.root.join("issuer.key")
+    }
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+    pub fn fingerprint(&self) -> PathBuf {
+        self.root.join("fingerprint")
+    }
+}
+
+impl Server {
+    /// Prepares a data directory on first start (TLS identity, token issuer
+    /// key, an admin token valid for a year) and opens it.
+    pub async fn open(data: &DataDirectory) -> Result<Arc<Self>, ServerError> {
+        std::fs::create_dir_all(&data.root)?;
+        let identity = ServerIdentity::load_or_create(&data.root)?;
+        std::fs::write(data.fingerprint(), format!("{}\n", identity.fingerprint))?;
+        let issuer = load_or_create_issuer(&data.issuer_key())?;
+        if !data.admin_token().exists() {
+            let now = now_us();
+            let claims = Claims {
+                subject: "admin".into(),
+                roles: vec!["admin".into()],
+                chains: vec!["*".into()],
+                issued_at_us: now,
+                expires_at_us: now + 365 * 24 * 3600 * 1_000_000,
+            };
+            ate_client::cli::write_secret_file(&data.admin_token(), token::issue(&claims, &issuer).as_bytes())
+                .map_err(|error| ServerError::Config(error.to_string()))?;
+        }
+        let config = AteConfig { log_path: Some(data.root.clone()), ..AteConfig::default() };
+        let chains = ChainBuilder::new(&config).await.build();
+        Ok(Arc::new(Self { chains, identity, issuers: vec![issuer.public().clone()], token_skew_us: 60_000_000 }))
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.identity.fingerprint
+    }
+
+    /// Accepts connections until `shutdown` turns true.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ServerError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.identity.server_config()?);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let (server, acceptor) = (Arc::clone(self), acceptor.clone());
+            // One task per connection; the handshake runs there, not in the accept loop.
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                if let Err(error) = server.connection(tls, peer).await {
+                    tracing::debug!(%peer, %error, "connection ended");
+                }
+            });
+        }
+    }
+
+    async fn connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr) -> Result<(), ServerError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (read_half, mut write_half) = tokio::io::split(stream);
+        let mut reader = FramedReader::new(read_half, FrameKind::Client);
+        let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_FRAMES);
+        let writer = tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                if write_frame(&mut write_half, FrameKind::Server, &message.encode()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut session = Session {
+            server: self,
+            outbox,
+            claims: None,
+            version: None,
+            chains: HashMap::new(),
+            subscriptions: Vec::new(),
+        };
+        let result = loop {
+            let body = match reader.next().await {
+                Ok(body) => body,
+                Err(TransportError::Closed) => break Ok(()),
+                // Framing errors (oversized, garbage) end this connection only.
+                Err(error) => break Err(error.into()),
+            };
+            let message = match ClientMessage::decode(&body) {
+                Ok(message) => message,
+                Err(error) => {
+                    session.error(None, ErrorCode::BadRequest, error.to_string()).await;
+                    continue;
+                }
+            };
+            if !session.handle(message).await {
+                break Ok(());
+            }
+        };
+        for task in session.subscriptions.drain(..) {
+            task.abort();
+        }
+        drop(session);
+        let _ = writer.await;
+        tracing::debug!(%peer, "connection closed");
+        result
+    }
+}
+
+struct Session {
+    server: Arc<Server>,
+    outbox: mpsc::Sender<ServerMessage>,
+    claims: Option<Claims>,
+    version: Option<u16>,
+    chains: HashMap<String, Arc<Chain>>,
+    subscriptions: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn error_code(error: &AteError) -> ErrorCode {
+    match error {
+        AteError::Conflict { .. } => ErrorCode::Conflict,
+        AteError::Rejected { .. } => ErrorCode::Rejected,
+        AteError::CommitTooLarge { .. } => ErrorCode::TooLarge,
+        AteError::InvalidInput(_) => ErrorCode::BadRequest,
+        AteError::NotFound { .. } => ErrorCode::NotFound,
+        AteError::Locked { .. } | AteError::Poisoned { .. } | AteError::Closed { .. } => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}
+
+impl Session {
+    async fn send(&self, message: ServerMessage) -> bool {
+        self.outbox.send(message).await.is_ok()
+    }
+
+    async fn error(&self, request: Option<u64>, code: ErrorCode, message: String) -> bool {
+        self.send(ServerMessage::Error { request, code, message }).await
+    }
+
+    /// The chain `name`, if this connection's token allows it.
+    async fn chain(&mut self, request: u64, name: &str) -> Option<Arc<Chain>> {
+        let Some(claims) = &self.claims else {
+            self.error(Some(request), ErrorCode::Unauthenticated, "authenticate first".into()).await;
+            return None;
+        };
+        if !claims.allows_chain(name) {
+            let message = format!("token for '{}' does not allow chain '{name}'", claims.subject);
+            self.error(Some(request), ErrorCode::Forbidden, message).await;
+            return None;
+        }
+        if let Some(chain) = self.chains.get(name) {
+            return Some(Arc::clone(chain));
+        }
+        match self.server.chains.open(&ChainKey::from(name)).await {
+            Ok(chain) => {
+                self.chains.insert(name.to_string(), Arc::clone(&chain));
+                Some(chain)
+            }
+            Err(error) => {
+                self.error(Some(request), error_code(&error), error.to_string()).await;
+                None
+            }
+        }
+    }
+
+    /// Handles one message; `false` ends the connection.
+    async fn handle(&mut self, message: ClientMessage) -> bool {
+        if self.version.is_none() && !matches!(message, ClientMessage::Hello { .. }) {
+            self.error(None, ErrorCode::BadRequest, "the first message must be Hello".into()).await;
+            return false;
+        }
+        match message {
+            ClientMessage::Hello { versions, .. } => match negotiate_version(&versions) {
+                Ok(version) => {
+                    self.version = Some(version);
+                    self.send(ServerMessage::HelloAck {
+                        version,
+                        server: format!("atedb {}", env!("CARGO_PKG_VERSION")),
+                    })
+                    .await
+                }
+                Err(error) => {
+                    self.error(None, ErrorCode::UnsupportedVersion, error.to_string()).await;
+                    false
+                }
+            },
+            ClientMessage::Authenticate { token } => {
+                let text = String::from_utf8_lossy(&token);
+                match token::verify(&text, &self.server.issuers, now_us(), self.server.token_skew_us) {
+                    Ok(claims) => {
+                        let subject = claims.subject.clone();
+                        self.claims = Some(claims);
+                        self.send(ServerMessage::Authenticated { subject }).await
+                    }
+                    Err(error) => self.error(None, ErrorCode::Unauthenticated, error.to_string()).await,
+                }
+            }
+            ClientMessage::Open { request, chain } => {
+                let Some(opened) = self.chain(request, &chain).await else { return true };
+                let durable_sequence = opened.durable_sequence();
+                self.send(ServerMessage::Opened { request, chain_id: opened.key().chain_id(), durable_sequence }).await
+            }
+            ClientMessage::Commit { request, chain, durability, events } => {
+                let Some(chain) = self.chain(request, &chain).await else { return true };
+                let mut converted = Vec::with_capacity(events.len());
+                for event in events {
+                    match NewEvent::try_from(event) {
+                        Ok(event) => converted.push(event),
+                        Err(error) => return self.error(Some(request), ErrorCode::BadRequest, error.to_string()).await,
+                    }
+                }
+                match chain.append(converted, Some(durability.into())).await {
+                    Ok(receipt) => {
+                        let (first_sequence, last_sequence) = (receipt.first_sequence, receipt.last_sequence);
+                        self.send(ServerMessage::Committed { request, first_sequence, last_sequence }).await
+                    }
+                    Err(error) => self.error(Some(request), error_code(&error), error.to_string()).await,
+                }
+            }
+            ClientMessage::Load { request, chain, key } => {
+                let Some(chain) = self.chain(request, &chain).await else { return true };
+                let record = chain.record_bytes(&PrimaryKey::from_bytes(key)).map(<[u8]>::to_vec);
+                self.send(ServerMessage::Loaded { request, record }).await
+            }
+            ClientMessage::Subscribe { request, chain, from, .. } => {
+                let Some(chain) = self.chain(request, &chain).await else { return true };
+                let subscription = self.subscriptions.len() as u64 + 1;
+                if !self.send(ServerMessage::Subscribed { request, subscription }).await {
+                    return false;
+                }
+                self.subscriptions.push(tokio::spawn(stream_records(chain, from, subscription, self.outbox.clone())));
+                true
+            }
+            ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
+            ClientMessage::Unsubscribe { .. }
+            | ClientMessage::Lease { .. }
+            | ClientMessage::Release { .. }
+            | ClientMessage::ConsumerOffset { .. } => {
+                self.error(None, ErrorCode::BadRequest, "not served by this version of atedb yet".into()).await
+            }
+        }
+    }
+}
+
+/// Streams stored records from `from` on, then live ones as they become
+/// durable. Reads the log at its own pace: a slow client only slows itself
+/// (the bounded outbox makes this task wait), never producers.
+async fn stream_records(chain: Arc<Chain>, mut from: u64, subscription: u64, outbox: mpsc::Sender<ServerMessage>) {
+    let mut durable = chain.subscribe(&AteSession::default(), ate::messaging::StartAt::Now).ok();
+    loop {
+        let (records, next) = match chain.read_records(from, EVENTS_BATCH_BYTES) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let _ = outbox
+                    .send(ServerMessage::Error { request: None, code: ErrorCode::Internal, message: error.to_string() })
+                    .await;
+                return;
+            }
+        };
+        if records.is_empty() {
+            // Caught up: wait for anything new (any event wakes us).
+            match durable.as_mut() {
+                Some(waiter) => {
+                    if waiter.next().await.is_err() {
+                        return;
+                    }
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+            continue;
+        }
+        from = next;
+        if outbox.send(ServerMessage::Events { subscription, records }).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+fn load_or_create_issuer(path: &Path) -> Result<PrivateSignKey, ServerError> {
+    if path.exists() {
+        let bytes = std::fs::read(path)?;
+        return PrivateSignKey::decode(&bytes)
+            .map_err(|error| ServerError::Config(format!("{}: {error}", path.display())));
+    }
+    let key = PrivateSignKey::generate(SignatureScheme::MlDsa65);
+    ate_client::cli::write_secret_file(path, &key.encode()).map_err(|error| ServerError::Config(error.to_string()))?;
+    Ok(key)
+}
