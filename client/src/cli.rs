@@ -38,6 +38,8 @@ pub enum CliError {
     Unsupported(String),
     #[error("I/O error: {0}")]
     Io(String),
+    #[error("server: {0}")]
+    Remote(String),
     #[error(transparent)]
     Engine(#[from] AteError),
 }
@@ -47,7 +49,7 @@ impl CliError {
         match self {
             CliError::NotFound(_) | CliError::VerifyFailed(_) => 1,
             CliError::Usage(_) | CliError::Unsupported(_) => 2,
-            CliError::Io(_) | CliError::Engine(_) => 3,
+            CliError::Io(_) | CliError::Engine(_) | CliError::Remote(_) => 3,
         }
     }
 }
@@ -57,14 +59,30 @@ impl CliError {
 pub enum Target {
     /// A local data directory and a chain in it (`DIR/CHAIN`).
     Local { data_dir: PathBuf, chain: String },
-    /// An `atedb` server (`tcp://host[:port]/CHAIN`).
-    Remote { url: String },
+    /// An `atedb` server (`tcp://host[:port]/CHAIN`, port 5000 by default).
+    Remote { address: String, chain: String },
+}
+
+/// Where the fingerprints of servers trusted on first use are kept:
+/// `$ATE_KNOWN_SERVERS`, else `$HOME/.ate/known_servers`.
+pub fn known_servers_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("ATE_KNOWN_SERVERS") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".ate").join("known_servers")
 }
 
 impl Target {
     pub fn parse(text: &str) -> Result<Self, CliError> {
-        if text.starts_with("tcp://") {
-            return Ok(Target::Remote { url: text.to_string() });
+        if let Some(rest) = text.strip_prefix("tcp://") {
+            let (host, chain) =
+                rest.split_once('/').ok_or_else(|| CliError::Usage(format!("target '{text}' names no chain")))?;
+            if host.is_empty() || chain.is_empty() {
+                return Err(CliError::Usage(format!("target '{text}' needs tcp://HOST[:PORT]/CHAIN")));
+            }
+            let address = if host.contains(':') { host.to_string() } else { format!("{host}:5000") };
+            return Ok(Target::Remote { address, chain: chain.to_string() });
         }
         let (dir, chain) = text.rsplit_once('/').ok_or_else(|| {
             CliError::Usage(format!("target '{text}' is neither DIR/CHAIN nor tcp://HOST[:PORT]/CHAIN"))
@@ -83,11 +101,84 @@ impl Target {
                 let config = AteConfig { log_path: Some(data_dir.clone()), ..AteConfig::default() };
                 Ok(ChainBuilder::new(&config).await.build().open(&ChainKey::from(chain.as_str())).await?)
             }
-            Target::Remote { url } => Err(CliError::Unsupported(format!(
-                "{url}: network targets need the atedb daemon, which this build does not have yet; use DIR/CHAIN"
+            Target::Remote { address, .. } => Err(CliError::Unsupported(format!(
+                "tcp://{address}: this command works on local DIR/CHAIN targets only so far (put, get and del work remotely)"
             ))),
         }
     }
+}
+
+/// Connects to a remote target with a token and a pinned (or first-use) fingerprint.
+pub async fn connect(
+    address: &str,
+    token_file: Option<&Path>,
+    fingerprint: Option<&str>,
+) -> Result<crate::remote::RemoteConnection, CliError> {
+    let token_file =
+        token_file.ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
+    let token =
+        std::fs::read_to_string(token_file).map_err(|e| CliError::Io(format!("{}: {e}", token_file.display())))?;
+    let connected = match fingerprint {
+        Some(fingerprint) => crate::remote::RemoteConnection::connect(address, fingerprint, &token).await,
+        None => crate::remote::RemoteConnection::connect_known(address, &known_servers_path(), &token).await,
+    };
+    connected.map_err(|error| CliError::Remote(error.to_string()))
+}
+
+fn remote_error(error: crate::remote::RemoteError) -> CliError {
+    CliError::Remote(error.to_string())
+}
+
+/// The CLI event for a named key (same format locally and remotely).
+fn put_event(name: &str, value: Vec<u8>) -> Result<NewEvent, CliError> {
+    let payload = postcard::to_stdvec(&CliValue { name: name.to_string(), value })
+        .map_err(|e| CliError::Io(format!("encoding the value: {e}")))?;
+    let mut event = NewEvent::data(PrimaryKey::from_name(name), payload);
+    event.type_tag = cli_type_tag();
+    Ok(event)
+}
+
+pub async fn remote_put(
+    connection: &mut crate::remote::RemoteConnection,
+    chain: &str,
+    name: &str,
+    value: Vec<u8>,
+) -> Result<u64, CliError> {
+    let (_, last) = connection.commit(chain, &[put_event(name, value)?]).await.map_err(remote_error)?;
+    Ok(last)
+}
+
+/// (value, sequence of its version) of a named key on a server.
+pub async fn remote_get(
+    connection: &mut crate::remote::RemoteConnection,
+    chain: &str,
+    name: &str,
+) -> Result<(CliValue, u64), CliError> {
+    let record = connection
+        .load(chain, *PrimaryKey::from_name(name).as_bytes())
+        .await
+        .map_err(remote_error)?
+        .ok_or_else(|| CliError::NotFound(format!("key '{name}'")))?;
+    let mut aligned = ate::format::AlignedBytes::new();
+    aligned.extend_from_slice(&record);
+    let decoded = ate::format::decode_record(&aligned, 0)
+        .map_err(|e| CliError::Remote(format!("bad record from server: {e}")))?
+        .ok_or_else(|| CliError::Remote("empty record from server".into()))?;
+    let value = postcard::from_bytes::<CliValue>(decoded.payload)
+        .unwrap_or_else(|_| CliValue { name: name.to_string(), value: decoded.payload.to_vec() });
+    Ok((value, decoded.sequence()))
+}
+
+pub async fn remote_delete(
+    connection: &mut crate::remote::RemoteConnection,
+    chain: &str,
+    name: &str,
+) -> Result<u64, CliError> {
+    let (_, version) = remote_get(connection, chain, name).await?;
+    let mut event = NewEvent::tombstone(PrimaryKey::from_name(name));
+    event.expect = Expect::Version(version);
+    let (_, last) = connection.commit(chain, &[event]).await.map_err(remote_error)?;
+    Ok(last)
 }
 
 pub fn now_us() -> u64 {
@@ -96,11 +187,7 @@ pub fn now_us() -> u64 {
 
 /// Stores `value` under the named key (a blind write).
 pub async fn put(chain: &Chain, name: &str, value: Vec<u8>) -> Result<CommitReceipt, CliError> {
-    let payload = postcard::to_stdvec(&CliValue { name: name.to_string(), value })
-        .map_err(|e| CliError::Io(format!("encoding the value: {e}")))?;
-    let mut event = NewEvent::data(PrimaryKey::from_name(name), payload);
-    event.type_tag = cli_type_tag();
-    Ok(chain.append(vec![event], None).await?)
+    Ok(chain.append(vec![put_event(name, value)?], None).await?)
 }
 
 /// The stored value of a named key. Objects not written by the CLI are
@@ -226,7 +313,15 @@ mod tests {
             Target::parse("/var/lib/ate/orders").unwrap(),
             Target::Local { data_dir: PathBuf::from("/var/lib/ate"), chain: "orders".into() }
         );
-        assert!(matches!(Target::parse("tcp://host:5000/x").unwrap(), Target::Remote { .. }));
+        assert_eq!(
+            Target::parse("tcp://host:5001/x").unwrap(),
+            Target::Remote { address: "host:5001".into(), chain: "x".into() }
+        );
+        assert_eq!(
+            Target::parse("tcp://host/x").unwrap(),
+            Target::Remote { address: "host:5000".into(), chain: "x".into() }
+        );
+        assert!(matches!(Target::parse("tcp://host"), Err(CliError::Usage(_))));
         assert!(matches!(Target::parse("nodir"), Err(CliError::Usage(_))));
         assert!(matches!(Target::parse("dir/"), Err(CliError::Usage(_))));
     }

@@ -37,8 +37,49 @@ impl RemoteConnection {
     /// Connects to `address` (`host:port`), checks the server's certificate
     /// against `fingerprint`, negotiates the protocol and authenticates.
     pub async fn connect(address: &str, fingerprint: &str, token: &str) -> Result<Self, RemoteError> {
+        Self::connect_with(address, pinned_client_config(fingerprint)?, token).await
+    }
+
+    /// Connects trusting the server's certificate on first use (as SSH does):
+    /// `known_servers` maps `host:port` to a fingerprint; an unknown server's
+    /// fingerprint is recorded there, a known one must match.
+    pub async fn connect_known(
+        address: &str,
+        known_servers: &std::path::Path,
+        token: &str,
+    ) -> Result<Self, RemoteError> {
+        let known = std::fs::read_to_string(known_servers).unwrap_or_default();
+        let pinned = known.lines().find_map(|line| {
+            let (host, fingerprint) = line.split_once(' ')?;
+            (host == address).then(|| fingerprint.trim().to_string())
+        });
+        if let Some(fingerprint) = pinned {
+            return Self::connect(address, &fingerprint, token).await;
+        }
+        let (config, seen) = crate::transport::first_use_client_config()?;
+        let connection = Self::connect_with(address, config, token).await?;
+        if let Some(fingerprint) = seen.get() {
+            if let Some(dir) = known_servers.parent() {
+                std::fs::create_dir_all(dir).map_err(TransportError::from)?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(known_servers)
+                .map_err(TransportError::from)?;
+            use std::io::Write;
+            writeln!(file, "{address} {fingerprint}").map_err(TransportError::from)?;
+        }
+        Ok(connection)
+    }
+
+    async fn connect_with(
+        address: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        token: &str,
+    ) -> Result<Self, RemoteError> {
         let tcp = TcpStream::connect(address).await.map_err(TransportError::from)?;
-        let connector = tokio_rustls::TlsConnector::from(pinned_client_config(fingerprint)?);
+        let connector = tokio_rustls::TlsConnector::from(config);
         let name = ServerName::try_from("atedb").expect("a valid DNS name");
         let tls = connector.connect(name, tcp).await.map_err(|error| TransportError::Tls(error.to_string()))?;
         let (read_half, writer) = tokio::io::split(tls);

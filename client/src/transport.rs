@@ -75,11 +75,14 @@ impl ServerIdentity {
     }
 }
 
-/// Accepts exactly the server certificate with the pinned fingerprint, and
+/// Accepts exactly the server certificate with the pinned fingerprint (or,
+/// trusting on first use, any certificate, recording its fingerprint), and
 /// checks the handshake signature with it.
 #[derive(Debug)]
 struct PinnedCertificate {
-    fingerprint: String,
+    /// `None`: trust on first use.
+    fingerprint: Option<String>,
+    seen: std::sync::Mutex<Option<String>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -92,14 +95,15 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if fingerprint_of(end_entity.as_ref()) == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "server certificate fingerprint {} is not the pinned {}",
-                fingerprint_of(end_entity.as_ref()),
-                self.fingerprint
-            )))
+        let seen = fingerprint_of(end_entity.as_ref());
+        match &self.fingerprint {
+            Some(pinned) if *pinned != seen => {
+                Err(rustls::Error::General(format!("server certificate fingerprint {seen} is not the pinned {pinned}")))
+            }
+            _ => {
+                *self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(seen);
+                Ok(ServerCertVerified::assertion())
+            }
         }
     }
 
@@ -133,15 +137,36 @@ impl ServerCertVerifier for PinnedCertificate {
 
 /// A client configuration that trusts only the server with `fingerprint`.
 pub fn pinned_client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, TransportError> {
+    Ok(client_config(Some(fingerprint.to_lowercase()))?.0)
+}
+
+/// Trust on first use: accepts the server's certificate and reports its
+/// fingerprint (read it after the handshake, then pin it for next time).
+pub fn first_use_client_config() -> Result<(Arc<ClientConfig>, FingerprintSeen), TransportError> {
+    client_config(None)
+}
+
+/// The fingerprint a trust-on-first-use handshake saw.
+#[derive(Debug, Clone)]
+pub struct FingerprintSeen(Arc<PinnedCertificate>);
+
+impl FingerprintSeen {
+    pub fn get(&self) -> Option<String> {
+        self.0.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+fn client_config(fingerprint: Option<String>) -> Result<(Arc<ClientConfig>, FingerprintSeen), TransportError> {
     let provider = provider();
-    let verifier = Arc::new(PinnedCertificate { fingerprint: fingerprint.to_lowercase(), provider: provider.clone() });
+    let verifier = Arc::new(PinnedCertificate { fingerprint, seen: Default::default(), provider: provider.clone() });
+    let seen = FingerprintSeen(Arc::clone(&verifier));
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|error| TransportError::Tls(error.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), seen))
 }
 
 /// Reads frames of one kind from a stream, bounded by the frame limit.

@@ -110,7 +110,7 @@ fn keys_tokens_and_usage_errors() {
 
     let remote = ate(&["get", "tcp://127.0.0.1:5000/demo", "k"], None);
     assert_eq!(remote.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&remote.stderr).contains("atedb"));
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("--token-file"), "{remote:?}");
     assert_eq!(ate(&["get", "no-slash", "k"], None).status.code(), Some(2));
     assert_eq!(ate(&["frobnicate"], None).status.code(), Some(2));
 }

@@ -57,7 +57,13 @@ async fn solo(data: DataDirectory, listen: SocketAddr) -> Result<(), atedb::serv
         let server = server.clone();
         tokio::spawn(async move { server.serve(listener, stopped).await })
     };
-    let _ = tokio::signal::ctrl_c().await;
+    // SIGINT or SIGTERM: stop accepting; dropping the chains afterwards lets
+    // each writer finish and sync what it has queued.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
     let _ = stop.send(true);
     serving.await.map_err(|error| atedb::server::ServerError::Config(error.to_string()))?
 }

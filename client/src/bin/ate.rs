@@ -24,6 +24,10 @@ struct Arguments {
     /// Token for network targets (or ATE_TOKEN_FILE).
     #[arg(long, global = true, env = "ATE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Pin the server's certificate fingerprint (or ATE_FINGERPRINT); without
+    /// it, the known-servers file is used, trusting a new server on first use.
+    #[arg(long, global = true, env = "ATE_FINGERPRINT")]
+    fingerprint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,6 +113,8 @@ fn print_json(value: &str) {
 
 async fn run(arguments: Arguments) -> Result<(), CliError> {
     let json = arguments.json;
+    let token_file = arguments.token_file.as_deref();
+    let fingerprint = arguments.fingerprint.as_deref();
     match arguments.command {
         Command::Put { target, key, value } => {
             let value = match value {
@@ -119,17 +125,27 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                     bytes
                 }
             };
-            let chain = Target::parse(&target)?.open().await?;
-            let receipt = cli::put(&chain, &key, value).await?;
+            let sequence = match Target::parse(&target)? {
+                Target::Remote { address, chain } => {
+                    let mut connection = cli::connect(&address, token_file, fingerprint).await?;
+                    cli::remote_put(&mut connection, &chain, &key, value).await?
+                }
+                local => cli::put(&*local.open().await?, &key, value).await?.last_sequence,
+            };
             if json {
-                print_json(&format!("{{\"key\":{},\"sequence\":{}}}", cli::json_string(&key), receipt.last_sequence));
+                print_json(&format!("{{\"key\":{},\"sequence\":{sequence}}}", cli::json_string(&key)));
             } else {
-                println!("{}", receipt.last_sequence);
+                println!("{sequence}");
             }
         }
         Command::Get { target, key } => {
-            let chain = Target::parse(&target)?.open().await?;
-            let value = cli::get(&chain, &key)?;
+            let value = match Target::parse(&target)? {
+                Target::Remote { address, chain } => {
+                    let mut connection = cli::connect(&address, token_file, fingerprint).await?;
+                    cli::remote_get(&mut connection, &chain, &key).await?.0
+                }
+                local => cli::get(&*local.open().await?, &key)?,
+            };
             if json {
                 print_json(&format!(
                     "{{\"key\":{},\"value\":{}}}",
@@ -144,12 +160,17 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Del { target, key } => {
-            let chain = Target::parse(&target)?.open().await?;
-            let receipt = cli::delete(&chain, &key).await?;
+            let sequence = match Target::parse(&target)? {
+                Target::Remote { address, chain } => {
+                    let mut connection = cli::connect(&address, token_file, fingerprint).await?;
+                    cli::remote_delete(&mut connection, &chain, &key).await?
+                }
+                local => cli::delete(&*local.open().await?, &key).await?.last_sequence,
+            };
             if json {
-                print_json(&format!("{{\"key\":{},\"sequence\":{}}}", cli::json_string(&key), receipt.last_sequence));
+                print_json(&format!("{{\"key\":{},\"sequence\":{sequence}}}", cli::json_string(&key)));
             } else {
-                println!("{}", receipt.last_sequence);
+                println!("{sequence}");
             }
         }
         Command::Ls { target } => {

@@ -1,0 +1,71 @@
+//! The real binaries together: `atedb solo`, then `ate put/get/del` over
+//! TLS with the admin token it wrote, trusting the server on first use.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ate_binary() -> PathBuf {
+    // Built beside atedb by `cargo test --workspace` (the README's test command).
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_atedb")).with_file_name("ate");
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+#[test]
+fn ate_put_get_del_against_atedb_solo() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ate-data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atedb"))
+        .args(["solo", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _daemon = Daemon(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let address = first.strip_prefix("atedb listening on ").expect("listen line").to_string();
+    let fingerprint = lines.next().unwrap().unwrap();
+    assert!(fingerprint.starts_with("fingerprint "));
+
+    let known = dir.path().join("known_servers");
+    let token = data.join("admin.token");
+    let ate = |arguments: &[&str]| -> Output {
+        Command::new(ate_binary())
+            .args(["--token-file", token.to_str().unwrap()])
+            .args(arguments)
+            .env("ATE_KNOWN_SERVERS", &known)
+            .output()
+            .unwrap()
+    };
+    let target = format!("tcp://{address}/demo");
+    let put = ate(&["put", &target, "hello", "world"]);
+    assert!(put.status.success(), "{put:?}");
+    assert_eq!(String::from_utf8_lossy(&put.stdout).trim(), "0");
+    // The server was trusted on first use and pinned for next time.
+    let pinned = std::fs::read_to_string(&known).unwrap();
+    assert!(pinned.contains(&address) && pinned.contains(fingerprint.trim_start_matches("fingerprint ")));
+
+    let get = ate(&["get", &target, "hello"]);
+    assert!(get.status.success(), "{get:?}");
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "world");
+    assert_eq!(ate(&["get", &target, "absent"]).status.code(), Some(1));
+    assert!(ate(&["del", &target, "hello"]).status.success());
+    assert_eq!(ate(&["get", &target, "hello"]).status.code(), Some(1));
+
+    // A server whose certificate changed is refused, not trusted again.
+    std::fs::write(&known, format!("{address} {}\n", "ab".repeat(32))).unwrap();
+    let refused = ate(&["get", &target, "hello"]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("fingerprint"), "{refused:?}");
+}
