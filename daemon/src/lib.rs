@@ -7,3 +7,4 @@
 //! producers back and is never disconnected for lagging.
 
 pub mod server;
+pub mod systemd;

@@ -57,6 +57,15 @@ async fn solo(data: DataDirectory, listen: SocketAddr) -> Result<(), atedb::serv
         let server = server.clone();
         tokio::spawn(async move { server.serve(listener, stopped).await })
     };
+    atedb::systemd::notify("READY=1");
+    if let Some(interval) = atedb::systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            loop {
+                atedb::systemd::notify("WATCHDOG=1");
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
     // SIGINT or SIGTERM: stop accepting; dropping the chains afterwards lets
     // each writer finish and sync what it has queued.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -64,6 +73,12 @@ async fn solo(data: DataDirectory, listen: SocketAddr) -> Result<(), atedb::serv
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+    atedb::systemd::notify("STOPPING=1");
     let _ = stop.send(true);
-    serving.await.map_err(|error| atedb::server::ServerError::Config(error.to_string()))?
+    let served = serving.await.map_err(|error| atedb::server::ServerError::Config(error.to_string()))?;
+    // Let in-flight requests finish, then close every chain: each log writer
+    // drains its queue and syncs before the process exits.
+    server.drain(std::time::Duration::from_secs(10)).await;
+    drop(server);
+    served
 }

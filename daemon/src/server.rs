@@ -39,6 +39,10 @@ pub struct Server {
     identity: ServerIdentity,
     issuers: Vec<PublicSignKey>,
     token_skew_us: u64,
+    /// Requests being handled right now (for draining on shutdown).
+    active: std::sync::atomic::AtomicUsize,
+    /// Set on shutdown: connections stop taking new requests.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Files a data directory holds besides chains.
@@ -81,11 +85,27 @@ impl Server {
         }
         let config = AteConfig { log_path: Some(data.root.clone()), ..AteConfig::default() };
         let chains = ChainBuilder::new(&config).await.build();
-        Ok(Arc::new(Self { chains, identity, issuers: vec![issuer.public().clone()], token_skew_us: 60_000_000 }))
+        Ok(Arc::new(Self {
+            chains,
+            identity,
+            issuers: vec![issuer.public().clone()],
+            token_skew_us: 60_000_000,
+            active: Default::default(),
+            stopping: Default::default(),
+        }))
     }
 
     pub fn fingerprint(&self) -> &str {
         &self.identity.fingerprint
+    }
+
+    /// After `serve` returned: waits (up to `limit`) for connections to
+    /// finish the request they are in, so no acknowledgement is cut off.
+    pub async fn drain(self: &Arc<Self>, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.active.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Accepts connections until `shutdown` turns true.
@@ -98,7 +118,10 @@ impl Server {
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => accepted?,
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => {
+                    self.stopping.store(true, std::sync::atomic::Ordering::Release);
+                    return Ok(());
+                }
             };
             let (server, acceptor) = (Arc::clone(self), acceptor.clone());
             // One task per connection; the handshake runs there, not in the accept loop.
@@ -157,7 +180,14 @@ impl Server {
                     continue;
                 }
             };
-            if !session.handle(message).await {
+            if session.server.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                session.error(None, ErrorCode::Unavailable, "the server is shutting down".into()).await;
+                break Ok(());
+            }
+            session.server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let keep_going = session.handle(message).await;
+            session.server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            if !keep_going {
                 break Ok(());
             }
         };
