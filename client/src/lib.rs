@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod protocol;
 pub mod remote;
+pub mod ring;
 pub mod token;
 pub mod transport;

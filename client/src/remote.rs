@@ -18,6 +18,9 @@ pub enum RemoteError {
     Transport(#[from] TransportError),
     #[error("server refused ({code:?}): {message}")]
     Server { code: ErrorCode, message: String },
+    /// Another server owns the chain: connect there.
+    #[error("chain is owned by {address}")]
+    Redirect { address: String },
     #[error("unexpected reply: {0}")]
     Unexpected(String),
 }
@@ -120,6 +123,7 @@ impl RemoteConnection {
         self.send(&message).await?;
         match self.receive().await? {
             ServerMessage::Error { code, message, .. } => Err(RemoteError::Server { code, message }),
+            ServerMessage::Redirect { address, .. } => Err(RemoteError::Redirect { address }),
             reply => Ok(reply),
         }
     }

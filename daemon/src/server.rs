@@ -3,6 +3,7 @@
 use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
 use ate::prelude::*;
 use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage};
+use ate_client::ring::{HashRing, DEFAULT_VIRTUAL_NODES};
 use ate_client::token::{self, Claims};
 use ate_client::transport::{write_frame, FramedReader, ServerIdentity, TransportError};
 use std::collections::HashMap;
@@ -43,6 +44,18 @@ pub struct Server {
     active: std::sync::atomic::AtomicUsize,
     /// Set on shutdown: connections stop taking new requests.
     stopping: std::sync::atomic::AtomicBool,
+    /// The cluster this server is part of, and its own address in it.
+    cluster: Option<(HashRing, String)>,
+}
+
+/// Choices beyond the data directory.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Token issuers trusted besides this server's own `issuer.key`.
+    pub trusted_issuers: Vec<PublicSignKey>,
+    /// Every member of the cluster (addresses clients connect to) and this
+    /// server's own; chains owned by another member are answered with a redirect.
+    pub cluster: Option<(Vec<String>, String)>,
 }
 
 /// Files a data directory holds besides chains.
@@ -67,6 +80,11 @@ impl Server {
     /// Prepares a data directory on first start (TLS identity, token issuer
     /// key, an admin token valid for a year) and opens it.
     pub async fn open(data: &DataDirectory) -> Result<Arc<Self>, ServerError> {
+        Self::open_with(data, ServerOptions::default()).await
+    }
+
+    /// [`Server::open`] with options (cluster membership, extra issuers).
+    pub async fn open_with(data: &DataDirectory, options: ServerOptions) -> Result<Arc<Self>, ServerError> {
         std::fs::create_dir_all(&data.root)?;
         let identity = ServerIdentity::load_or_create(&data.root)?;
         std::fs::write(data.fingerprint(), format!("{}\n", identity.fingerprint))?;
@@ -85,10 +103,14 @@ impl Server {
         }
         let config = AteConfig { log_path: Some(data.root.clone()), ..AteConfig::default() };
         let chains = ChainBuilder::new(&config).await.build();
+        let mut issuers = vec![issuer.public().clone()];
+        issuers.extend(options.trusted_issuers);
+        let cluster = options.cluster.map(|(members, this)| (HashRing::new(members, DEFAULT_VIRTUAL_NODES), this));
         Ok(Arc::new(Self {
             chains,
             identity,
-            issuers: vec![issuer.public().clone()],
+            issuers,
+            cluster,
             token_skew_us: 60_000_000,
             active: Default::default(),
             stopping: Default::default(),
@@ -241,6 +263,13 @@ impl Session {
             let message = format!("token for '{}' does not allow chain '{name}'", claims.subject);
             self.error(Some(request), ErrorCode::Forbidden, message).await;
             return None;
+        }
+        if let Some((ring, this)) = &self.server.cluster {
+            if let Some(owner) = ring.owner(name).filter(|owner| owner != this) {
+                let address = owner.to_string();
+                self.send(ServerMessage::Redirect { request, address }).await;
+                return None;
+            }
         }
         if let Some(chain) = self.chains.get(name) {
             return Some(Arc::clone(chain));

@@ -154,3 +154,47 @@ async fn garbage_and_oversized_frames_do_not_disturb_other_clients() {
 fn rustls_name() -> rustls::pki_types::ServerName<'static> {
     rustls::pki_types::ServerName::try_from("atedb").unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_redirects_chains_it_does_not_own_to_their_owner() {
+    use atedb::server::ServerOptions;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let listener_a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (address_a, address_b) =
+        (listener_a.local_addr().unwrap().to_string(), listener_b.local_addr().unwrap().to_string());
+    let members = vec![address_a.clone(), address_b.clone()];
+    let data_a = DataDirectory { root: dir_a.path().join("data") };
+    let server_a = Server::open_with(
+        &data_a,
+        ServerOptions { cluster: Some((members.clone(), address_a.clone())), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    // B trusts A's token issuer, so one token works on both.
+    let issuer_a = PrivateSignKey::decode(&std::fs::read(data_a.issuer_key()).unwrap()).unwrap();
+    let options_b = ServerOptions {
+        trusted_issuers: vec![issuer_a.public().clone()],
+        cluster: Some((members.clone(), address_b.clone())),
+    };
+    let server_b = Server::open_with(&DataDirectory { root: dir_b.path().join("data") }, options_b).await.unwrap();
+    let (_stop_a, stopped_a) = tokio::sync::watch::channel(false);
+    let (_stop_b, stopped_b) = tokio::sync::watch::channel(false);
+    let (serving_a, serving_b) = (Arc::clone(&server_a), Arc::clone(&server_b));
+    tokio::spawn(async move { serving_a.serve(listener_a, stopped_a).await });
+    tokio::spawn(async move { serving_b.serve(listener_b, stopped_b).await });
+
+    let token = std::fs::read_to_string(data_a.admin_token()).unwrap();
+    let ring = ate_client::ring::HashRing::new(members, ate_client::ring::DEFAULT_VIRTUAL_NODES);
+    let owned_by_b =
+        (0..1000).map(|i| format!("chain-{i}")).find(|name| ring.owner(name) == Some(address_b.as_str())).unwrap();
+
+    let mut on_a = RemoteConnection::connect(&address_a, server_a.fingerprint(), &token).await.unwrap();
+    let error = on_a.open(&owned_by_b).await.unwrap_err();
+    let RemoteError::Redirect { address } = error else { panic!("expected a redirect, got {error}") };
+    assert_eq!(address, address_b);
+    on_a.ping().await.unwrap();
+    let mut on_b = RemoteConnection::connect(&address, server_b.fingerprint(), &token).await.unwrap();
+    on_b.open(&owned_by_b).await.unwrap();
+    on_b.commit(&owned_by_b, &[NewEvent::data(PrimaryKey::generate(), vec![1])]).await.unwrap();
+}
