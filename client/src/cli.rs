@@ -108,21 +108,33 @@ impl Target {
     }
 }
 
-/// Connects to a remote target with a token and a pinned (or first-use) fingerprint.
+/// Connects to a remote target with a token and a pinned (or first-use)
+/// fingerprint, and opens `chain`, following one redirect to its owner.
 pub async fn connect(
     address: &str,
     token_file: Option<&Path>,
     fingerprint: Option<&str>,
+    chain: &str,
 ) -> Result<crate::remote::RemoteConnection, CliError> {
     let token_file =
         token_file.ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
     let token =
         std::fs::read_to_string(token_file).map_err(|e| CliError::Io(format!("{}: {e}", token_file.display())))?;
-    let connected = match fingerprint {
-        Some(fingerprint) => crate::remote::RemoteConnection::connect(address, fingerprint, &token).await,
-        None => crate::remote::RemoteConnection::connect_known(address, &known_servers_path(), &token).await,
-    };
-    connected.map_err(|error| CliError::Remote(error.to_string()))
+    let mut address = address.to_string();
+    for _ in 0..2 {
+        let connected = match fingerprint {
+            Some(fingerprint) => crate::remote::RemoteConnection::connect(&address, fingerprint, &token).await,
+            // A redirect target is a different server: first use records its fingerprint too.
+            None => crate::remote::RemoteConnection::connect_known(&address, &known_servers_path(), &token).await,
+        };
+        let mut connection = connected.map_err(remote_error)?;
+        match connection.open(chain).await {
+            Ok(_) => return Ok(connection),
+            Err(crate::remote::RemoteError::Redirect { address: owner }) => address = owner,
+            Err(error) => return Err(remote_error(error)),
+        }
+    }
+    Err(CliError::Remote(format!("chain '{chain}' is redirected more than once")))
 }
 
 fn remote_error(error: crate::remote::RemoteError) -> CliError {

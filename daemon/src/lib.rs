@@ -6,5 +6,6 @@
 //! stored records straight from the log, so a slow subscriber never holds
 //! producers back and is never disconnected for lagging.
 
+pub mod config;
 pub mod server;
 pub mod systemd;

@@ -1,6 +1,7 @@
 //! `atedb solo`: serve chains from one data directory over TLS.
 
-use atedb::server::{DataDirectory, Server};
+use atedb::config::Config;
+use atedb::server::{DataDirectory, Server, ServerOptions};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,13 +24,29 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:5000")]
         listen: SocketAddr,
     },
+    /// Serve as a TOML configuration file says (see docs/operations.md);
+    /// SIGHUP re-reads its trusted issuers and chain-creation policy.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn default_data(data: Option<PathBuf>) -> PathBuf {
+    data.or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("ate-data"))
 }
 
 fn main() -> ExitCode {
-    let Command::Solo { data, listen } = Arguments::parse().command;
-    let data = data
-        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("ate-data"));
+    let (data, listen, options, config_path) = match Arguments::parse().command {
+        Command::Solo { data, listen } => (default_data(data), listen, ServerOptions::default(), None),
+        Command::Run { config } => match load(&config) {
+            Ok((loaded, options)) => (default_data(loaded.data), loaded.listen, options, Some(config)),
+            Err(error) => {
+                eprintln!("atedb: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -37,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(solo(DataDirectory { root: data }, listen)) {
+    match runtime.block_on(serve(DataDirectory { root: data }, listen, options, config_path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("atedb: {error}");
@@ -46,8 +63,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn solo(data: DataDirectory, listen: SocketAddr) -> Result<(), atedb::server::ServerError> {
-    let server = Server::open(&data).await?;
+fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config::ConfigError> {
+    let config = Config::load(path)?;
+    let options = ServerOptions {
+        trusted_issuers: config.issuer_keys()?,
+        cluster: config.cluster.clone().map(|cluster| (cluster.members, cluster.this)),
+        chain_policy: config.chains.clone(),
+        durability: config.durability.into(),
+    };
+    Ok((config, options))
+}
+
+async fn serve(
+    data: DataDirectory,
+    listen: SocketAddr,
+    options: ServerOptions,
+    config_path: Option<PathBuf>,
+) -> Result<(), atedb::server::ServerError> {
+    let server = Server::open_with(&data, options).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("atedb listening on {}", listener.local_addr()?);
     println!("fingerprint {}", server.fingerprint());
@@ -69,9 +102,24 @@ async fn solo(data: DataDirectory, listen: SocketAddr) -> Result<(), atedb::serv
     // SIGINT or SIGTERM: stop accepting; dropping the chains afterwards lets
     // each writer finish and sync what it has queued.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => {
+                let Some(path) = &config_path else { continue };
+                atedb::systemd::notify("RELOADING=1");
+                match load(path) {
+                    Ok((_, options)) => {
+                        server.reload(options.trusted_issuers, options.chain_policy);
+                        eprintln!("atedb: reloaded {}", path.display());
+                    }
+                    Err(error) => eprintln!("atedb: keeping the old configuration: {error}"),
+                }
+                atedb::systemd::notify("READY=1");
+            }
+        }
     }
     atedb::systemd::notify("STOPPING=1");
     let _ = stop.send(true);

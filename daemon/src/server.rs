@@ -1,5 +1,6 @@
 //! The connection loop.
 
+use crate::config::ChainPolicy;
 use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
 use ate::prelude::*;
 use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage};
@@ -38,7 +39,10 @@ pub enum ServerError {
 pub struct Server {
     chains: Arc<ChainBuilder>,
     identity: ServerIdentity,
-    issuers: Vec<PublicSignKey>,
+    data_root: PathBuf,
+    /// Reloadable (SIGHUP): trusted token issuers and the chain-creation policy.
+    issuers: parking_lot::RwLock<Vec<PublicSignKey>>,
+    chain_policy: parking_lot::RwLock<ChainPolicy>,
     token_skew_us: u64,
     /// Requests being handled right now (for draining on shutdown).
     active: std::sync::atomic::AtomicUsize,
@@ -56,6 +60,9 @@ pub struct ServerOptions {
     /// Every member of the cluster (addresses clients connect to) and this
     /// server's own; chains owned by another member are answered with a redirect.
     pub cluster: Option<(Vec<String>, String)>,
+    /// Which chain names may be created.
+    pub chain_policy: ChainPolicy,
+    pub durability: Durability,
 }
 
 /// Files a data directory holds besides chains.
@@ -101,7 +108,8 @@ impl Server {
             ate_client::cli::write_secret_file(&data.admin_token(), token::issue(&claims, &issuer).as_bytes())
                 .map_err(|error| ServerError::Config(error.to_string()))?;
         }
-        let config = AteConfig { log_path: Some(data.root.clone()), ..AteConfig::default() };
+        let config =
+            AteConfig { log_path: Some(data.root.clone()), durability: options.durability, ..AteConfig::default() };
         let chains = ChainBuilder::new(&config).await.build();
         let mut issuers = vec![issuer.public().clone()];
         issuers.extend(options.trusted_issuers);
@@ -109,7 +117,9 @@ impl Server {
         Ok(Arc::new(Self {
             chains,
             identity,
-            issuers,
+            data_root: data.root.clone(),
+            issuers: parking_lot::RwLock::new(issuers),
+            chain_policy: parking_lot::RwLock::new(options.chain_policy),
             cluster,
             token_skew_us: 60_000_000,
             active: Default::default(),
@@ -119,6 +129,15 @@ impl Server {
 
     pub fn fingerprint(&self) -> &str {
         &self.identity.fingerprint
+    }
+
+    /// Applies a reloaded configuration: extra trusted issuers (this server's
+    /// own issuer stays trusted) and the chain-creation policy.
+    pub fn reload(&self, extra_issuers: Vec<PublicSignKey>, chain_policy: ChainPolicy) {
+        let mut issuers = self.issuers.write();
+        issuers.truncate(1);
+        issuers.extend(extra_issuers);
+        *self.chain_policy.write() = chain_policy;
     }
 
     /// After `serve` returned: waits (up to `limit`) for connections to
@@ -274,6 +293,12 @@ impl Session {
         if let Some(chain) = self.chains.get(name) {
             return Some(Arc::clone(chain));
         }
+        let exists = self.server.data_root.join("chains").join(ChainKey::from(name).directory_name()).exists();
+        if !exists && !self.server.chain_policy.read().may_create(name) {
+            let message = format!("creating chain '{name}' is not allowed by this server's policy");
+            self.error(Some(request), ErrorCode::Forbidden, message).await;
+            return None;
+        }
         match self.server.chains.open(&ChainKey::from(name)).await {
             Ok(chain) => {
                 self.chains.insert(name.to_string(), Arc::clone(&chain));
@@ -309,7 +334,8 @@ impl Session {
             },
             ClientMessage::Authenticate { token } => {
                 let text = String::from_utf8_lossy(&token);
-                match token::verify(&text, &self.server.issuers, now_us(), self.server.token_skew_us) {
+                let verified = token::verify(&text, &self.server.issuers.read(), now_us(), self.server.token_skew_us);
+                match verified {
                     Ok(claims) => {
                         let subject = claims.subject.clone();
                         self.claims = Some(claims);

@@ -127,7 +127,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             };
             let sequence = match Target::parse(&target)? {
                 Target::Remote { address, chain } => {
-                    let mut connection = cli::connect(&address, token_file, fingerprint).await?;
+                    let mut connection = cli::connect(&address, token_file, fingerprint, &chain).await?;
                     cli::remote_put(&mut connection, &chain, &key, value).await?
                 }
                 local => cli::put(&*local.open().await?, &key, value).await?.last_sequence,
@@ -141,7 +141,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         Command::Get { target, key } => {
             let value = match Target::parse(&target)? {
                 Target::Remote { address, chain } => {
-                    let mut connection = cli::connect(&address, token_file, fingerprint).await?;
+                    let mut connection = cli::connect(&address, token_file, fingerprint, &chain).await?;
                     cli::remote_get(&mut connection, &chain, &key).await?.0
                 }
                 local => cli::get(&*local.open().await?, &key)?,
@@ -162,7 +162,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         Command::Del { target, key } => {
             let sequence = match Target::parse(&target)? {
                 Target::Remote { address, chain } => {
-                    let mut connection = cli::connect(&address, token_file, fingerprint).await?;
+                    let mut connection = cli::connect(&address, token_file, fingerprint, &chain).await?;
                     cli::remote_delete(&mut connection, &chain, &key).await?
                 }
                 local => cli::delete(&*local.open().await?, &key).await?.last_sequence,

@@ -1,0 +1,177 @@
+//! `atedb run --config FILE`: the TOML configuration.
+//!
+//! ```toml
+//! data = "/var/lib/atedb"              # default: $STATE_DIRECTORY, else ./ate-data
+//! listen = "0.0.0.0:5000"
+//! durability = "batched"               # sync | batched | buffered
+//! trusted_issuers = ["/etc/atedb/partner-issuer.pub"]   # encoded public signing keys
+//!
+//! [chains]
+//! allow_create = ["*"]                 # names (or prefixes ending in *) that may be created
+//!
+//! [cluster]                            # optional
+//! this = "10.0.0.1:5000"
+//! members = ["10.0.0.1:5000", "10.0.0.2:5000"]
+//! ```
+//! Unknown keys are errors, so a typo never silently means a default.
+//! `SIGHUP` re-reads the file and applies `trusted_issuers` and
+//! `chains.allow_create`; the other settings need a restart.
+
+use ate::crypto::PublicSignKey;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data: Option<PathBuf>,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub durability: DurabilitySetting,
+    #[serde(default)]
+    pub trusted_issuers: Vec<PathBuf>,
+    #[serde(default)]
+    pub chains: ChainPolicy,
+    pub cluster: Option<Cluster>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    Sync,
+    #[default]
+    Batched,
+    Buffered,
+}
+
+impl From<DurabilitySetting> for ate::Durability {
+    fn from(value: DurabilitySetting) -> Self {
+        match value {
+            DurabilitySetting::Sync => ate::Durability::Sync,
+            DurabilitySetting::Batched => ate::Durability::Batched,
+            DurabilitySetting::Buffered => ate::Durability::Buffered,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainPolicy {
+    /// Chain names that may be created on first open (existing chains can
+    /// always be opened by a token that allows them).
+    #[serde(default = "allow_everything")]
+    pub allow_create: Vec<String>,
+}
+
+impl Default for ChainPolicy {
+    fn default() -> Self {
+        Self { allow_create: allow_everything() }
+    }
+}
+
+impl ChainPolicy {
+    pub fn may_create(&self, chain: &str) -> bool {
+        self.allow_create.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => chain.starts_with(prefix),
+            None => pattern == chain,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub this: String,
+    pub members: Vec<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5000))
+}
+
+fn allow_everything() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|error| ConfigError::Invalid { path: path.into(), message: error.to_string() })?;
+        if let Some(cluster) = &config.cluster {
+            if !cluster.members.contains(&cluster.this) {
+                let message = format!("cluster.this ({}) is not among cluster.members", cluster.this);
+                return Err(ConfigError::Invalid { path: path.into(), message });
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// The trusted issuer keys the configuration names.
+    pub fn issuer_keys(&self) -> Result<Vec<PublicSignKey>, ConfigError> {
+        self.trusted_issuers
+            .iter()
+            .map(|path| {
+                let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                PublicSignKey::decode(&bytes)
+                    .map_err(|error| ConfigError::Invalid { path: path.clone(), message: error.to_string() })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_configuration_parses_and_defaults_fill_the_rest() {
+        let text = r#"
+            data = "/var/lib/atedb"
+            listen = "0.0.0.0:5001"
+            durability = "sync"
+            trusted_issuers = ["/etc/atedb/a.pub"]
+            [chains]
+            allow_create = ["tenant-*", "audit"]
+            [cluster]
+            this = "10.0.0.1:5001"
+            members = ["10.0.0.1:5001", "10.0.0.2:5001"]
+        "#;
+        let config = Config::parse(text, Path::new("atedb.toml")).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:5001".parse::<SocketAddr>().unwrap());
+        assert_eq!(config.durability, DurabilitySetting::Sync);
+        assert!(config.chains.may_create("tenant-7") && config.chains.may_create("audit"));
+        assert!(!config.chains.may_create("other"));
+        let minimal = Config::parse("", Path::new("empty.toml")).unwrap();
+        assert_eq!(minimal.listen, default_listen());
+        assert!(minimal.chains.may_create("anything"));
+        assert_eq!(minimal.durability, DurabilitySetting::Batched);
+    }
+
+    #[test]
+    fn typos_and_inconsistencies_are_errors() {
+        for text in [
+            "listen_address = \"0.0.0.0:1\"",
+            "durability = \"sometimes\"",
+            "[cluster]\nthis = \"a:1\"\nmembers = [\"b:1\"]",
+            "listen = \"not an address\"",
+        ] {
+            assert!(Config::parse(text, Path::new("bad.toml")).is_err(), "{text}");
+        }
+    }
+}
