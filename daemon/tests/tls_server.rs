@@ -176,6 +176,7 @@ async fn a_server_redirects_chains_it_does_not_own_to_their_owner() {
     let options_b = ServerOptions {
         trusted_issuers: vec![issuer_a.public().clone()],
         cluster: Some((members.clone(), address_b.clone())),
+        ..Default::default()
     };
     let server_b = Server::open_with(&DataDirectory { root: dir_b.path().join("data") }, options_b).await.unwrap();
     let (_stop_a, stopped_a) = tokio::sync::watch::channel(false);
