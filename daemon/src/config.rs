@@ -3,6 +3,7 @@
 //! ```toml
 //! data = "/var/lib/atedb"              # default: $STATE_DIRECTORY, else ./ate-data
 //! listen = "0.0.0.0:5000"
+//! metrics = "127.0.0.1:9500"           # Prometheus text over HTTP; off when absent
 //! durability = "batched"               # sync | batched | buffered
 //! trusted_issuers = ["/etc/atedb/partner-issuer.pub"]   # encoded public signing keys
 //!
@@ -28,6 +29,8 @@ pub struct Config {
     pub data: Option<PathBuf>,
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Where Prometheus metrics are served over HTTP (off when absent).
+    pub metrics: Option<SocketAddr>,
     #[serde(default)]
     pub durability: DurabilitySetting,
     #[serde(default)]

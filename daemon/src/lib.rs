@@ -7,5 +7,6 @@
 //! producers back and is never disconnected for lagging.
 
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod systemd;

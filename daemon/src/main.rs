@@ -23,6 +23,9 @@ enum Command {
         data: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:5000")]
         listen: SocketAddr,
+        /// Serve Prometheus metrics over HTTP here.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
     },
     /// Serve as a TOML configuration file says (see docs/operations.md);
     /// SIGHUP re-reads its trusted issuers and chain-creation policy.
@@ -37,10 +40,12 @@ fn default_data(data: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let (data, listen, options, config_path) = match Arguments::parse().command {
-        Command::Solo { data, listen } => (default_data(data), listen, ServerOptions::default(), None),
+    let (data, listen, metrics, options, config_path) = match Arguments::parse().command {
+        Command::Solo { data, listen, metrics } => {
+            (default_data(data), listen, metrics, ServerOptions::default(), None)
+        }
         Command::Run { config } => match load(&config) {
-            Ok((loaded, options)) => (default_data(loaded.data), loaded.listen, options, Some(config)),
+            Ok((loaded, options)) => (default_data(loaded.data), loaded.listen, loaded.metrics, options, Some(config)),
             Err(error) => {
                 eprintln!("atedb: {error}");
                 return ExitCode::from(2);
@@ -54,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(serve(DataDirectory { root: data }, listen, options, config_path)) {
+    match runtime.block_on(serve(DataDirectory { root: data }, listen, metrics, options, config_path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("atedb: {error}");
@@ -77,14 +82,23 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
 async fn serve(
     data: DataDirectory,
     listen: SocketAddr,
+    metrics: Option<SocketAddr>,
     options: ServerOptions,
     config_path: Option<PathBuf>,
 ) -> Result<(), atedb::server::ServerError> {
     let server = Server::open_with(&data, options).await?;
+    let metrics = match metrics {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("atedb listening on {}", listener.local_addr()?);
     println!("fingerprint {}", server.fingerprint());
     println!("admin token {}", data.admin_token().display());
+    if let Some(listener) = metrics {
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(atedb::metrics::serve_metrics(listener, server.clone()));
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = {
         let server = server.clone();

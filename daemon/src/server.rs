@@ -1,6 +1,7 @@
 //! The connection loop.
 
 use crate::config::ChainPolicy;
+use crate::metrics::ServerMetrics;
 use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
 use ate::prelude::*;
 use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage};
@@ -50,6 +51,7 @@ pub struct Server {
     stopping: std::sync::atomic::AtomicBool,
     /// The cluster this server is part of, and its own address in it.
     cluster: Option<(HashRing, String)>,
+    metrics: ServerMetrics,
 }
 
 /// Choices beyond the data directory.
@@ -124,11 +126,20 @@ impl Server {
             token_skew_us: 60_000_000,
             active: Default::default(),
             stopping: Default::default(),
+            metrics: Default::default(),
         }))
     }
 
     pub fn fingerprint(&self) -> &str {
         &self.identity.fingerprint
+    }
+
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
+    }
+
+    pub async fn open_chains(&self) -> Vec<Arc<Chain>> {
+        self.chains.open_chains().await
     }
 
     /// Applies a reloaded configuration: extra trusted issuers (this server's
@@ -189,6 +200,8 @@ impl Server {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        self.metrics.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.connections_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut reader = FramedReader::new(read_half, FrameKind::Client);
         let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_FRAMES);
@@ -235,6 +248,12 @@ impl Server {
         for task in session.subscriptions.drain(..) {
             task.abort();
         }
+        session
+            .server
+            .metrics
+            .subscribers_active
+            .fetch_sub(session.subscriptions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        session.server.metrics.connections_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(session);
         let _ = writer.await;
         tracing::debug!(%peer, "connection closed");
@@ -269,6 +288,7 @@ impl Session {
     }
 
     async fn error(&self, request: Option<u64>, code: ErrorCode, message: String) -> bool {
+        self.server.metrics.rejected(code);
         self.send(ServerMessage::Error { request, code, message }).await
     }
 
@@ -358,8 +378,11 @@ impl Session {
                         Err(error) => return self.error(Some(request), ErrorCode::BadRequest, error.to_string()).await,
                     }
                 }
+                let started = std::time::Instant::now();
                 match chain.append(converted, Some(durability.into())).await {
                     Ok(receipt) => {
+                        self.server.metrics.commit_latency.record(started.elapsed());
+                        self.server.metrics.commits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let (first_sequence, last_sequence) = (receipt.first_sequence, receipt.last_sequence);
                         self.send(ServerMessage::Committed { request, first_sequence, last_sequence }).await
                     }
@@ -377,6 +400,7 @@ impl Session {
                 if !self.send(ServerMessage::Subscribed { request, subscription }).await {
                     return false;
                 }
+                self.server.metrics.subscribers_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.subscriptions.push(tokio::spawn(stream_records(chain, from, subscription, self.outbox.clone())));
                 true
             }

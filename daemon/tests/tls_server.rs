@@ -199,3 +199,43 @@ async fn a_server_redirects_chains_it_does_not_own_to_their_owner() {
     on_b.open(&owned_by_b).await.unwrap();
     on_b.commit(&owned_by_b, &[NewEvent::data(PrimaryKey::generate(), vec![1])]).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_count_commits_rejections_and_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDirectory { root: dir.path().join("data") };
+    let server = Server::open(&data).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (address, metrics_address) =
+        (listener.local_addr().unwrap().to_string(), metrics_listener.local_addr().unwrap().to_string());
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let serving = Arc::clone(&server);
+    tokio::spawn(async move { serving.serve(listener, stopped).await });
+    tokio::spawn(atedb::metrics::serve_metrics(metrics_listener, Arc::clone(&server)));
+
+    let token = std::fs::read_to_string(data.admin_token()).unwrap();
+    let mut client = RemoteConnection::connect(&address, server.fingerprint(), &token).await.unwrap();
+    let key = PrimaryKey::from_name("m");
+    client.commit("metered", &[NewEvent::data(key, vec![1; 100])]).await.unwrap();
+    let mut conflicting = NewEvent::data(key, vec![2]);
+    conflicting.expect = Expect::Absent;
+    assert!(client.commit("metered", &[conflicting]).await.is_err());
+
+    let mut http = tokio::net::TcpStream::connect(&metrics_address).await.unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    for expected in [
+        "atedb_commits_total 1",
+        "atedb_connections_active 1",
+        "atedb_rejected_total{reason=\"conflict\"} 1",
+        "atedb_commit_seconds_count 1",
+        "atedb_chains_open 1",
+        "atedb_fsync_seconds_count{chain=\"metered-",
+        "atedb_chain_events_total{chain=\"metered-",
+    ] {
+        assert!(response.contains(expected), "missing {expected} in\n{response}");
+    }
+}

@@ -238,6 +238,11 @@ impl ChainBuilder {
         Arc::new(self)
     }
 
+    /// Chains opened through this builder that are still open.
+    pub async fn open_chains(&self) -> Vec<Arc<Chain>> {
+        self.open_chains.lock().await.values().filter_map(Weak::upgrade).collect()
+    }
+
     /// The data folder, once known.
     pub fn path(&self) -> Option<&Path> {
         self.root.as_ref().ok().map(PathBuf::as_path)
@@ -696,6 +701,11 @@ impl Chain {
             }
         }
         outcome
+    }
+
+    /// Counters and latency histograms of this chain's log.
+    pub fn log_metrics(&self) -> &crate::metrics::LogMetrics {
+        &self.shared.metrics
     }
 
     /// Sequence after the last durable event.

@@ -26,6 +26,7 @@ pub mod format;
 pub mod key;
 mod log;
 pub mod messaging;
+pub mod metrics;
 pub mod plugin;
 pub mod prelude;
 pub mod proof;

@@ -38,6 +38,7 @@ pub(crate) struct ChainShared {
     /// commit, ascending, 16 bytes a commit: finds the commit an event
     /// belongs to, for verified reads.
     pub commit_ends: parking_lot::RwLock<Vec<(u64, EventLocation)>>,
+    pub metrics: crate::metrics::LogMetrics,
     poison: OnceLock<String>,
 }
 
@@ -56,6 +57,7 @@ impl ChainShared {
             durable_sequence: Default::default(),
             durable_notify: tokio::sync::watch::Sender::new(0),
             commit_ends: Default::default(),
+            metrics: Default::default(),
             poison: OnceLock::new(),
         }
     }

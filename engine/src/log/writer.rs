@@ -48,6 +48,8 @@ struct Group {
     /// Each commit with the segment offset its records were written at.
     commits: Vec<(u64, CommitRequest)>,
     segment: u32,
+    submitted: std::time::Instant,
+    synced: bool,
 }
 
 struct Writer {
@@ -183,13 +185,27 @@ impl Writer {
         let offset = self.active.write_offset;
         self.active.write_offset += buffer.len() as u64;
         self.device.submit(&self.active.file, offset, buffer, sync);
-        self.in_flight.push_back(Group { commits: placed, segment: self.active.index });
+        self.in_flight.push_back(Group {
+            commits: placed,
+            segment: self.active.index,
+            submitted: std::time::Instant::now(),
+            synced: sync,
+        });
     }
 
     fn complete_oldest(&mut self) {
         let group = self.in_flight.pop_front().expect("complete_oldest with nothing in flight");
         let completion = self.device.wait_oldest();
         let mut buffer = completion.buffer;
+        let metrics = &self.chain.metrics;
+        if group.synced {
+            metrics.sync_latency.record(group.submitted.elapsed());
+        }
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        metrics.bytes_appended.fetch_add(buffer.len() as u64, relaxed);
+        let events: u64 =
+            group.commits.iter().map(|(_, r)| r.receipt.last_sequence - r.receipt.first_sequence + 1).sum();
+        metrics.events_appended.fetch_add(events, relaxed);
         if let Err(error) = completion.result {
             self.chain.poison(format!("appending to segment {} failed: {error}", group.segment));
         }

@@ -1,0 +1,141 @@
+//! Prometheus metrics over plain HTTP on a separate address (text format
+//! 0.0.4): connections, subscribers, commits, rejections by reason, commit
+//! latency, and per chain the appended events and bytes and the latency of
+//! each group's write + fdatasync.
+
+use crate::server::Server;
+use ate::metrics::{HistogramSnapshot, LatencyHistogram};
+use ate_client::protocol::ErrorCode;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Error codes counted separately (in this order).
+const REJECTION_CODES: [(ErrorCode, &str); 6] = [
+    (ErrorCode::Conflict, "conflict"),
+    (ErrorCode::Rejected, "rejected"),
+    (ErrorCode::TooLarge, "too_large"),
+    (ErrorCode::Forbidden, "forbidden"),
+    (ErrorCode::Unauthenticated, "unauthenticated"),
+    (ErrorCode::BadRequest, "bad_request"),
+];
+
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub subscribers_active: AtomicU64,
+    pub commits_total: AtomicU64,
+    pub commit_latency: LatencyHistogram,
+    rejections: [AtomicU64; REJECTION_CODES.len() + 1],
+}
+
+impl ServerMetrics {
+    pub fn rejected(&self, code: ErrorCode) {
+        let index = REJECTION_CODES.iter().position(|(known, _)| *known == code).unwrap_or(REJECTION_CODES.len());
+        self.rejections[index].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSnapshot) {
+    for (bound, count) in &snapshot.buckets {
+        let le = if *bound == u64::MAX { "+Inf".to_string() } else { format!("{}", *bound as f64 / 1e6) };
+        let separator = if labels.is_empty() { "" } else { "," };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {count}");
+    }
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {}", snapshot.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{braces} {}", snapshot.count);
+}
+
+/// The exposition text.
+pub async fn render(server: &Server) -> String {
+    let metrics = server.metrics();
+    let mut out = String::new();
+    let counter = |out: &mut String, name: &str, help: &str, kind: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    counter(
+        &mut out,
+        "atedb_connections_total",
+        "Connections accepted.",
+        "counter",
+        metrics.connections_total.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "atedb_connections_active",
+        "Open connections.",
+        "gauge",
+        metrics.connections_active.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "atedb_subscribers_active",
+        "Live subscriptions.",
+        "gauge",
+        metrics.subscribers_active.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "atedb_commits_total",
+        "Commits acknowledged.",
+        "counter",
+        metrics.commits_total.load(Ordering::Relaxed),
+    );
+    let _ =
+        writeln!(out, "# HELP atedb_rejected_total Requests refused, by reason.\n# TYPE atedb_rejected_total counter");
+    for (index, (_, reason)) in REJECTION_CODES.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "atedb_rejected_total{{reason=\"{reason}\"}} {}",
+            metrics.rejections[index].load(Ordering::Relaxed)
+        );
+    }
+    let other = metrics.rejections[REJECTION_CODES.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "atedb_rejected_total{{reason=\"other\"}} {other}");
+    let _ = writeln!(out, "# HELP atedb_commit_seconds Commit latency as served (validation to durable).\n# TYPE atedb_commit_seconds histogram");
+    histogram(&mut out, "atedb_commit_seconds", "", &metrics.commit_latency.snapshot());
+    let chains = server.open_chains().await;
+    counter(&mut out, "atedb_chains_open", "Chains open.", "gauge", chains.len() as u64);
+    let _ = writeln!(out, "# HELP atedb_chain_events_total Events appended.\n# TYPE atedb_chain_events_total counter");
+    for chain in &chains {
+        let events = chain.log_metrics().events_appended.load(Ordering::Relaxed);
+        let _ = writeln!(out, "atedb_chain_events_total{{chain=\"{}\"}} {events}", chain.key().directory_name());
+    }
+    let _ = writeln!(out, "# HELP atedb_chain_bytes_total Bytes appended.\n# TYPE atedb_chain_bytes_total counter");
+    for chain in &chains {
+        let bytes = chain.log_metrics().bytes_appended.load(Ordering::Relaxed);
+        let _ = writeln!(out, "atedb_chain_bytes_total{{chain=\"{}\"}} {bytes}", chain.key().directory_name());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP atedb_fsync_seconds Write + fdatasync of one group.\n# TYPE atedb_fsync_seconds histogram"
+    );
+    for chain in &chains {
+        let labels = format!("chain=\"{}\"", chain.key().directory_name());
+        histogram(&mut out, "atedb_fsync_seconds", &labels, &chain.log_metrics().sync_latency.snapshot());
+    }
+    out
+}
+
+/// Serves `GET /metrics` (any path) on `listener` until the task is dropped.
+pub async fn serve_metrics(listener: TcpListener, server: Arc<Server>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            // The request itself is not needed; read (bounded) what the client sent.
+            let mut request = [0u8; 2048];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request)).await;
+            let body = render(&server).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
