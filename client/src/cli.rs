@@ -116,6 +116,16 @@ pub async fn connect(
     fingerprint: Option<&str>,
     chain: &str,
 ) -> Result<crate::remote::RemoteConnection, CliError> {
+    Ok(connect_and_open(address, token_file, fingerprint, chain).await?.0)
+}
+
+/// [`connect`], also returning the chain's durable sequence at open.
+pub async fn connect_and_open(
+    address: &str,
+    token_file: Option<&Path>,
+    fingerprint: Option<&str>,
+    chain: &str,
+) -> Result<(crate::remote::RemoteConnection, u64), CliError> {
     let token_file =
         token_file.ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
     let token =
@@ -129,7 +139,7 @@ pub async fn connect(
         };
         let mut connection = connected.map_err(remote_error)?;
         match connection.open(chain).await {
-            Ok(_) => return Ok(connection),
+            Ok(durable) => return Ok((connection, durable)),
             Err(crate::remote::RemoteError::Redirect { address: owner }) => address = owner,
             Err(error) => return Err(remote_error(error)),
         }
@@ -262,6 +272,26 @@ impl TailLine {
             optional(&self.value)
         )
     }
+}
+
+/// A tail line for an event streamed from a server (plaintext payloads
+/// written by the CLI show their name and value).
+pub fn describe_remote(event: &crate::remote::RemoteEvent) -> Option<TailLine> {
+    let kind = match ate::format::EventKind::from_u8(event.header.kind)? {
+        ate::format::EventKind::Data => "put",
+        ate::format::EventKind::Tombstone => "del",
+        _ => return None,
+    };
+    let decoded = (event.header.read_key_id == [0; 32] && event.header.type_tag == cli_type_tag())
+        .then(|| postcard::from_bytes::<CliValue>(&event.payload).ok())
+        .flatten();
+    Some(TailLine {
+        sequence: event.header.sequence,
+        key: PrimaryKey::from_bytes(event.header.key).to_string(),
+        kind,
+        name: decoded.as_ref().map(|value| value.name.clone()),
+        value: decoded.map(|value| String::from_utf8_lossy(&value.value).into_owned()),
+    })
 }
 
 pub fn describe(event: &BusEvent) -> TailLine {

@@ -10,8 +10,27 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "atedb", version, about = "The ATE daemon: serves chains over TLS 1.3")]
 struct Arguments {
+    /// Log format on standard error (levels from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,7 +59,9 @@ fn default_data(data: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let (data, listen, metrics, options, config_path) = match Arguments::parse().command {
+    let arguments = Arguments::parse();
+    init_logging(arguments.log_format);
+    let (data, listen, metrics, options, config_path) = match arguments.command {
         Command::Solo { data, listen, metrics } => {
             (default_data(data), listen, metrics, ServerOptions::default(), None)
         }
@@ -92,7 +113,9 @@ async fn serve(
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("atedb listening on {}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, fingerprint = server.fingerprint(), data = %data.root.display(), "atedb listening");
+    println!("atedb listening on {local}");
     println!("fingerprint {}", server.fingerprint());
     println!("admin token {}", data.admin_token().display());
     if let Some(listener) = metrics {
@@ -127,9 +150,9 @@ async fn serve(
                 match load(path) {
                     Ok((_, options)) => {
                         server.reload(options.trusted_issuers, options.chain_policy);
-                        eprintln!("atedb: reloaded {}", path.display());
+                        tracing::info!(config = %path.display(), "configuration reloaded");
                     }
-                    Err(error) => eprintln!("atedb: keeping the old configuration: {error}"),
+                    Err(error) => tracing::error!(%error, "keeping the old configuration"),
                 }
                 atedb::systemd::notify("READY=1");
             }

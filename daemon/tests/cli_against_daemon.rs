@@ -62,10 +62,41 @@ fn ate_put_get_del_against_atedb_solo() {
     assert_eq!(ate(&["get", &target, "absent"]).status.code(), Some(1));
     assert!(ate(&["del", &target, "hello"]).status.success());
     assert_eq!(ate(&["get", &target, "hello"]).status.code(), Some(1));
+    // tail over the network: every event so far, then exit (no --follow).
+    let tail = ate(&["tail", &target, "--from", "0"]);
+    assert!(tail.status.success(), "{tail:?}");
+    let lines: Vec<String> = String::from_utf8_lossy(&tail.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("0 put ") && lines[0].ends_with("hello=world"), "{lines:?}");
+    assert!(lines[1].starts_with("1 del "), "{lines:?}");
 
     // A server whose certificate changed is refused, not trusted again.
     std::fs::write(&known, format!("{address} {}\n", "ab".repeat(32))).unwrap();
     let refused = ate(&["get", &target, "hello"]);
     assert_eq!(refused.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("fingerprint"), "{refused:?}");
+}
+
+#[test]
+fn json_logs_on_standard_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atedb"))
+        .args([
+            "--log-format",
+            "json",
+            "solo",
+            "--data",
+            dir.path().join("d").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _daemon = Daemon(child);
+    let line = BufReader::new(stderr).lines().next().unwrap().unwrap();
+    assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON line: {line}");
+    assert!(line.contains("\"atedb listening\"") && line.contains("\"fingerprint\""), "{line}");
 }

@@ -208,6 +208,28 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Tail { target, from, follow } => {
+            if let Target::Remote { address, chain } = Target::parse(&target)? {
+                let (connection, durable) = cli::connect_and_open(&address, token_file, fingerprint, &chain).await?;
+                if !follow && from >= durable {
+                    return Ok(());
+                }
+                let mut subscription =
+                    connection.subscribe(&chain, from).await.map_err(|e| CliError::Remote(e.to_string()))?;
+                loop {
+                    let event = subscription.next().await.map_err(|e| CliError::Remote(e.to_string()))?;
+                    let sequence = event.header.sequence;
+                    if let Some(line) = cli::describe_remote(&event) {
+                        if json {
+                            print_json(&line.to_json());
+                        } else {
+                            println!("{}", line.to_text());
+                        }
+                    }
+                    if !follow && sequence + 1 >= durable {
+                        return Ok(());
+                    }
+                }
+            }
             let chain = Target::parse(&target)?.open().await?;
             let mut subscription = chain.subscribe(&AteSession::default(), StartAt::Sequence(from))?;
             loop {
