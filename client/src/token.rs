@@ -68,12 +68,7 @@ pub fn issue(claims: &Claims, issuer: &PrivateSignKey) -> String {
     message.extend_from_slice(&claims);
     let signed = SignedToken { issuer: issuer.id(), signature: issuer.sign(&message), claims };
     let bytes = postcard::to_stdvec(&signed).expect("tokens serialize");
-    let mut text = String::with_capacity(PREFIX.len() + bytes.len() * 2);
-    text.push_str(PREFIX);
-    for byte in bytes {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
+    format!("{PREFIX}{}", crate::cli::to_hex(&bytes))
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

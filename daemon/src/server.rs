@@ -2,6 +2,7 @@
 
 use crate::config::ChainPolicy;
 use crate::metrics::ServerMetrics;
+use ate::chain::now_us;
 use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
 use ate::prelude::*;
 use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage};
@@ -447,10 +448,6 @@ async fn stream_records(chain: Arc<Chain>, mut from: u64, subscription: u64, out
             return;
         }
     }
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 fn load_or_create_issuer(path: &Path) -> Result<PrivateSignKey, ServerError> {

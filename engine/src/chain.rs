@@ -21,8 +21,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
-/// Microseconds since the Unix epoch.
-pub(crate) fn now_us() -> u64 {
+/// Microseconds since the Unix epoch (the clock every ATE timestamp uses).
+pub fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 

@@ -1,6 +1,5 @@
 //! Identifiers: object keys, chain keys, collections.
 
-use std::cell::RefCell;
 use std::fmt;
 
 /// 128-bit object key. Fresh keys come from a CSPRNG (BLAKE3 in keyed mode
@@ -10,38 +9,16 @@ use std::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PrimaryKey([u8; 16]);
 
-struct KeyGenerator {
-    secret: [u8; 32],
-    counter: u64,
-    /// A forked child must not replay its parent's stream.
-    process_id: u32,
-}
-
-thread_local! {
-    static KEY_GENERATOR: RefCell<Option<KeyGenerator>> = const { RefCell::new(None) };
-}
-
 impl PrimaryKey {
-    /// A fresh random key.
+    /// A fresh random key, from the engine's CSPRNG (`crypto::fill_random`).
     pub fn generate() -> Self {
-        KEY_GENERATOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let process_id = std::process::id();
-            if slot.as_ref().is_none_or(|generator| generator.process_id != process_id) {
-                let mut secret = [0u8; 32];
-                getrandom::fill(&mut secret).expect("the OS random source is unavailable");
-                *slot = Some(KeyGenerator { secret, counter: 0, process_id });
+        loop {
+            let mut key = [0u8; 16];
+            crate::crypto::fill_random(&mut key).expect("the OS random source is unavailable");
+            if key != [0u8; 16] {
+                return Self(key);
             }
-            let generator = slot.as_mut().expect("initialised above");
-            loop {
-                generator.counter += 1;
-                let output = blake3::keyed_hash(&generator.secret, &generator.counter.to_le_bytes());
-                let key: [u8; 16] = output.as_bytes()[..16].try_into().expect("16 bytes");
-                if key != [0u8; 16] {
-                    return Self(key);
-                }
-            }
-        })
+        }
     }
 
     /// The key every process derives from the same name.
@@ -118,9 +95,7 @@ impl ChainKey {
         let mut name = String::with_capacity(readable.len() + 65);
         name.push_str(if readable.is_empty() { "chain" } else { &readable });
         name.push('-');
-        for byte in self.chain_id() {
-            name.push_str(&format!("{byte:02x}"));
-        }
+        name.push_str(&crate::crypto::KeyId(self.chain_id()).to_string());
         name
     }
 }

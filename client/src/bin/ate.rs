@@ -188,7 +188,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         Command::Stat { target } => {
             let chain = Target::parse(&target)?.open().await?;
             let head = chain.tree_head()?;
-            let root: String = head.root.iter().map(|b| format!("{b:02x}")).collect();
+            let root = cli::to_hex(&head.root);
             if json {
                 print_json(&format!(
                     "{{\"chain\":{},\"events\":{},\"objects\":{},\"segments\":{},\"merkle_root\":\"{root}\",\"path\":{}}}",
@@ -280,7 +280,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             let (event_hash, proof) = chain
                 .inclusion_proof(sequence, head.tree_size)
                 .map_err(|_| CliError::NotFound(format!("event {sequence}")))?;
-            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let hex = cli::to_hex;
             if json {
                 print_json(&format!(
                     "{{\"sequence\":{sequence},\"tree_size\":{},\"root\":\"{}\",\"event_hash\":\"{}\",\"proof\":\"{}\"}}",
