@@ -3,15 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
 
 fn ate_binary() -> PathBuf {
     // Built beside atedb by `cargo test --workspace` (the README's test command).
@@ -24,19 +18,8 @@ fn ate_binary() -> PathBuf {
 fn ate_put_get_del_against_atedb_solo() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ate-data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atedb"))
-        .args(["solo", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _daemon = Daemon(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().unwrap().unwrap();
-    let address = first.strip_prefix("atedb listening on ").expect("listen line").to_string();
-    let fingerprint = lines.next().unwrap().unwrap();
-    assert!(fingerprint.starts_with("fingerprint "));
+    let daemon = common::spawn(&["solo", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], &[]);
+    let (address, fingerprint) = (daemon.address.clone(), daemon.fingerprint.clone());
 
     let known = dir.path().join("known_servers");
     let token = data.join("admin.token");
@@ -54,7 +37,7 @@ fn ate_put_get_del_against_atedb_solo() {
     assert_eq!(String::from_utf8_lossy(&put.stdout).trim(), "0");
     // The server was trusted on first use and pinned for next time.
     let pinned = std::fs::read_to_string(&known).unwrap();
-    assert!(pinned.contains(&address) && pinned.contains(fingerprint.trim_start_matches("fingerprint ")));
+    assert!(pinned.contains(&address) && pinned.contains(&fingerprint));
 
     let get = ate(&["get", &target, "hello"]);
     assert!(get.status.success(), "{get:?}");
@@ -95,7 +78,7 @@ fn json_logs_on_standard_error() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let _daemon = Daemon(child);
+    let _daemon = common::Daemon { child, address: String::new(), fingerprint: String::new() };
     let line = BufReader::new(stderr).lines().next().unwrap().unwrap();
     assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON line: {line}");
     assert!(line.contains("\"atedb listening\"") && line.contains("\"fingerprint\""), "{line}");

@@ -1,10 +1,11 @@
 //! `atedb run --config`: the chain-creation policy from the TOML file is
 //! enforced, and SIGHUP applies an edited file without a restart.
 
+mod common;
+
 use ate_client::protocol::ErrorCode;
 use ate_client::remote::{RemoteConnection, RemoteError};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creation_policy_is_enforced_and_reloaded_on_sighup() {
@@ -19,25 +20,18 @@ async fn creation_policy_is_enforced_and_reloaded_on_sighup() {
         std::fs::write(&config, text).unwrap();
     };
     write_config("\"shop-*\"");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atedb"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = lines.next().unwrap().unwrap().trim_start_matches("atedb listening on ").to_string();
-    let fingerprint = lines.next().unwrap().unwrap().trim_start_matches("fingerprint ").to_string();
+    let daemon = common::spawn(&["run", "--config", config.to_str().unwrap()], &[]);
+    let (address, fingerprint) = (&daemon.address, &daemon.fingerprint);
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
 
-    let mut client = RemoteConnection::connect(&address, &fingerprint, &token).await.unwrap();
+    let mut client = RemoteConnection::connect(address, fingerprint, &token).await.unwrap();
     client.open("shop-1").await.unwrap();
     let refused = client.open("payroll").await.unwrap_err();
     assert!(matches!(refused, RemoteError::Server { code: ErrorCode::Forbidden, .. }), "{refused}");
 
     write_config("\"shop-*\", \"payroll\"");
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    assert_eq!(unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) }, 0);
     let mut allowed = false;
     for _ in 0..100 {
         if client.open("payroll").await.is_ok() {
@@ -47,8 +41,7 @@ async fn creation_policy_is_enforced_and_reloaded_on_sighup() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(allowed, "the reloaded policy was not applied");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
 
     // A configuration with a typo is refused at start, with exit code 2.
     std::fs::write(&config, "listen_adress = \"127.0.0.1:0\"\n").unwrap();

@@ -2,11 +2,11 @@
 //! connections, WATCHDOG=1 periodically, STOPPING=1 on SIGTERM, then a
 //! clean exit (status 0) that keeps every acknowledged commit.
 
+mod common;
+
 use ate::prelude::*;
 use ate_client::remote::RemoteConnection;
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn receive(socket: &UnixDatagram) -> String {
@@ -22,17 +22,11 @@ async fn ready_watchdog_stopping_and_a_clean_exit_without_losing_acknowledged_co
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atedb"))
-        .args(["solo", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "200000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = lines.next().unwrap().unwrap().trim_start_matches("atedb listening on ").to_string();
-    let fingerprint = lines.next().unwrap().unwrap().trim_start_matches("fingerprint ").to_string();
+    let mut daemon = common::spawn(
+        &["solo", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[("NOTIFY_SOCKET", socket_path.as_os_str()), ("WATCHDOG_USEC", "200000".as_ref())],
+    );
+    let (address, fingerprint) = (daemon.address.clone(), daemon.fingerprint.clone());
     assert_eq!(receive(&socket), "READY=1");
     assert_eq!(receive(&socket), "WATCHDOG=1");
 
@@ -46,7 +40,7 @@ async fn ready_watchdog_stopping_and_a_clean_exit_without_losing_acknowledged_co
     }
     // SIGTERM.
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) }, 0);
     loop {
         let state = receive(&socket);
         if state == "STOPPING=1" {
@@ -54,7 +48,7 @@ async fn ready_watchdog_stopping_and_a_clean_exit_without_losing_acknowledged_co
         }
         assert_eq!(state, "WATCHDOG=1");
     }
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || daemon.child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "atedb exited with {status}");
 
     let config = AteConfig { log_path: Some(data), ..AteConfig::default() };
