@@ -103,8 +103,8 @@ impl Subscription {
     /// The next matching event already committed, without waiting.
     pub fn try_next(&mut self) -> Result<Option<BusEvent>> {
         loop {
-            let chain = Arc::clone(&self.chain);
-            let Some(event) = chain.read_at(&mut self.cursor)? else { return Ok(None) };
+            // Disjoint field borrows: the event borrows `chain`, decryption uses `reader`.
+            let Some(event) = self.chain.read_at(&mut self.cursor)? else { return Ok(None) };
             let header = event.header;
             let kind = match header.kind() {
                 Some(EventKind::Data) => BusEventKind::Data,
