@@ -81,20 +81,9 @@ pub fn verify_chain(
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|error| fail(path, 0, None, error.to_string()))?;
         let header =
             SegmentHeader::decode(&map).map_err(|error| fail(path, 0, None, format!("segment header: {error}")))?;
-        if header.chain_id != chain_id {
-            return Err(fail(path, 0, None, "segment belongs to another chain".into()));
-        }
-        if header.first_sequence != *first_sequence || header.first_sequence != next_sequence {
-            return Err(fail(
-                path,
-                0,
-                Some(next_sequence),
-                format!("segment starts at {}, expected {next_sequence}", header.first_sequence),
-            ));
-        }
-        if header.prev_hash != last_hash {
-            return Err(fail(path, 0, Some(next_sequence), "segment does not link to the previous segment".into()));
-        }
+        header
+            .check_continues(&chain_id, *first_sequence, next_sequence, &last_hash)
+            .map_err(|(sequence, reason)| fail(path, 0, sequence, reason))?;
         let mut offset = SEGMENT_HEADER_LEN;
         let mut pending: Vec<(usize, crate::format::DecodedRecord<'_>)> = Vec::new();
         loop {

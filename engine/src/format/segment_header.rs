@@ -62,6 +62,34 @@ impl SegmentHeader {
         out
     }
 
+    /// Checks that this segment continues a chain: it belongs to `chain_id`,
+    /// starts at `next_sequence` (which its file name must say too) and links
+    /// to `prev_hash`, the last event before it. The error carries the
+    /// sequence to report (if any) and why.
+    pub fn check_continues(
+        &self,
+        chain_id: &[u8; 32],
+        file_name_sequence: u64,
+        next_sequence: u64,
+        prev_hash: &[u8; 32],
+    ) -> Result<(), (Option<u64>, String)> {
+        if self.chain_id != *chain_id {
+            return Err((None, "segment belongs to another chain".into()));
+        }
+        if self.first_sequence != file_name_sequence || self.first_sequence != next_sequence {
+            let reason = format!(
+                "segment starts at sequence {} (file name says {file_name_sequence}), expected {next_sequence}",
+                self.first_sequence
+            );
+            return Err((Some(next_sequence), reason));
+        }
+        if self.prev_hash != *prev_hash {
+            let reason = "segment header does not link to the previous segment's last event".to_string();
+            return Err((Some(next_sequence), reason));
+        }
+        Ok(())
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, SegmentHeaderError> {
         let bytes = bytes.get(..SEGMENT_HEADER_LEN).ok_or(SegmentHeaderError::Truncated)?;
         if bytes[0..8] != SEGMENT_MAGIC {

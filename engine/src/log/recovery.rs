@@ -164,30 +164,9 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
         let (segment, header) =
             Segment::open(file).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
         let header = header.map_err(|e| corrupt(chain, &path, 0, None, format!("segment header: {e}")))?;
-        if header.chain_id != chain.chain_id {
-            return Err(corrupt(chain, &path, 0, None, "segment belongs to another chain".into()));
-        }
-        if header.first_sequence != first_sequence || header.first_sequence != next_sequence {
-            return Err(corrupt(
-                chain,
-                &path,
-                0,
-                Some(next_sequence),
-                format!(
-                    "segment starts at sequence {} (file name says {first_sequence}), expected {next_sequence}",
-                    header.first_sequence
-                ),
-            ));
-        }
-        if header.prev_hash != last_hash {
-            return Err(corrupt(
-                chain,
-                &path,
-                0,
-                Some(next_sequence),
-                "segment header does not link to the previous segment's last event".into(),
-            ));
-        }
+        header
+            .check_continues(&chain.chain_id, first_sequence, next_sequence, &last_hash)
+            .map_err(|(sequence, reason)| corrupt(chain, &path, 0, sequence, reason))?;
         let index = chain.segments.len();
         let bytes = segment.bytes();
         let mut offset = SEGMENT_HEADER_LEN;
