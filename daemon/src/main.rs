@@ -100,6 +100,17 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
     Ok((config, options))
 }
 
+/// Writes the start-up lines to standard output. A closed or broken stdout
+/// (the starter stopped reading) must not take the server down: `println!`
+/// would panic on EPIPE, so write explicitly and only log the failure.
+fn print_banner(banner: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush()) {
+        tracing::warn!(%error, "could not write the start-up banner to standard output");
+    }
+}
+
 async fn serve(
     data: DataDirectory,
     listen: SocketAddr,
@@ -115,13 +126,16 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, fingerprint = server.fingerprint(), data = %data.root.display(), "atedb listening");
-    println!("atedb listening on {local}");
-    println!("fingerprint {}", server.fingerprint());
-    println!("admin token {}", data.admin_token().display());
+    let mut banner = format!(
+        "atedb listening on {local}\nfingerprint {}\nadmin token {}\n",
+        server.fingerprint(),
+        data.admin_token().display()
+    );
     if let Some(listener) = metrics {
-        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        banner.push_str(&format!("metrics on http://{}/metrics\n", listener.local_addr()?));
         tokio::spawn(atedb::metrics::serve_metrics(listener, server.clone()));
     }
+    print_banner(&banner);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = {
         let server = server.clone();

@@ -83,3 +83,32 @@ fn json_logs_on_standard_error() {
     assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON line: {line}");
     assert!(line.contains("\"atedb listening\"") && line.contains("\"fingerprint\""), "{line}");
 }
+
+/// A supervisor that stops reading stdout (a closed pipe) must not kill the
+/// daemon: it once panicked on EPIPE while printing its start-up banner.
+#[test]
+fn a_closed_standard_output_does_not_stop_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ate-data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atedb"))
+        .args(["solo", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // The admin token is written before the banner; once it exists the
+    // banner write is imminent, and a daemon that would die of it has had
+    // ample time after another second.
+    for _ in 0..200 {
+        if data.join("admin.token").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(still_running, "atedb exited after its stdout was closed");
+}

@@ -31,5 +31,7 @@ pub fn spawn(arguments: &[&str], environment: &[(&str, &std::ffi::OsStr)]) -> Da
     let mut next = || lines.next().expect("atedb prints its address and fingerprint").expect("readable stdout");
     let address = next().strip_prefix("atedb listening on ").expect("listen line").to_string();
     let fingerprint = next().strip_prefix("fingerprint ").expect("fingerprint line").to_string();
+    // Keep reading so the daemon never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     Daemon { child, address, fingerprint }
 }
