@@ -423,13 +423,15 @@ impl Dio {
                 events.push(event);
             }
         }
-        let receipt = if payload_hashes.is_empty() {
-            self.chain.append(events, durability).await?
+        if let Some((upstream, scope)) = self.chain.upstream() {
+            // A replica: the owner sequences it (see `CommitScope`).
+            self.chain.forward(upstream, *scope, events, durability).await?;
+        } else if payload_hashes.is_empty() {
+            self.chain.append(events, durability).await?;
         } else {
             // Hashed once above, by this process: the chain need not hash again.
-            self.chain.append_hashed(events, payload_hashes, durability).await?
-        };
-        let _ = receipt;
+            self.chain.append_hashed(events, payload_hashes, durability).await?;
+        }
         // Versions of what this transaction wrote, for later optimistic checks.
         let written: Vec<PrimaryKey> =
             self.order.iter().filter(|key| !matches!(self.staged[*key], Staged::Cancelled)).copied().collect();

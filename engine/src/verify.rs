@@ -141,15 +141,25 @@ pub fn verify_chain(
     })
 }
 
-/// Signatures, then authority and the other validators, for one commit.
-fn check_commit(
+/// What a checked commit added to the chain of trust.
+#[derive(Debug, Default)]
+pub(crate) struct CommitTrustChanges {
+    pub public_keys: Vec<PublicSignKey>,
+    pub node_key_wraps: Vec<crate::trust::NodeKeyWrap>,
+}
+
+/// Signatures, then authority and the other validators, for one commit
+/// (whose records are already checksum-, sequence- and hash-chain-checked);
+/// on success `state` includes it. Shared by offline verification and by
+/// replicas ingesting commits another node sequenced.
+pub(crate) fn check_commit(
     state: &mut TrustState,
     trust: &TrustConfig,
     validators: &[Arc<dyn Validator>],
     chain_name: &str,
     chain_id: &[u8; 32],
     events: &[(usize, crate::format::DecodedRecord<'_>)],
-) -> Result<(), (usize, String)> {
+) -> Result<CommitTrustChanges, (usize, String)> {
     let mut kinds = Vec::with_capacity(events.len());
     for (index, (_, record)) in events.iter().enumerate() {
         kinds.push(record.header.kind().ok_or((index, "unknown event kind".to_string()))?);
@@ -195,9 +205,13 @@ fn check_commit(
     if let Some(root) = signers.root {
         staged.set_commit_root(root, now);
     }
+    let changes = CommitTrustChanges {
+        public_keys: staged.public_keys().to_vec(),
+        node_key_wraps: staged.node_key_wraps.clone(),
+    };
     let (first, last) = (events[0].1.sequence(), events[events.len() - 1].1.sequence());
     state.commit(staged, trust, now, first, last);
-    Ok(())
+    Ok(changes)
 }
 
 /// Signs a tree head (for example `VerifyReport::tree_head`).

@@ -200,9 +200,9 @@ async fn leases_expire_poison_goes_to_dead_letters_and_refused_releases_change_n
     let second = queue.take::<String>().await.unwrap().unwrap();
     assert_eq!(second.deliveries, 2, "the expired lease made the item available again");
     // The first holder's lease is gone: it can neither release nor acknowledge.
-    assert!(matches!(queue.release(first), Err(AteError::LeaseLost { .. })));
+    assert!(matches!(queue.release(first).await, Err(AteError::LeaseLost { .. })));
     assert!(queue.take::<String>().await.unwrap().is_none(), "a refused release freed someone else's lease");
-    queue.release(second).unwrap();
+    queue.release(second).await.unwrap();
     // Third delivery would exceed max_deliveries: the item moves to the dead letters.
     assert!(queue.take::<String>().await.unwrap().is_none());
     assert!(queue.is_empty());

@@ -47,7 +47,7 @@ pub(crate) struct Leases {
 
 impl Leases {
     /// Takes the item unless a live lease holds it; returns the delivery count.
-    fn acquire(&self, key: u128, token: u64, lease: Duration) -> Option<u32> {
+    pub(crate) fn acquire(&self, key: u128, token: u64, lease: Duration) -> Option<u32> {
         let now = Instant::now();
         let mut table = self.table.lock();
         let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
@@ -62,13 +62,13 @@ impl Leases {
 
     /// Whether `token` still holds `key` (its lease may have run out, but
     /// nobody has taken the item since).
-    fn holds(&self, key: u128, token: u64) -> bool {
+    pub(crate) fn holds(&self, key: u128, token: u64) -> bool {
         self.table.lock().get(&key).is_some_and(|lease| lease.token == token)
     }
 
     /// Gives the item back, only if `token` holds it: a refused or stale
     /// caller can never release someone else's lease.
-    fn release(&self, key: u128, token: u64) -> bool {
+    pub(crate) fn release(&self, key: u128, token: u64) -> bool {
         let mut table = self.table.lock();
         match table.get_mut(&key) {
             Some(lease) if lease.token == token => {
@@ -79,11 +79,13 @@ impl Leases {
         }
     }
 
-    fn forget(&self, key: u128, token: u64) {
+    pub(crate) fn forget(&self, key: u128, token: u64) -> bool {
         let mut table = self.table.lock();
-        if table.get(&key).is_some_and(|lease| lease.token == token) {
+        let held = table.get(&key).is_some_and(|lease| lease.token == token);
+        if held {
             table.remove(&key);
         }
+        held
     }
 }
 
@@ -178,7 +180,7 @@ impl Queue {
 
     /// Takes up to `max` available items, oldest first, each under its own lease.
     pub async fn take_many<T: DeserializeOwned>(&self, max: usize) -> Result<Vec<Delivery<T>>> {
-        let leases = self.chain.leases();
+        let chain = &self.chain;
         let mut taken = Vec::new();
         let mut dio = self.chain.dio(&self.session).await;
         for key in self.chain.children(&self.items, CollectionId::default()) {
@@ -186,9 +188,9 @@ impl Queue {
                 break;
             }
             let token = random_token()?;
-            let Some(deliveries) = leases.acquire(key.as_u128(), token, self.config.lease) else { continue };
+            let Some(deliveries) = chain.lease_acquire(key, token, self.config.lease).await? else { continue };
             let Some(version) = self.chain.version(&key) else {
-                leases.forget(key.as_u128(), token);
+                chain.lease_release(key, token, true).await?;
                 continue;
             };
             if deliveries > self.config.max_deliveries {
@@ -198,13 +200,15 @@ impl Queue {
             match dio.load::<T>(&key).await {
                 Ok(value) => taken.push(Delivery { key, value: value.into_inner(), deliveries, token, version }),
                 // Acknowledged by someone else in the meantime.
-                Err(AteError::NotFound { .. }) => leases.forget(key.as_u128(), token),
+                Err(AteError::NotFound { .. }) => {
+                    chain.lease_release(key, token, true).await?;
+                }
                 // A value that cannot be read is poison: straight to the dead letters.
                 Err(AteError::Deserialization { .. }) => self.dead_letter_item(key, token).await?,
                 Err(error) => {
-                    leases.release(key.as_u128(), token);
+                    chain.lease_release(key, token, false).await?;
                     for delivery in taken {
-                        leases.release(delivery.key.as_u128(), delivery.token);
+                        chain.lease_release(delivery.key, delivery.token, false).await?;
                     }
                     return Err(error);
                 }
@@ -217,10 +221,12 @@ impl Queue {
     /// meanwhile, each is acknowledged on its own instead, so the others
     /// still go through; returns how many were acknowledged.
     pub async fn ack_many<T>(&self, deliveries: Vec<Delivery<T>>) -> Result<usize> {
-        let leases = self.chain.leases();
-        let (held, lost): (Vec<_>, Vec<_>) =
-            deliveries.into_iter().partition(|delivery| leases.holds(delivery.key.as_u128(), delivery.token));
-        let _ = lost;
+        let mut held = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            if self.chain.lease_holds(delivery.key, delivery.token).await? {
+                held.push(delivery);
+            }
+        }
         let mut dio = self.chain.dio(&self.session).await;
         for delivery in &held {
             let placement = Some((self.items, CollectionId::default()));
@@ -229,7 +235,7 @@ impl Queue {
         match dio.commit().await {
             Ok(()) => {
                 for delivery in &held {
-                    leases.forget(delivery.key.as_u128(), delivery.token);
+                    self.chain.lease_release(delivery.key, delivery.token, true).await?;
                 }
                 Ok(held.len())
             }
@@ -251,8 +257,7 @@ impl Queue {
     /// Acknowledges a delivery: the item is tombstoned, atomically, and only
     /// if this delivery still holds it and nobody acknowledged it first.
     pub async fn ack<T>(&self, delivery: Delivery<T>) -> Result<()> {
-        let leases = self.chain.leases();
-        if !leases.holds(delivery.key.as_u128(), delivery.token) {
+        if !self.chain.lease_holds(delivery.key, delivery.token).await? {
             return Err(AteError::LeaseLost { key: delivery.key });
         }
         let mut dio = self.chain.dio(&self.session).await;
@@ -264,7 +269,7 @@ impl Queue {
         let result = dio.commit().await;
         match result {
             Ok(()) => {
-                leases.forget(delivery.key.as_u128(), delivery.token);
+                self.chain.lease_release(delivery.key, delivery.token, true).await?;
                 Ok(())
             }
             Err(AteError::Conflict { .. }) => Err(AteError::LeaseLost { key: delivery.key }),
@@ -274,13 +279,13 @@ impl Queue {
 
     /// Drops the lease of an item whose consumption was committed elsewhere
     /// (a service reply commit).
-    pub(crate) fn finished(&self, key: PrimaryKey, token: u64) {
-        self.chain.leases().forget(key.as_u128(), token);
+    pub(crate) async fn finished(&self, key: PrimaryKey, token: u64) -> Result<()> {
+        self.chain.lease_release(key, token, true).await.map(drop)
     }
 
     /// Gives a delivery back for someone else to take.
-    pub fn release<T>(&self, delivery: Delivery<T>) -> Result<()> {
-        if self.chain.leases().release(delivery.key.as_u128(), delivery.token) {
+    pub async fn release<T>(&self, delivery: Delivery<T>) -> Result<()> {
+        if self.chain.lease_release(delivery.key, delivery.token, false).await? {
             Ok(())
         } else {
             Err(AteError::LeaseLost { key: delivery.key })
@@ -292,7 +297,7 @@ impl Queue {
         let chain = Arc::clone(&self.chain);
         let mut dio = chain.dio(&self.session).await;
         let Some(event) = chain.get(&key) else {
-            chain.leases().forget(key.as_u128(), token);
+            chain.lease_release(key, token, true).await?;
             return Ok(());
         };
         let plaintext = dio.open_payload(key, event.header, event.payload)?;
@@ -300,7 +305,7 @@ impl Queue {
         dio.store_raw_child(&self.dead_letter, plaintext);
         dio.delete_expecting(key, Expect::Version(version), Some((self.items, CollectionId::default())));
         let result = dio.commit().await;
-        chain.leases().forget(key.as_u128(), token);
+        chain.lease_release(key, token, true).await?;
         match result {
             Ok(()) | Err(AteError::Conflict { .. }) => Ok(()),
             Err(error) => Err(error),

@@ -119,7 +119,9 @@ where
                 if let Err(error) = dio.commit().await {
                     tracing::warn!(%error, service = Request::TYPE_NAME, "replying failed");
                 }
-                queue.finished(request_key, token);
+                if let Err(error) = queue.finished(request_key, token).await {
+                    tracing::warn!(%error, service = Request::TYPE_NAME, "dropping the request's lease failed");
+                }
             }
             if wakeups.next().await.is_err() {
                 return;

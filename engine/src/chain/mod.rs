@@ -1,5 +1,8 @@
 //! Chains and the builder that opens them.
 
+mod replica;
+pub use replica::{CommitScope, Upstream, UpstreamFuture};
+
 use crate::config::{AteConfig, Durability, StorageBackend};
 use crate::crypto::{KeyId, PrivateSignKey, PublicSignKey};
 use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
@@ -347,6 +350,7 @@ impl ChainBuilder {
             root_keys: self.root_public_keys.clone(),
             plugins: self.plugins.clone(),
             leases: Default::default(),
+            upstream: Default::default(),
             verified_commits: Default::default(),
             proofs: parking_lot::Mutex::new(ProofCache::default()),
             shared,
@@ -443,6 +447,8 @@ pub struct Chain {
     root_keys: Vec<PublicSignKey>,
     plugins: Plugins,
     leases: crate::messaging::Leases,
+    /// Set on a replica: the owner that takes its commits and leases.
+    upstream: std::sync::OnceLock<(Arc<dyn Upstream>, CommitScope)>,
     /// Commits `verify_event` already checked (by last sequence).
     verified_commits: dashmap::DashSet<u64>,
     /// Merkle tree over event hashes, built on first use and extended after.
@@ -544,6 +550,11 @@ impl Chain {
         assert_eq!(events.len(), payload_hashes.len(), "one payload hash per event");
         if events.is_empty() {
             return Err(AteError::InvalidInput("a commit needs at least one event".into()));
+        }
+        if let Some((upstream, _)) = self.upstream() {
+            // `Chain::append` always waits for the sequences (full scope).
+            let receipt = self.forward(upstream, CommitScope::Full, events, durability).await?;
+            return receipt.ok_or_else(|| AteError::InvalidInput("full scope returns a receipt".into()));
         }
         let limit = self.shared.config.max_commit_bytes;
         let mut bytes = 0usize;
@@ -793,8 +804,31 @@ impl Chain {
         Ok(())
     }
 
-    pub(crate) fn leases(&self) -> &crate::messaging::Leases {
-        &self.leases
+    /// Takes `key` under a lease held by `token` unless a live lease holds
+    /// it; returns the delivery count. On a replica the owner decides.
+    pub async fn lease_acquire(&self, key: PrimaryKey, token: u64, lease: std::time::Duration) -> Result<Option<u32>> {
+        match self.upstream() {
+            Some((upstream, _)) => upstream.lease(key, token, lease).await,
+            None => Ok(self.leases.acquire(key.as_u128(), token, lease)),
+        }
+    }
+
+    /// Whether `token` still holds the lease on `key`.
+    pub async fn lease_holds(&self, key: PrimaryKey, token: u64) -> Result<bool> {
+        match self.upstream() {
+            Some((upstream, _)) => upstream.lease_holds(key, token).await,
+            None => Ok(self.leases.holds(key.as_u128(), token)),
+        }
+    }
+
+    /// Gives the lease on `key` back if `token` holds it (`forget`: and its
+    /// delivery count, once the item is gone); whether it did.
+    pub async fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> Result<bool> {
+        match self.upstream() {
+            Some((upstream, _)) => upstream.lease_release(key, token, forget).await,
+            None if forget => Ok(self.leases.forget(key.as_u128(), token)),
+            None => Ok(self.leases.release(key.as_u128(), token)),
+        }
     }
 
     /// Waits for the durable frontier to move (bus subscribers).

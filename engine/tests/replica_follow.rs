@@ -1,0 +1,234 @@
+//! A replica follows an owner chain: it ingests the owner's records only
+//! after verifying them, forwards its commits and leases to the owner, and
+//! refuses a stream that was tampered with, reordered or forged.
+
+mod common;
+
+use ate::chain::{CommitScope, Upstream, UpstreamFuture};
+use ate::crypto::{PrivateSignKey, ReadKey, SignatureScheme};
+use ate::messaging::{Queue, QueueConfig};
+use ate::prelude::*;
+use ate::trust::{ReadAuthority, WriteAuthority};
+use ate::CommitReceipt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An owner in the same process, standing in for a server.
+#[derive(Debug)]
+struct LocalOwner {
+    owner: Arc<Chain>,
+    deferred: parking_lot::Mutex<Option<AteError>>,
+}
+
+impl Upstream for LocalOwner {
+    fn commit(&self, events: Vec<NewEvent>, durability: Durability) -> UpstreamFuture<'_, CommitReceipt> {
+        Box::pin(self.owner.append(events, Some(durability)))
+    }
+    fn send(&self, events: Vec<NewEvent>, durability: Durability) -> UpstreamFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.owner.append(events, Some(durability)).await {
+                self.deferred.lock().get_or_insert(error);
+            }
+            Ok(())
+        })
+    }
+    fn take_deferred_error(&self) -> Option<AteError> {
+        self.deferred.lock().take()
+    }
+    fn lease(&self, key: PrimaryKey, token: u64, lease: Duration) -> UpstreamFuture<'_, Option<u32>> {
+        Box::pin(self.owner.lease_acquire(key, token, lease))
+    }
+    fn lease_holds(&self, key: PrimaryKey, token: u64) -> UpstreamFuture<'_, bool> {
+        Box::pin(self.owner.lease_holds(key, token))
+    }
+    fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> UpstreamFuture<'_, bool> {
+        Box::pin(self.owner.lease_release(key, token, forget))
+    }
+}
+
+async fn open(dir: &std::path::Path) -> Arc<Chain> {
+    let config = AteConfig { log_path: Some(dir.to_path_buf()), ..AteConfig::default() };
+    ChainBuilder::new(&config).await.build().open(&ChainKey::from("shared")).await.unwrap()
+}
+
+/// Copies the owner's records into the replica as they become durable,
+/// in deliberately awkward batch sizes (commits split across batches).
+fn pump(owner: Arc<Chain>, replica: Arc<Chain>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut carry = Vec::new();
+        let mut next = replica.next_sequence();
+        loop {
+            let (records, after) = owner.read_records(next, 700).unwrap();
+            if records.is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+            next = after;
+            carry.extend_from_slice(&records);
+            let used = replica.ingest(&carry).await.unwrap();
+            carry.drain(..used);
+        }
+    })
+}
+
+async fn follow(owner_dir: &std::path::Path, replica_dir: &std::path::Path) -> (Arc<Chain>, Arc<Chain>) {
+    let owner = open(owner_dir).await;
+    let replica = open(replica_dir).await;
+    let upstream = Arc::new(LocalOwner { owner: Arc::clone(&owner), deferred: Default::default() });
+    replica.attach_upstream(upstream, CommitScope::Full).unwrap();
+    (owner, replica)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_through_a_replica_are_sequenced_by_the_owner_and_read_back_verified() {
+    let (owner_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (owner, replica) = follow(owner_dir.path(), replica_dir.path()).await;
+    let pumping = pump(Arc::clone(&owner), Arc::clone(&replica));
+
+    // Signed and encrypted data written through the replica.
+    let writer = PrivateSignKey::generate(SignatureScheme::MlDsa44);
+    let read_key = ReadKey::generate().unwrap();
+    let mut session = AteSession::new("alice");
+    session.add_user_write_key(writer.clone()).add_user_read_key(read_key.clone());
+    let mut dio = replica.dio(&session).await;
+    let folder = *dio.store("folder".to_string()).unwrap().key();
+    dio.set_authority(&folder, WriteAuthority::Specific(vec![writer.id()]), ReadAuthority::Specific(read_key.id()))
+        .unwrap();
+    dio.commit().await.unwrap();
+    let mut keys = Vec::new();
+    for index in 0..20 {
+        keys.push(*dio.store_child(&folder, format!("secret {index}")).unwrap().key());
+        dio.commit().await.unwrap();
+    }
+    // Full scope: the replica has applied each commit when it returns.
+    for (index, key) in keys.iter().enumerate() {
+        assert_eq!(*dio.load::<String>(key).await.unwrap(), format!("secret {index}"));
+    }
+    assert_eq!(replica.next_sequence(), owner.next_sequence());
+    assert_eq!(replica.tree_head().unwrap().root, owner.tree_head().unwrap().root);
+
+    // Optimistic concurrency is decided by the owner.
+    let mut stale = replica.dio(&session).await;
+    let mut first = stale.load::<String>(&keys[0]).await.unwrap();
+    let mut other = replica.dio(&session).await;
+    let mut same = other.load::<String>(&keys[0]).await.unwrap();
+    *same = "changed".into();
+    other.update(&same).unwrap();
+    other.commit().await.unwrap();
+    *first = "lost update".into();
+    stale.update(&first).unwrap();
+    assert!(matches!(stale.commit().await, Err(AteError::Conflict { .. })));
+
+    // Leases live on the owner: a queue item taken through the replica is
+    // not available to a consumer of the owner, and acknowledging removes it.
+    let config = QueueConfig { lease: Duration::from_secs(30), ..QueueConfig::default() };
+    let remote_queue = Queue::new(&replica, &AteSession::default(), "jobs", config);
+    let owner_queue = Queue::new(&owner, &AteSession::default(), "jobs", config);
+    remote_queue.push("job".to_string()).await.unwrap();
+    let taken = remote_queue.take::<String>().await.unwrap().unwrap();
+    assert!(owner_queue.take::<String>().await.unwrap().is_none(), "the owner handed out a leased item");
+    remote_queue.ack(taken).await.unwrap();
+    assert!(replica.children(&remote_queue.items_key(), CollectionId::default()).is_empty());
+    pumping.abort();
+
+    // The replica's files verify on their own, like any chain.
+    drop(dio);
+    drop((stale, other, remote_queue, owner_queue));
+    let report = replica.verify().await.unwrap();
+    assert_eq!(report.events, owner.next_sequence());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_scope_returns_before_the_owner_answers_and_reports_rejections_later() {
+    let (owner_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let owner = open(owner_dir.path()).await;
+    let replica = open(replica_dir.path()).await;
+    let upstream = Arc::new(LocalOwner { owner: Arc::clone(&owner), deferred: Default::default() });
+    replica.attach_upstream(upstream, CommitScope::Local).unwrap();
+    let session = AteSession::default();
+    let mut dio = replica.dio(&session).await;
+    let key = *dio.store(1u32).unwrap().key();
+    dio.commit().await.unwrap();
+    // Not ingested yet (no pump): local scope did not wait for it.
+    assert!(replica.get(&key).is_none());
+    assert!(owner.get(&key).is_some());
+    // A commit the owner rejects (too large) is reported by the next one.
+    let mut dio = replica.dio(&session).await;
+    dio.store(vec![0u8; 17 << 20]).unwrap();
+    dio.commit().await.unwrap();
+    assert!(matches!(replica.flush().await, Err(AteError::CommitTooLarge { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_reordered_or_forged_streams_are_refused_and_nothing_of_them_is_applied() {
+    let (owner_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let owner = open(owner_dir.path()).await;
+    let writer = PrivateSignKey::generate(SignatureScheme::MlDsa44);
+    let mut session = AteSession::new("owner");
+    session.add_user_write_key(writer.clone());
+    let mut dio = owner.dio(&session).await;
+    let guarded = *dio.store("guarded".to_string()).unwrap().key();
+    dio.set_authority(&guarded, WriteAuthority::Specific(vec![writer.id()]), ReadAuthority::Everyone).unwrap();
+    dio.commit().await.unwrap();
+    for index in 0..3 {
+        dio.store(index).unwrap();
+        dio.commit().await.unwrap();
+    }
+    let (records, _) = owner.read_records(0, usize::MAX).unwrap();
+
+    let replica = open(replica_dir.path()).await;
+    // One flipped payload byte anywhere: refused.
+    let mut tampered = records.clone();
+    let last = tampered.len() - 20;
+    tampered[last] ^= 1;
+    let before = replica.next_sequence();
+    let consumed = replica.ingest(&tampered).await;
+    assert!(matches!(consumed, Err(AteError::Corrupt { .. })), "{consumed:?}");
+    // Commits before the damage were whole and verified: they were applied.
+    assert!(replica.next_sequence() > before);
+    assert!(replica.next_sequence() < owner.next_sequence());
+
+    // Starting from a sequence the replica is not at: refused.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = open(fresh_dir.path()).await;
+    let (later, _) = owner.read_records(2, usize::MAX).unwrap();
+    assert!(matches!(fresh.ingest(&later).await, Err(AteError::Corrupt { .. })));
+    assert_eq!(fresh.next_sequence(), 0);
+
+    // A forged commit: well-formed, correctly linked and checksummed, but
+    // an unsigned write to an object only `writer` may change.
+    let (history, next) = owner.read_records(0, usize::MAX).unwrap();
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(&history);
+    let (mut offset, mut last_hash) = (0, [0u8; 32]);
+    while let Some(record) = ate::format::decode_record(&aligned, offset).unwrap() {
+        last_hash = record.event_hash();
+        offset = record.next_offset;
+    }
+    let payload = b"forged".to_vec();
+    let header = ate::format::EventHeader {
+        sequence: next,
+        timestamp_us: ate::chain::now_us(),
+        collection: 0,
+        type_tag: 0,
+        reserved: 0,
+        parent: [0; 16],
+        read_key_id: [0; 32],
+        nonce: [0; 12],
+        reserved_tail: [0; 4],
+        payload_len: payload.len() as u32,
+        kind: ate::format::EventKind::Data as u8,
+        flags: ate::format::EventFlags::COMMIT_END,
+        key: *guarded.as_bytes(),
+        prev_hash: last_hash,
+        payload_hash: blake3::hash(&payload).into(),
+    };
+    let mut forged = aligned.clone();
+    ate::format::encode_record(&mut forged, &header, &payload);
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = open(follower_dir.path()).await;
+    let refused = follower.ingest(&forged).await;
+    assert!(matches!(refused, Err(AteError::Corrupt { .. })), "{refused:?}");
+    assert_eq!(follower.next_sequence(), next, "the honest history was applied, the forgery was not");
+    assert_eq!(follower.get(&guarded).unwrap().payload, owner.get(&guarded).unwrap().payload);
+}
