@@ -6,6 +6,7 @@
 //! stored value is postcard(`CliValue { name, value }`) with type tag
 //! `type_tag("ate.cli.value/v1")`, so `ls` can show names.
 
+use crate::registry::{Registry, RegistryConfig, ServerTrust};
 use ate::messaging::{type_tag, BusEvent, BusEventKind};
 use ate::prelude::*;
 use ate::CommitReceipt;
@@ -34,12 +35,8 @@ pub enum CliError {
     VerifyFailed(String),
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("I/O error: {0}")]
     Io(String),
-    #[error("server: {0}")]
-    Remote(String),
     #[error(transparent)]
     Engine(#[from] AteError),
 }
@@ -48,8 +45,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::NotFound(_) | CliError::VerifyFailed(_) => 1,
-            CliError::Usage(_) | CliError::Unsupported(_) => 2,
-            CliError::Io(_) | CliError::Engine(_) | CliError::Remote(_) => 3,
+            CliError::Usage(_) => 2,
+            CliError::Io(_) | CliError::Engine(_) => 3,
         }
     }
 }
@@ -94,113 +91,48 @@ impl Target {
         Ok(Target::Local { data_dir, chain: chain.to_string() })
     }
 
-    /// Opens the chain (embedded, for local targets).
-    pub async fn open(&self) -> Result<Arc<Chain>, CliError> {
+    /// Opens the chain: embedded for local targets; for network targets a
+    /// verified in-memory replica through a [`crate::registry::Registry`],
+    /// filled up to the server's durable frontier, whose commits go to the
+    /// server.
+    pub async fn open(&self, options: &ConnectOptions<'_>) -> Result<Arc<Chain>, CliError> {
         match self {
             Target::Local { data_dir, chain } => {
                 let config = AteConfig { log_path: Some(data_dir.clone()), ..AteConfig::default() };
                 Ok(ChainBuilder::new(&config).await.build().open(&ChainKey::from(chain.as_str())).await?)
             }
-            Target::Remote { address, .. } => Err(CliError::Unsupported(format!(
-                "tcp://{address}: this command works on local DIR/CHAIN targets only so far (put, get and del work remotely)"
-            ))),
+            Target::Remote { address, chain } => {
+                let token_file = options
+                    .token_file
+                    .ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
+                let token = std::fs::read_to_string(token_file)
+                    .map_err(|e| CliError::Io(format!("{}: {e}", token_file.display())))?;
+                let trust = match options.fingerprint {
+                    Some(fingerprint) => ServerTrust::Fingerprint(fingerprint.to_string()),
+                    None => ServerTrust::KnownServers(known_servers_path()),
+                };
+                let registry = Registry::new(RegistryConfig::new(token, trust)).await;
+                Ok(registry.open(&format!("tcp://{address}/{chain}")).await?)
+            }
         }
     }
 }
 
-/// Connects to a remote target with a token and a pinned (or first-use)
-/// fingerprint, and opens `chain`, following one redirect to its owner.
-pub async fn connect(
-    address: &str,
-    token_file: Option<&Path>,
-    fingerprint: Option<&str>,
-    chain: &str,
-) -> Result<crate::remote::RemoteConnection, CliError> {
-    Ok(connect_and_open(address, token_file, fingerprint, chain).await?.0)
+/// How the CLI reaches servers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectOptions<'a> {
+    pub token_file: Option<&'a Path>,
+    /// Pinned fingerprint; without it the known-servers file (first use).
+    pub fingerprint: Option<&'a str>,
 }
 
-/// [`connect`], also returning the chain's durable sequence at open.
-pub async fn connect_and_open(
-    address: &str,
-    token_file: Option<&Path>,
-    fingerprint: Option<&str>,
-    chain: &str,
-) -> Result<(crate::remote::RemoteConnection, u64), CliError> {
-    let token_file =
-        token_file.ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
-    let token =
-        std::fs::read_to_string(token_file).map_err(|e| CliError::Io(format!("{}: {e}", token_file.display())))?;
-    let mut address = address.to_string();
-    for _ in 0..2 {
-        let connected = match fingerprint {
-            Some(fingerprint) => crate::remote::RemoteConnection::connect(&address, fingerprint, &token).await,
-            // A redirect target is a different server: first use records its fingerprint too.
-            None => crate::remote::RemoteConnection::connect_known(&address, &known_servers_path(), &token).await,
-        };
-        let mut connection = connected.map_err(remote_error)?;
-        match connection.open(chain).await {
-            Ok(durable) => return Ok((connection, durable)),
-            Err(crate::remote::RemoteError::Redirect { address: owner }) => address = owner,
-            Err(error) => return Err(remote_error(error)),
-        }
-    }
-    Err(CliError::Remote(format!("chain '{chain}' is redirected more than once")))
-}
-
-fn remote_error(error: crate::remote::RemoteError) -> CliError {
-    CliError::Remote(error.to_string())
-}
-
-/// The CLI event for a named key (same format locally and remotely).
+/// The CLI event for a named key.
 fn put_event(name: &str, value: Vec<u8>) -> Result<NewEvent, CliError> {
     let payload = postcard::to_stdvec(&CliValue { name: name.to_string(), value })
         .map_err(|e| CliError::Io(format!("encoding the value: {e}")))?;
     let mut event = NewEvent::data(PrimaryKey::from_name(name), payload);
     event.type_tag = cli_type_tag();
     Ok(event)
-}
-
-pub async fn remote_put(
-    connection: &mut crate::remote::RemoteConnection,
-    chain: &str,
-    name: &str,
-    value: Vec<u8>,
-) -> Result<u64, CliError> {
-    let (_, last) = connection.commit(chain, &[put_event(name, value)?]).await.map_err(remote_error)?;
-    Ok(last)
-}
-
-/// (value, sequence of its version) of a named key on a server.
-pub async fn remote_get(
-    connection: &mut crate::remote::RemoteConnection,
-    chain: &str,
-    name: &str,
-) -> Result<(CliValue, u64), CliError> {
-    let record = connection
-        .load(chain, *PrimaryKey::from_name(name).as_bytes())
-        .await
-        .map_err(remote_error)?
-        .ok_or_else(|| CliError::NotFound(format!("key '{name}'")))?;
-    let mut aligned = ate::format::AlignedBytes::new();
-    aligned.extend_from_slice(&record);
-    let decoded = ate::format::decode_record(&aligned, 0)
-        .map_err(|e| CliError::Remote(format!("bad record from server: {e}")))?
-        .ok_or_else(|| CliError::Remote("empty record from server".into()))?;
-    let value = postcard::from_bytes::<CliValue>(decoded.payload)
-        .unwrap_or_else(|_| CliValue { name: name.to_string(), value: decoded.payload.to_vec() });
-    Ok((value, decoded.sequence()))
-}
-
-pub async fn remote_delete(
-    connection: &mut crate::remote::RemoteConnection,
-    chain: &str,
-    name: &str,
-) -> Result<u64, CliError> {
-    let (_, version) = remote_get(connection, chain, name).await?;
-    let mut event = NewEvent::tombstone(PrimaryKey::from_name(name));
-    event.expect = Expect::Version(version);
-    let (_, last) = connection.commit(chain, &[event]).await.map_err(remote_error)?;
-    Ok(last)
 }
 
 pub use ate::chain::now_us;
@@ -279,26 +211,6 @@ impl TailLine {
             optional(&self.value)
         )
     }
-}
-
-/// A tail line for an event streamed from a server (plaintext payloads
-/// written by the CLI show their name and value).
-pub fn describe_remote(event: &crate::remote::RemoteEvent) -> Option<TailLine> {
-    let kind = match ate::format::EventKind::from_u8(event.header.kind)? {
-        ate::format::EventKind::Data => "put",
-        ate::format::EventKind::Tombstone => "del",
-        _ => return None,
-    };
-    let decoded = (event.header.read_key_id == [0; 32] && event.header.type_tag == cli_type_tag())
-        .then(|| postcard::from_bytes::<CliValue>(&event.payload).ok())
-        .flatten();
-    Some(TailLine {
-        sequence: event.header.sequence,
-        key: PrimaryKey::from_bytes(event.header.key).to_string(),
-        kind,
-        name: decoded.as_ref().map(|value| value.name.clone()),
-        value: decoded.map(|value| String::from_utf8_lossy(&value.value).into_owned()),
-    })
 }
 
 pub fn describe(event: &BusEvent) -> TailLine {

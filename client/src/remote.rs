@@ -17,7 +17,7 @@ pub enum RemoteError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("server refused ({code:?}): {message}")]
-    Server { code: ErrorCode, message: String },
+    Server { code: ErrorCode, message: String, key: Option<[u8; 16]> },
     /// Another server owns the chain: connect there.
     #[error("chain is owned by {address}")]
     Redirect { address: String },
@@ -104,6 +104,11 @@ impl RemoteConnection {
         Ok(connection)
     }
 
+    /// The framed halves and the authenticated subject, for [`crate::link::Link`].
+    pub(crate) fn into_parts(self) -> (FramedReader<ReadHalf<Stream>>, WriteHalf<Stream>, String) {
+        (self.reader, self.writer, self.subject)
+    }
+
     fn request_id(&mut self) -> u64 {
         self.next_request += 1;
         self.next_request
@@ -122,7 +127,7 @@ impl RemoteConnection {
     async fn exchange(&mut self, message: ClientMessage) -> Result<ServerMessage, RemoteError> {
         self.send(&message).await?;
         match self.receive().await? {
-            ServerMessage::Error { code, message, .. } => Err(RemoteError::Server { code, message }),
+            ServerMessage::Error { code, message, key, .. } => Err(RemoteError::Server { code, message, key }),
             ServerMessage::Redirect { address, .. } => Err(RemoteError::Redirect { address }),
             reply => Ok(reply),
         }
@@ -215,7 +220,9 @@ impl RemoteSubscription {
                     self.pending.extend_from_slice(&records);
                     self.offset = 0;
                 }
-                ServerMessage::Error { code, message, .. } => return Err(RemoteError::Server { code, message }),
+                ServerMessage::Error { code, message, key, .. } => {
+                    return Err(RemoteError::Server { code, message, key })
+                }
                 _ => {}
             }
         }

@@ -28,7 +28,27 @@ pub struct Claims {
     pub expires_at_us: u64,
 }
 
+/// Roles a token can carry: `read` streams and loads events, `write`
+/// commits and takes queue leases, `admin` does both.
+pub const ROLE_READ: &str = "read";
+pub const ROLE_WRITE: &str = "write";
+pub const ROLE_ADMIN: &str = "admin";
+
 impl Claims {
+    fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|held| held == role || held == ROLE_ADMIN)
+    }
+
+    /// May subscribe to and load events.
+    pub fn may_read(&self) -> bool {
+        self.has_role(ROLE_READ)
+    }
+
+    /// May commit and take leases.
+    pub fn may_write(&self) -> bool {
+        self.has_role(ROLE_WRITE)
+    }
+
     pub fn allows_chain(&self, chain: &str) -> bool {
         self.chains.iter().any(|pattern| match pattern.strip_suffix('*') {
             Some(prefix) => chain.starts_with(prefix),

@@ -22,6 +22,10 @@ const EVENTS_BATCH_BYTES: usize = 1 << 20;
 /// Frames queued for one connection's writer before its producers wait.
 const OUTBOX_FRAMES: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Live subscriptions one connection may hold.
+const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1024;
+/// Longest lease a client may ask for (one hour).
+const MAX_LEASE_MS: u64 = 3_600_000;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -219,7 +223,8 @@ impl Server {
             claims: None,
             version: None,
             chains: HashMap::new(),
-            subscriptions: Vec::new(),
+            subscriptions: HashMap::new(),
+            next_subscription: 0,
         };
         let result = loop {
             let body = match reader.next().await {
@@ -246,14 +251,11 @@ impl Server {
                 break Ok(());
             }
         };
-        for task in session.subscriptions.drain(..) {
+        let subscriptions = session.subscriptions.len() as u64;
+        for (_, task) in session.subscriptions.drain() {
             task.abort();
         }
-        session
-            .server
-            .metrics
-            .subscribers_active
-            .fetch_sub(session.subscriptions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        session.server.metrics.subscribers_active.fetch_sub(subscriptions, std::sync::atomic::Ordering::Relaxed);
         session.server.metrics.connections_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(session);
         let _ = writer.await;
@@ -268,7 +270,8 @@ struct Session {
     claims: Option<Claims>,
     version: Option<u16>,
     chains: HashMap<String, Arc<Chain>>,
-    subscriptions: Vec<tokio::task::JoinHandle<()>>,
+    subscriptions: HashMap<u64, tokio::task::JoinHandle<()>>,
+    next_subscription: u64,
 }
 
 fn error_code(error: &AteError) -> ErrorCode {
@@ -290,7 +293,43 @@ impl Session {
 
     async fn error(&self, request: Option<u64>, code: ErrorCode, message: String) -> bool {
         self.server.metrics.rejected(code);
-        self.send(ServerMessage::Error { request, code, message }).await
+        self.send(ServerMessage::Error { request, code, message, key: None }).await
+    }
+
+    /// An engine error answering `request`, with the object it concerns.
+    async fn engine_error(&self, request: u64, error: AteError) -> bool {
+        let code = error_code(&error);
+        self.server.metrics.rejected(code);
+        let key = match &error {
+            AteError::Conflict { key } | AteError::Rejected { key, .. } | AteError::LeaseLost { key } => {
+                Some(*key.as_bytes())
+            }
+            _ => None,
+        };
+        self.send(ServerMessage::Error { request: Some(request), code, message: error.to_string(), key }).await
+    }
+
+    /// Refuses unless the token carries `role` (`Some(true)` read, `Some(false)` write).
+    async fn authorise(&self, request: u64, write: bool) -> bool {
+        let Some(claims) = &self.claims else {
+            self.error(Some(request), ErrorCode::Unauthenticated, "authenticate first".into()).await;
+            return false;
+        };
+        let (allowed, role) =
+            if write { (claims.may_write(), token::ROLE_WRITE) } else { (claims.may_read(), token::ROLE_READ) };
+        if !allowed {
+            let message = format!("token for '{}' lacks the '{role}' role", claims.subject);
+            self.error(Some(request), ErrorCode::Forbidden, message).await;
+        }
+        allowed
+    }
+
+    /// The chain `name` if the token allows it and carries the role.
+    async fn chain_for(&mut self, request: u64, name: &str, write: bool) -> Option<Arc<Chain>> {
+        if !self.authorise(request, write).await {
+            return None;
+        }
+        self.chain(request, name).await
     }
 
     /// The chain `name`, if this connection's token allows it.
@@ -366,12 +405,16 @@ impl Session {
                 }
             }
             ClientMessage::Open { request, chain } => {
+                let readable = self.claims.as_ref().is_some_and(|claims| claims.may_read() || claims.may_write());
+                if !readable && !self.authorise(request, false).await {
+                    return true;
+                }
                 let Some(opened) = self.chain(request, &chain).await else { return true };
                 let durable_sequence = opened.durable_sequence();
                 self.send(ServerMessage::Opened { request, chain_id: opened.key().chain_id(), durable_sequence }).await
             }
             ClientMessage::Commit { request, chain, durability, events } => {
-                let Some(chain) = self.chain(request, &chain).await else { return true };
+                let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 let mut converted = Vec::with_capacity(events.len());
                 for event in events {
                     match NewEvent::try_from(event) {
@@ -387,30 +430,79 @@ impl Session {
                         let (first_sequence, last_sequence) = (receipt.first_sequence, receipt.last_sequence);
                         self.send(ServerMessage::Committed { request, first_sequence, last_sequence }).await
                     }
-                    Err(error) => self.error(Some(request), error_code(&error), error.to_string()).await,
+                    Err(error) => self.engine_error(request, error).await,
                 }
             }
             ClientMessage::Load { request, chain, key } => {
-                let Some(chain) = self.chain(request, &chain).await else { return true };
+                let Some(chain) = self.chain_for(request, &chain, false).await else { return true };
                 let record = chain.record_bytes(&PrimaryKey::from_bytes(key)).map(<[u8]>::to_vec);
                 self.send(ServerMessage::Loaded { request, record }).await
             }
             ClientMessage::Subscribe { request, chain, from, .. } => {
-                let Some(chain) = self.chain(request, &chain).await else { return true };
-                let subscription = self.subscriptions.len() as u64 + 1;
+                let Some(chain) = self.chain_for(request, &chain, false).await else { return true };
+                if self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+                    let message = format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection");
+                    return self.error(Some(request), ErrorCode::TooLarge, message).await;
+                }
+                self.next_subscription += 1;
+                let subscription = self.next_subscription;
                 if !self.send(ServerMessage::Subscribed { request, subscription }).await {
                     return false;
                 }
                 self.server.metrics.subscribers_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.subscriptions.push(tokio::spawn(stream_records(chain, from, subscription, self.outbox.clone())));
+                let task = tokio::spawn(stream_records(chain, from, subscription, self.outbox.clone()));
+                self.subscriptions.insert(subscription, task);
+                true
+            }
+            ClientMessage::Unsubscribe { subscription } => {
+                if let Some(task) = self.subscriptions.remove(&subscription) {
+                    task.abort();
+                    self.server.metrics.subscribers_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 true
             }
             ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
-            ClientMessage::Unsubscribe { .. }
-            | ClientMessage::Lease { .. }
-            | ClientMessage::Release { .. }
-            | ClientMessage::ConsumerOffset { .. } => {
-                self.error(None, ErrorCode::BadRequest, "not served by this version of atedb yet".into()).await
+            ClientMessage::Lease { request, chain, key, token, lease_ms } => {
+                let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
+                let key = PrimaryKey::from_bytes(key);
+                // Only items that exist can be leased: the lease table stays
+                // as small as the queues themselves.
+                if chain.version(&key).is_none() {
+                    return self.send(ServerMessage::Leased { request, deliveries: None }).await;
+                }
+                let lease = Duration::from_millis(lease_ms.min(MAX_LEASE_MS));
+                match chain.lease_acquire(key, token, lease).await {
+                    Ok(deliveries) => self.send(ServerMessage::Leased { request, deliveries }).await,
+                    Err(error) => self.engine_error(request, error).await,
+                }
+            }
+            ClientMessage::Release { request, chain, key, token, forget } => {
+                let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
+                match chain.lease_release(PrimaryKey::from_bytes(key), token, forget).await {
+                    Ok(released) => self.send(ServerMessage::Released { request, released }).await,
+                    Err(error) => self.engine_error(request, error).await,
+                }
+            }
+            ClientMessage::LeaseHolds { request, chain, key, token } => {
+                let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
+                match chain.lease_holds(PrimaryKey::from_bytes(key), token).await {
+                    Ok(held) => self.send(ServerMessage::LeaseHeld { request, held }).await,
+                    Err(error) => self.engine_error(request, error).await,
+                }
+            }
+            ClientMessage::ConsumerOffset { request, chain, consumer, offset } => {
+                let write = offset.is_some();
+                let Some(chain) = self.chain_for(request, &chain, write).await else { return true };
+                let result = match offset {
+                    None => ate::messaging::consumer_offset(&chain, &consumer).await,
+                    Some(offset) => {
+                        ate::messaging::set_consumer_offset(&chain, &consumer, offset).await.map(|()| offset)
+                    }
+                };
+                match result {
+                    Ok(offset) => self.send(ServerMessage::Offset { request, offset }).await,
+                    Err(error) => self.engine_error(request, error).await,
+                }
             }
         }
     }
@@ -425,8 +517,9 @@ async fn stream_records(chain: Arc<Chain>, mut from: u64, subscription: u64, out
         let (records, next) = match chain.read_records(from, EVENTS_BATCH_BYTES) {
             Ok(batch) => batch,
             Err(error) => {
+                let message = error.to_string();
                 let _ = outbox
-                    .send(ServerMessage::Error { request: None, code: ErrorCode::Internal, message: error.to_string() })
+                    .send(ServerMessage::Error { request: None, code: ErrorCode::Internal, message, key: None })
                     .await;
                 return;
             }

@@ -113,7 +113,7 @@ async fn wrong_fingerprints_and_bad_tokens_are_refused() {
     let scoped = issue(
         &Claims {
             subject: "shop".into(),
-            roles: vec![],
+            roles: vec!["write".into()],
             chains: vec!["shop-*".into()],
             issued_at_us: now_us(),
             expires_at_us: now_us() + 60_000_000,
@@ -125,6 +125,14 @@ async fn wrong_fingerprints_and_bad_tokens_are_refused() {
     assert!(matches!(error, RemoteError::Server { code: ErrorCode::Forbidden, .. }), "{error}");
     shop.open("shop-orders").await.unwrap();
     shop.ping().await.unwrap();
+    // Write-only: commits go through, reading is refused before anything
+    // is sent, and the connection stays usable after each refusal.
+    shop.commit("shop-orders", &[NewEvent::data(PrimaryKey::generate(), b"order".to_vec())]).await.unwrap();
+    let error = shop.load("shop-orders", [0; 16]).await.unwrap_err();
+    assert!(matches!(error, RemoteError::Server { code: ErrorCode::Forbidden, .. }), "{error}");
+    shop.ping().await.unwrap();
+    let error = shop.subscribe("shop-orders", 0).await.unwrap_err();
+    assert!(matches!(error, RemoteError::Server { code: ErrorCode::Forbidden, .. }), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

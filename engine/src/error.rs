@@ -65,6 +65,27 @@ pub enum AteError {
     InvalidInput(String),
     #[error("chain '{chain}' is closed")]
     Closed { chain: String },
+    /// The server that owns a remote chain refused a request, or could not
+    /// be reached (see [`RemoteFailure`] for what a caller can do).
+    #[error("remote chain: {failure:?}: {message}")]
+    Remote { failure: RemoteFailure, message: String },
+}
+
+/// Classes of remote failures a caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteFailure {
+    /// The connection is down or the server is unavailable: retry later (a
+    /// retried signed commit is recognised and not applied twice).
+    Unavailable,
+    /// The token does not allow this.
+    Forbidden,
+    /// Validation on the server refused the commit.
+    Rejected,
+    /// The commit is larger than the server allows.
+    TooLarge,
+    /// Any other refusal; the message says why.
+    Refused,
 }
 
 impl AteError {

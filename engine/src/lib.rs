@@ -39,7 +39,7 @@ pub mod view;
 pub use chain::{Chain, ChainBuilder, Expect, NewEvent};
 pub use config::{AteConfig, Durability, StorageBackend};
 pub use dio::{Dao, Dio};
-pub use error::{AteError, Result};
+pub use error::{AteError, RemoteFailure, Result};
 pub use key::{ChainKey, CollectionId, PrimaryKey};
 pub use log::CommitReceipt;
 pub use log::EventRef;

@@ -1,7 +1,9 @@
 //! `ate`: the command-line tool for ATE chains.
 //!
 //! Targets are `DIR/CHAIN` (a local data directory, the engine embedded)
-//! or `tcp://host[:port]/CHAIN` (an `atedb` server: arrives with the daemon).
+//! or `tcp://host[:port]/CHAIN` (an `atedb` server; every command works on
+//! a verified replica of the chain, so `verify` and `proof` check what the
+//! server sent instead of trusting it).
 //!
 //! Exit codes: 0 success; 1 the thing asked for is absent or fails
 //! verification; 2 bad usage; 3 any other error (I/O, locked chain, ...).
@@ -81,7 +83,8 @@ enum TokenCommand {
         /// Chains the token may open: names, or prefixes ending in `*`.
         #[arg(long = "chain", default_value = "*")]
         chains: Vec<String>,
-        #[arg(long = "role")]
+        /// Roles: `read` (subscribe, load), `write` (commit, leases), `admin` (both).
+        #[arg(long = "role", default_values = ["read", "write"])]
         roles: Vec<String>,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
@@ -113,8 +116,10 @@ fn print_json(value: &str) {
 
 async fn run(arguments: Arguments) -> Result<(), CliError> {
     let json = arguments.json;
-    let token_file = arguments.token_file.as_deref();
-    let fingerprint = arguments.fingerprint.as_deref();
+    let options = cli::ConnectOptions {
+        token_file: arguments.token_file.as_deref(),
+        fingerprint: arguments.fingerprint.as_deref(),
+    };
     match arguments.command {
         Command::Put { target, key, value } => {
             let value = match value {
@@ -125,13 +130,8 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                     bytes
                 }
             };
-            let sequence = match Target::parse(&target)? {
-                Target::Remote { address, chain } => {
-                    let mut connection = cli::connect(&address, token_file, fingerprint, &chain).await?;
-                    cli::remote_put(&mut connection, &chain, &key, value).await?
-                }
-                local => cli::put(&*local.open().await?, &key, value).await?.last_sequence,
-            };
+            let chain = Target::parse(&target)?.open(&options).await?;
+            let sequence = cli::put(&chain, &key, value).await?.last_sequence;
             if json {
                 print_json(&format!("{{\"key\":{},\"sequence\":{sequence}}}", cli::json_string(&key)));
             } else {
@@ -139,13 +139,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Get { target, key } => {
-            let value = match Target::parse(&target)? {
-                Target::Remote { address, chain } => {
-                    let mut connection = cli::connect(&address, token_file, fingerprint, &chain).await?;
-                    cli::remote_get(&mut connection, &chain, &key).await?.0
-                }
-                local => cli::get(&*local.open().await?, &key)?,
-            };
+            let value = cli::get(&*Target::parse(&target)?.open(&options).await?, &key)?;
             if json {
                 print_json(&format!(
                     "{{\"key\":{},\"value\":{}}}",
@@ -160,13 +154,8 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Del { target, key } => {
-            let sequence = match Target::parse(&target)? {
-                Target::Remote { address, chain } => {
-                    let mut connection = cli::connect(&address, token_file, fingerprint, &chain).await?;
-                    cli::remote_delete(&mut connection, &chain, &key).await?
-                }
-                local => cli::delete(&*local.open().await?, &key).await?.last_sequence,
-            };
+            let chain = Target::parse(&target)?.open(&options).await?;
+            let sequence = cli::delete(&chain, &key).await?.last_sequence;
             if json {
                 print_json(&format!("{{\"key\":{},\"sequence\":{sequence}}}", cli::json_string(&key)));
             } else {
@@ -174,7 +163,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Ls { target } => {
-            let chain = Target::parse(&target)?.open().await?;
+            let chain = Target::parse(&target)?.open(&options).await?;
             let names = cli::list(&chain);
             if json {
                 let items: Vec<String> = names.iter().map(|name| cli::json_string(name)).collect();
@@ -186,7 +175,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Stat { target } => {
-            let chain = Target::parse(&target)?.open().await?;
+            let chain = Target::parse(&target)?.open(&options).await?;
             let head = chain.tree_head()?;
             let root = cli::to_hex(&head.root);
             if json {
@@ -208,29 +197,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Tail { target, from, follow } => {
-            if let Target::Remote { address, chain } = Target::parse(&target)? {
-                let (connection, durable) = cli::connect_and_open(&address, token_file, fingerprint, &chain).await?;
-                if !follow && from >= durable {
-                    return Ok(());
-                }
-                let mut subscription =
-                    connection.subscribe(&chain, from).await.map_err(|e| CliError::Remote(e.to_string()))?;
-                loop {
-                    let event = subscription.next().await.map_err(|e| CliError::Remote(e.to_string()))?;
-                    let sequence = event.header.sequence;
-                    if let Some(line) = cli::describe_remote(&event) {
-                        if json {
-                            print_json(&line.to_json());
-                        } else {
-                            println!("{}", line.to_text());
-                        }
-                    }
-                    if !follow && sequence + 1 >= durable {
-                        return Ok(());
-                    }
-                }
-            }
-            let chain = Target::parse(&target)?.open().await?;
+            let chain = Target::parse(&target)?.open(&options).await?;
             let mut subscription = chain.subscribe(&AteSession::default(), StartAt::Sequence(from))?;
             loop {
                 let event = if follow { Some(subscription.next().await?) } else { subscription.try_next()? };
@@ -244,7 +211,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Verify { target } => {
-            let chain = Target::parse(&target)?.open().await?;
+            let chain = Target::parse(&target)?.open(&options).await?;
             let total = chain.durable_sequence();
             let bar = std::io::stderr().is_terminal().then(|| indicatif::ProgressBar::new(total));
             let report = chain.verify().await;
@@ -275,7 +242,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Proof { target, sequence } => {
-            let chain = Target::parse(&target)?.open().await?;
+            let chain = Target::parse(&target)?.open(&options).await?;
             let head = chain.tree_head()?;
             let (event_hash, proof) = chain
                 .inclusion_proof(sequence, head.tree_size)

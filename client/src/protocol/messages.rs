@@ -160,18 +160,23 @@ pub enum ClientMessage {
         chain: String,
         key: [u8; 16],
     },
-    /// Take (or renew) a lease on an object for `lease_ms`.
+    /// Take a lease on a queue item for `lease_ms`, held by `token` (chosen
+    /// by the client, random): answered by `Leased`.
     Lease {
         request: u64,
         chain: String,
         key: [u8; 16],
+        token: u64,
         lease_ms: u64,
     },
+    /// Give a lease back if `token` holds it (`forget`: and drop the
+    /// item's delivery count, once it is gone): answered by `Released`.
     Release {
         request: u64,
         chain: String,
         key: [u8; 16],
         token: u64,
+        forget: bool,
     },
     /// Read (`offset: None`) or commit a named consumer's position.
     ConsumerOffset {
@@ -180,8 +185,16 @@ pub enum ClientMessage {
         consumer: String,
         offset: Option<u64>,
     },
+    /// Answered by `Pong` with the same nonce (clients use it as a request id).
     Ping {
         nonce: u64,
+    },
+    /// Whether `token` still holds the lease on `key`: answered by `LeaseHeld`.
+    LeaseHolds {
+        request: u64,
+        chain: String,
+        key: [u8; 16],
+        token: u64,
     },
 }
 
@@ -224,27 +237,54 @@ pub enum ServerMessage {
         request: u64,
         record: Option<Vec<u8>>,
     },
+    /// The delivery count, or `None` when a live lease of someone else holds the item.
     Leased {
         request: u64,
-        token: u64,
-        deliveries: u32,
+        deliveries: Option<u32>,
     },
     Released {
         request: u64,
+        released: bool,
     },
     Offset {
         request: u64,
         offset: u64,
     },
     /// A request failed (or, without a request id, the connection did).
+    /// `key`: the object concerned, for conflicts and rejections.
     Error {
         request: Option<u64>,
         code: ErrorCode,
         message: String,
+        key: Option<[u8; 16]>,
     },
     Pong {
         nonce: u64,
     },
+    LeaseHeld {
+        request: u64,
+        held: bool,
+    },
+}
+
+impl ServerMessage {
+    /// The request this message answers, if it answers one.
+    pub fn request(&self) -> Option<u64> {
+        match self {
+            ServerMessage::Opened { request, .. }
+            | ServerMessage::Redirect { request, .. }
+            | ServerMessage::Subscribed { request, .. }
+            | ServerMessage::Committed { request, .. }
+            | ServerMessage::Loaded { request, .. }
+            | ServerMessage::Leased { request, .. }
+            | ServerMessage::Released { request, .. }
+            | ServerMessage::Offset { request, .. }
+            | ServerMessage::LeaseHeld { request, .. } => Some(*request),
+            ServerMessage::Error { request, .. } => *request,
+            ServerMessage::Pong { nonce } => Some(*nonce),
+            ServerMessage::HelloAck { .. } | ServerMessage::Authenticated { .. } | ServerMessage::Events { .. } => None,
+        }
+    }
 }
 
 fn encode<T: Serialize>(message: &T) -> Vec<u8> {
@@ -301,7 +341,9 @@ mod tests {
                 events: vec![event],
             },
             ClientMessage::Load { request: 4, chain: "c".into(), key: [5; 16] },
-            ClientMessage::Lease { request: 5, chain: "c".into(), key: [5; 16], lease_ms: 1000 },
+            ClientMessage::Lease { request: 5, chain: "c".into(), key: [5; 16], token: 3, lease_ms: 1000 },
+            ClientMessage::Release { request: 5, chain: "c".into(), key: [5; 16], token: 3, forget: true },
+            ClientMessage::LeaseHolds { request: 5, chain: "c".into(), key: [5; 16], token: 3 },
             ClientMessage::ConsumerOffset { request: 6, chain: "c".into(), consumer: "billing".into(), offset: None },
             ClientMessage::Ping { nonce: 99 },
         ]
@@ -315,7 +357,13 @@ mod tests {
         let replies = [
             ServerMessage::HelloAck { version: 1, server: "atedb".into() },
             ServerMessage::Committed { request: 3, first_sequence: 10, last_sequence: 12 },
-            ServerMessage::Error { request: Some(3), code: ErrorCode::Rejected, message: "event 1: frozen".into() },
+            ServerMessage::Error {
+                request: Some(3),
+                code: ErrorCode::Rejected,
+                message: "event 1: frozen".into(),
+                key: Some([1; 16]),
+            },
+            ServerMessage::Leased { request: 4, deliveries: Some(2) },
             ServerMessage::Events { subscription: 1, records: vec![0; 64] },
         ];
         for reply in replies {

@@ -172,6 +172,28 @@ impl ChainBuilder {
         }
     }
 
+    /// Keeps chains in memory: a temporary folder on `/dev/shm` (tmpfs) when
+    /// the machine has one, else in the system temporary folder; removed
+    /// when the builder and its chains are gone. `config.log_path` is ignored.
+    pub async fn in_memory(config: &AteConfig) -> Self {
+        let shm = Path::new("/dev/shm");
+        let created = if shm.is_dir() {
+            tempfile::Builder::new().prefix("ate-").tempdir_in(shm)
+        } else {
+            tempfile::Builder::new().prefix("ate-").tempdir()
+        };
+        let mut builder = Self::new(&AteConfig { log_path: Some(PathBuf::new()), ..config.clone() }).await;
+        match created {
+            Ok(dir) => {
+                builder.root = Ok(dir.path().to_path_buf());
+                builder.temp = Some(Arc::new(dir));
+            }
+            Err(error) => builder.root = Err(format!("cannot create a temporary folder: {error}")),
+        }
+        builder.config.log_path = None;
+        builder
+    }
+
     /// Adds a validator: every commit must pass it before it is written.
     pub fn add_validator(mut self, validator: Arc<dyn Validator>) -> Self {
         self.plugins.validators.push(validator);

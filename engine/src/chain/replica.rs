@@ -191,6 +191,10 @@ impl Chain {
         let mut last_hash = state.last_hash;
         loop {
             if !whole_record_at(records, cursor) {
+                // Bounded: a commit may not outgrow the chain's limit while it arrives.
+                if records.len() - offset > self.shared.config.max_commit_bytes {
+                    return Err(corrupt(cursor, next_sequence, "commit larger than this chain allows".into()));
+                }
                 return Ok(None);
             }
             let record = match decode_record(records, cursor) {

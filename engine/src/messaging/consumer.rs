@@ -33,13 +33,9 @@ impl Consumer {
         name: &str,
         collection: Option<(PrimaryKey, CollectionId)>,
     ) -> Result<Self> {
-        let offset_key = PrimaryKey::from_name(&format!("ate.consumer/{}/{name}", chain.key().name()));
+        let offset_key = offset_key(chain, name);
         let mut offsets = chain.dio(session).await;
-        let committed = match offsets.load::<u64>(&offset_key).await {
-            Ok(offset) => *offset,
-            Err(AteError::NotFound { .. }) => 0,
-            Err(error) => return Err(error),
-        };
+        let committed = load_offset(&mut offsets, &offset_key).await?;
         let subscription = Subscription::new(chain, session, StartAt::Sequence(committed), collection)?;
         Ok(Self { subscription, offsets, offset_key, committed })
     }
@@ -98,6 +94,34 @@ impl Consumer {
         self.commit(sequence).await?;
         Ok(sequence)
     }
+}
+
+/// Where consumer `name` of `chain` keeps its position.
+fn offset_key(chain: &Chain, name: &str) -> PrimaryKey {
+    PrimaryKey::from_name(&format!("ate.consumer/{}/{name}", chain.key().name()))
+}
+
+async fn load_offset(dio: &mut Dio, key: &PrimaryKey) -> Result<u64> {
+    match dio.load::<u64>(key).await {
+        Ok(offset) => Ok(*offset),
+        Err(AteError::NotFound { .. }) => Ok(0),
+        Err(error) => Err(error),
+    }
+}
+
+/// The committed position of consumer `name` (0 if it never committed):
+/// for tools and remote clients that track offsets without a [`Consumer`].
+pub async fn consumer_offset(chain: &Arc<Chain>, name: &str) -> Result<u64> {
+    let mut dio = chain.dio(&AteSession::default()).await;
+    load_offset(&mut dio, &offset_key(chain, name)).await
+}
+
+/// Sets the committed position of consumer `name` (an operator's reset or
+/// a remote client's commit).
+pub async fn set_consumer_offset(chain: &Arc<Chain>, name: &str, offset: u64) -> Result<()> {
+    let mut dio = chain.dio(&AteSession::default()).await;
+    dio.store_tagged(offset_key(chain, name), None, Expect::Any, CONSUMER_OFFSET_TAG, offset)?;
+    dio.commit().await
 }
 
 impl Chain {

@@ -12,7 +12,7 @@ mod service;
 
 pub use bus::{BusEvent, BusEventKind, StartAt, Subscription};
 pub use cache::Cache;
-pub use consumer::Consumer;
+pub use consumer::{consumer_offset, set_consumer_offset, Consumer};
 pub(crate) use queue::Leases;
 pub use queue::{Delivery, Queue, QueueConfig};
 pub use service::{invoke, serve, Message, ServiceError, ServiceHandle};

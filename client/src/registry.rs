@@ -1,0 +1,457 @@
+//! Remote chains with the embedded engine's API.
+//!
+//! [`Registry::open`] takes `tcp://host[:port]/chain`, finds the server that
+//! owns the chain (consistent hashing over the configured members or every
+//! A/AAAA record of the host; a redirect corrects a stale view), and returns
+//! an ordinary [`Chain`]: a local replica that ingests the owner's events,
+//! verifying each commit before applying it, and forwards commits and queue
+//! leases to the owner. DIO, bus, consumers, queues, caches and services
+//! work on it unchanged.
+//!
+//! The replica is filled when the chain is opened (from the sequence it
+//! already has, for a disk replica) and then follows live events. If the
+//! connection drops, a follower task reconnects with exponential backoff and
+//! resubscribes from the replica's next sequence: no gap (the replica only
+//! accepts the next sequence) and no duplicate (nothing before it is sent).
+
+use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, WireDurability, WireEvent};
+use crate::remote::{RemoteConnection, RemoteError};
+use crate::ring::{HashRing, DEFAULT_VIRTUAL_NODES};
+use ate::chain::{CommitScope, Upstream, UpstreamFuture};
+use ate::prelude::*;
+use ate::{CommitReceipt, RemoteFailure};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The port `tcp://` URLs use when they name none.
+pub const DEFAULT_PORT: u16 = 5000;
+/// Redirects followed before giving up (a cluster whose members disagree).
+const MAX_REDIRECTS: usize = 3;
+
+/// How the client decides to trust a server's certificate.
+#[derive(Debug, Clone)]
+pub enum ServerTrust {
+    /// Exactly this fingerprint (hex BLAKE3 of the certificate).
+    Fingerprint(String),
+    /// A known-servers file: trust on first use, like SSH.
+    KnownServers(PathBuf),
+}
+
+/// Where replicas keep their copy.
+#[derive(Debug, Clone, Default)]
+pub enum ReplicaStorage {
+    /// In memory (tmpfs); refilled from the server at every open.
+    #[default]
+    Memory,
+    /// In this data directory; a reopen only fetches what is new.
+    Disk(PathBuf),
+}
+
+/// Everything a [`Registry`] needs.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// An access token (`ate token create`, or `atedb`'s `admin.token`).
+    pub token: String,
+    pub trust: ServerTrust,
+    pub replica: ReplicaStorage,
+    /// When commits through remote chains return.
+    pub scope: CommitScope,
+    /// Servers of the cluster (`host:port`); empty: every address the URL's
+    /// host resolves to.
+    pub members: Vec<String>,
+    /// First and longest wait between reconnection attempts.
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl RegistryConfig {
+    pub fn new(token: impl Into<String>, trust: ServerTrust) -> Self {
+        Self {
+            token: token.into().trim().to_string(),
+            trust,
+            replica: ReplicaStorage::Memory,
+            scope: CommitScope::Full,
+            members: Vec::new(),
+            reconnect_initial: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A parsed `tcp://host[:port]/chain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainUrl {
+    pub host: String,
+    pub port: u16,
+    pub chain: String,
+}
+
+impl ChainUrl {
+    pub fn parse(url: &str) -> Result<Self, AteError> {
+        let invalid = |why: &str| AteError::InvalidInput(format!("'{url}' is not tcp://HOST[:PORT]/CHAIN: {why}"));
+        let rest = url.strip_prefix("tcp://").ok_or_else(|| invalid("it must start with tcp://"))?;
+        let (authority, chain) = rest.split_once('/').ok_or_else(|| invalid("no chain"))?;
+        if chain.is_empty() || chain.contains('/') {
+            return Err(invalid("the chain is one non-empty path segment"));
+        }
+        // `[::1]:5000`, `host:5000`, `host`.
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+                (host, port.parse::<u16>().map_err(|_| invalid("bad port"))?)
+            }
+            _ => (authority, DEFAULT_PORT),
+        };
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        Ok(Self { host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port, chain: chain.into() })
+    }
+
+    /// `host:port`, bracketing IPv6 hosts.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Opens remote chains.
+#[derive(Debug)]
+pub struct Registry {
+    config: RegistryConfig,
+    replicas: Arc<ChainBuilder>,
+    /// Serialises opens so two callers never attach two followers.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub async fn new(config: RegistryConfig) -> Self {
+        let replicas = match &config.replica {
+            ReplicaStorage::Memory => ChainBuilder::in_memory(&AteConfig::default()).await,
+            ReplicaStorage::Disk(path) => {
+                ChainBuilder::new(&AteConfig { log_path: Some(path.clone()), ..AteConfig::default() }).await
+            }
+        };
+        Self { config, replicas: replicas.build(), opening: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Opens `tcp://host[:port]/chain`: returns once the replica holds every
+    /// event the server had made durable when it was asked.
+    pub async fn open(&self, url: &str) -> Result<Arc<Chain>, AteError> {
+        let url = ChainUrl::parse(url)?;
+        let _opening = self.opening.lock().await;
+        let chain = self.replicas.open(&ChainKey::from(url.chain.as_str())).await?;
+        if chain.is_replica() {
+            return Ok(chain);
+        }
+        let connector = Connector { config: self.config.clone(), url };
+        let (link, durable_sequence) = connector.connect().await?;
+        let upstream = Arc::new(RemoteUpstream {
+            chain: connector.url.chain.clone(),
+            link: parking_lot::Mutex::new(Arc::new(link)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            deferred: Default::default(),
+            follower: parking_lot::Mutex::new(None),
+            connector,
+        });
+        chain.attach_upstream(Arc::clone(&upstream) as Arc<dyn Upstream>, self.config.scope)?;
+        let follower = tokio::spawn(follow(Arc::downgrade(&chain), Arc::downgrade(&upstream)));
+        *upstream.follower.lock() = Some(follower);
+        if durable_sequence > 0 {
+            chain.wait_applied(durable_sequence - 1).await?;
+        }
+        Ok(chain)
+    }
+}
+
+/// Finds a chain's owner and connects to it.
+#[derive(Debug)]
+struct Connector {
+    config: RegistryConfig,
+    url: ChainUrl,
+}
+
+impl Connector {
+    /// The owner among the members (configured, or resolved from DNS).
+    async fn owner(&self) -> Result<String, AteError> {
+        let members = if self.config.members.is_empty() {
+            let resolved = tokio::net::lookup_host((self.url.host.as_str(), self.url.port))
+                .await
+                .map_err(|error| unavailable(format!("resolving {}: {error}", self.url.host)))?;
+            let mut members: Vec<String> = resolved.map(|address| address.to_string()).collect();
+            members.sort();
+            members.dedup();
+            members
+        } else {
+            self.config.members.clone()
+        };
+        if members.len() <= 1 {
+            return Ok(members.pop_or(self.url.address()));
+        }
+        let ring = HashRing::new(members, DEFAULT_VIRTUAL_NODES);
+        Ok(ring.owner(&self.url.chain).map_or_else(|| self.url.address(), str::to_string))
+    }
+
+    /// Connects to the owner (following redirects) and opens the chain;
+    /// returns the link and the chain's durable sequence.
+    async fn connect(&self) -> Result<(crate::link::Link, u64), AteError> {
+        let mut address = self.owner().await?;
+        let token = &self.config.token;
+        for _ in 0..=MAX_REDIRECTS {
+            let connection = match &self.config.trust {
+                ServerTrust::Fingerprint(fingerprint) => RemoteConnection::connect(&address, fingerprint, token).await,
+                ServerTrust::KnownServers(file) => RemoteConnection::connect_known(&address, file, token).await,
+            }
+            .map_err(to_ate_error)?;
+            let link = crate::link::Link::new(connection);
+            let chain = self.url.chain.clone();
+            match link.request(|request| ClientMessage::Open { request, chain }).await {
+                Ok(ServerMessage::Opened { chain_id, durable_sequence, .. }) => {
+                    if chain_id != ChainKey::from(self.url.chain.as_str()).chain_id() {
+                        return Err(AteError::Remote {
+                            failure: RemoteFailure::Refused,
+                            message: format!("{address} answered for a different chain than '{}'", self.url.chain),
+                        });
+                    }
+                    return Ok((link, durable_sequence));
+                }
+                Ok(other) => return Err(to_ate_error(RemoteError::Unexpected(format!("{other:?}")))),
+                Err(RemoteError::Redirect { address: owner }) => address = owner,
+                Err(error) => return Err(to_ate_error(error)),
+            }
+        }
+        Err(unavailable(format!("chain '{}' was redirected more than {MAX_REDIRECTS} times", self.url.chain)))
+    }
+}
+
+trait PopOr {
+    fn pop_or(self, fallback: String) -> String;
+}
+
+impl PopOr for Vec<String> {
+    fn pop_or(mut self, fallback: String) -> String {
+        self.pop().unwrap_or(fallback)
+    }
+}
+
+fn unavailable(message: String) -> AteError {
+    AteError::Remote { failure: RemoteFailure::Unavailable, message }
+}
+
+/// Maps a remote failure to the engine's error, keeping what callers match
+/// on (conflicts stay `Conflict`).
+pub fn to_ate_error(error: RemoteError) -> AteError {
+    let message = error.to_string();
+    match error {
+        RemoteError::Server { code: ErrorCode::Conflict, key: Some(key), .. } => {
+            AteError::Conflict { key: PrimaryKey::from_bytes(key) }
+        }
+        RemoteError::Server { code, .. } => {
+            let failure = match code {
+                ErrorCode::Forbidden | ErrorCode::Unauthenticated => RemoteFailure::Forbidden,
+                ErrorCode::Rejected => RemoteFailure::Rejected,
+                ErrorCode::TooLarge => RemoteFailure::TooLarge,
+                ErrorCode::Unavailable | ErrorCode::NotOwner => RemoteFailure::Unavailable,
+                _ => RemoteFailure::Refused,
+            };
+            AteError::Remote { failure, message }
+        }
+        RemoteError::Transport(_) | RemoteError::Redirect { .. } => unavailable(message),
+        _ => AteError::Remote { failure: RemoteFailure::Refused, message },
+    }
+}
+
+fn wire_durability(durability: Durability) -> WireDurability {
+    match durability {
+        Durability::Sync => WireDurability::Sync,
+        Durability::Batched => WireDurability::Batched,
+        Durability::Buffered => WireDurability::Buffered,
+    }
+}
+
+/// The owner of a replica, over one multiplexed connection that is
+/// replaced when it drops.
+#[derive(Debug)]
+struct RemoteUpstream {
+    chain: String,
+    connector: Connector,
+    link: parking_lot::Mutex<Arc<crate::link::Link>>,
+    /// One reconnection at a time.
+    reconnecting: tokio::sync::Mutex<()>,
+    deferred: Arc<parking_lot::Mutex<Option<AteError>>>,
+    follower: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for RemoteUpstream {
+    fn drop(&mut self) {
+        if let Some(follower) = self.follower.lock().take() {
+            follower.abort();
+        }
+    }
+}
+
+impl RemoteUpstream {
+    /// The live link, reconnecting once if it dropped (requests do not wait
+    /// through backoff: they fail as `Unavailable` and the caller decides).
+    async fn link(&self) -> Result<Arc<crate::link::Link>, AteError> {
+        let current = Arc::clone(&self.link.lock());
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let _one = self.reconnecting.lock().await;
+        let current = Arc::clone(&self.link.lock());
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let (link, _) = self.connector.connect().await?;
+        let link = Arc::new(link);
+        *self.link.lock() = Arc::clone(&link);
+        Ok(link)
+    }
+
+    async fn request(&self, build: impl FnOnce(u64) -> ClientMessage) -> Result<ServerMessage, AteError> {
+        self.link().await?.request(build).await.map_err(to_ate_error)
+    }
+
+    fn commit_message(&self, request: u64, events: &[NewEvent], durability: Durability) -> ClientMessage {
+        ClientMessage::Commit {
+            request,
+            chain: self.chain.clone(),
+            durability: wire_durability(durability),
+            events: events.iter().map(WireEvent::from).collect(),
+        }
+    }
+}
+
+fn unexpected(message: ServerMessage) -> AteError {
+    to_ate_error(RemoteError::Unexpected(format!("{message:?}")))
+}
+
+impl Upstream for RemoteUpstream {
+    fn commit(&self, events: Vec<NewEvent>, durability: Durability) -> UpstreamFuture<'_, CommitReceipt> {
+        Box::pin(async move {
+            match self.request(|request| self.commit_message(request, &events, durability)).await? {
+                ServerMessage::Committed { first_sequence, last_sequence, .. } => {
+                    Ok(CommitReceipt { first_sequence, last_sequence })
+                }
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn send(&self, events: Vec<NewEvent>, durability: Durability) -> UpstreamFuture<'_, ()> {
+        Box::pin(async move {
+            let link = self.link().await?;
+            let reply =
+                link.send(|request| self.commit_message(request, &events, durability)).await.map_err(to_ate_error)?;
+            // The answer is awaited off the caller's path; the first failure
+            // is reported by the next commit.
+            let deferred = Arc::clone(&self.deferred);
+            tokio::spawn(async move {
+                if let Err(error) = link.receive(reply).await {
+                    deferred.lock().get_or_insert(to_ate_error(error));
+                }
+            });
+            Ok(())
+        })
+    }
+
+    fn take_deferred_error(&self) -> Option<AteError> {
+        self.deferred.lock().take()
+    }
+
+    fn lease(&self, key: PrimaryKey, token: u64, lease: Duration) -> UpstreamFuture<'_, Option<u32>> {
+        Box::pin(async move {
+            let chain = self.chain.clone();
+            let lease_ms = lease.as_millis().min(u64::MAX as u128) as u64;
+            let message = |request| ClientMessage::Lease { request, chain, key: *key.as_bytes(), token, lease_ms };
+            match self.request(message).await? {
+                ServerMessage::Leased { deliveries, .. } => Ok(deliveries),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn lease_holds(&self, key: PrimaryKey, token: u64) -> UpstreamFuture<'_, bool> {
+        Box::pin(async move {
+            let chain = self.chain.clone();
+            match self
+                .request(|request| ClientMessage::LeaseHolds { request, chain, key: *key.as_bytes(), token })
+                .await?
+            {
+                ServerMessage::LeaseHeld { held, .. } => Ok(held),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> UpstreamFuture<'_, bool> {
+        Box::pin(async move {
+            let chain = self.chain.clone();
+            let message = |request| ClientMessage::Release { request, chain, key: *key.as_bytes(), token, forget };
+            match self.request(message).await? {
+                ServerMessage::Released { released, .. } => Ok(released),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+}
+
+/// Keeps the replica following the owner until the chain is dropped or
+/// the owner sends something that does not verify. Reconnects with
+/// exponential backoff (`reconnect_initial` doubling up to `reconnect_max`)
+/// and resubscribes from the replica's next sequence.
+async fn follow(chain: Weak<Chain>, upstream: Weak<RemoteUpstream>) {
+    let mut failures = 0u32;
+    loop {
+        if failures > 0 {
+            let Some(remote) = upstream.upgrade() else { return };
+            let config = &remote.connector.config;
+            let wait = config.reconnect_initial.saturating_mul(1 << (failures - 1).min(16)).min(config.reconnect_max);
+            drop(remote);
+            tokio::time::sleep(wait).await;
+        }
+        let Some(remote) = upstream.upgrade() else { return };
+        let Some(from) = chain.upgrade().map(|chain| chain.next_sequence()) else { return };
+        let subscription = match remote.link().await {
+            Ok(link) => link.subscribe(&remote.chain, from).await.map_err(to_ate_error),
+            Err(error) => Err(error),
+        };
+        drop(remote);
+        let mut subscription = match subscription {
+            Ok(subscription) => subscription,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(%error, failures, "subscribing failed; retrying");
+                continue;
+            }
+        };
+        // Bytes of a commit whose end has not arrived yet.
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let batch = match subscription.next().await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::debug!(%error, "subscription lost; reconnecting");
+                    failures = 1;
+                    break;
+                }
+            };
+            let Some(replica) = chain.upgrade() else { return };
+            carry.extend_from_slice(&batch);
+            match replica.ingest(&carry).await {
+                Ok(used) => {
+                    carry.drain(..used);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the server sent events that do not verify; the replica stops following");
+                    replica.fail_replica(error.to_string());
+                    return;
+                }
+            }
+        }
+    }
+}
