@@ -512,7 +512,7 @@ impl Session {
 /// durable. Reads the log at its own pace: a slow client only slows itself
 /// (the bounded outbox makes this task wait), never producers.
 async fn stream_records(chain: Arc<Chain>, mut from: u64, subscription: u64, outbox: mpsc::Sender<ServerMessage>) {
-    let mut durable = chain.subscribe(&AteSession::default(), ate::messaging::StartAt::Now).ok();
+    let mut durable = chain.durable_watch();
     loop {
         let (records, next) = match chain.read_records(from, EVENTS_BATCH_BYTES) {
             Ok(batch) => batch,
@@ -525,14 +525,9 @@ async fn stream_records(chain: Arc<Chain>, mut from: u64, subscription: u64, out
             }
         };
         if records.is_empty() {
-            // Caught up: wait for anything new (any event wakes us).
-            match durable.as_mut() {
-                Some(waiter) => {
-                    if waiter.next().await.is_err() {
-                        return;
-                    }
-                }
-                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            // Caught up: wait for the durable frontier to pass `from`.
+            if durable.wait_for(|frontier| *frontier > from).await.is_err() {
+                return;
             }
             continue;
         }

@@ -853,8 +853,9 @@ impl Chain {
         }
     }
 
-    /// Waits for the durable frontier to move (bus subscribers).
-    pub(crate) fn durable_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// The durable frontier (sequence after the last durable event), to
+    /// wait for it to move: every commit moves it, system events included.
+    pub fn durable_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.durable_notify.subscribe()
     }
 

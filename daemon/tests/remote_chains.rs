@@ -1,0 +1,224 @@
+//! Applications on different machines share chains through `atedb` with
+//! the embedded API: `Registry::open("tcp://…/chain")` gives a `Chain`
+//! whose DIO, bus, consumers, queues and services behave as locally, over
+//! real TCP + TLS on loopback.
+
+mod common;
+
+use ate::crypto::ReadKey;
+use ate::messaging::{invoke, serve, Message, Queue, QueueConfig, StartAt};
+use ate::prelude::*;
+use ate::trust::{ReadAuthority, WriteAuthority};
+use ate_client::registry::{Registry, RegistryConfig, ReplicaStorage, ServerTrust};
+use atedb::server::{DataDirectory, Server};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::time::Duration;
+
+struct Running {
+    _dir: tempfile::TempDir,
+    data: DataDirectory,
+    address: String,
+    fingerprint: String,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDirectory { root: dir.path().join("data") };
+    let server = Server::open(&data).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let fingerprint = server.fingerprint().to_string();
+    tokio::spawn(async move { server.serve(listener, stopped).await });
+    Running { _dir: dir, data, address, fingerprint, _stop: stop }
+}
+
+fn config(data: &DataDirectory, fingerprint: &str) -> RegistryConfig {
+    let token = std::fs::read_to_string(data.admin_token()).unwrap();
+    RegistryConfig::new(token, ServerTrust::Fingerprint(fingerprint.to_string()))
+}
+
+async fn registry(running: &Running) -> Registry {
+    Registry::new(config(&running.data, &running.fingerprint)).await
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Order {
+    item: String,
+    quantity: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Quote {
+    item: String,
+}
+
+impl Message for Quote {
+    const TYPE_NAME: &'static str = "test.Quote/v1";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_applications_share_a_chain_through_the_dio_bus_and_encryption() {
+    let running = start().await;
+    let url = format!("tcp://{}/shop", running.address);
+    let (alice_registry, bob_registry) = (registry(&running).await, registry(&running).await);
+    let alice = alice_registry.open(&url).await.unwrap();
+    let bob = bob_registry.open(&url).await.unwrap();
+    let session = AteSession::default();
+
+    // Bob listens; Alice writes; Bob's replica receives it live.
+    let mut changes = bob.subscribe(&session, StartAt::Now).unwrap();
+    let mut dio = alice.dio(&session).await;
+    let key = *dio.store(Order { item: "coffee".into(), quantity: 2 }).unwrap().key();
+    dio.commit().await.unwrap();
+    let event = changes.next().await.unwrap();
+    assert_eq!(event.key, key);
+    let mut bobs = bob.dio(&session).await;
+    let mut order = bobs.load::<Order>(&key).await.unwrap();
+    assert_eq!(order.quantity, 2);
+
+    // Optimistic concurrency across applications: the second writer of the
+    // same version gets a typed conflict naming the object.
+    let mut late = alice.dio(&session).await;
+    let mut stale = late.load::<Order>(&key).await.unwrap();
+    order.quantity = 3;
+    bobs.update(&order).unwrap();
+    bobs.commit().await.unwrap();
+    stale.quantity = 9;
+    late.update(&stale).unwrap();
+    match late.commit().await {
+        Err(AteError::Conflict { key: conflicted }) => assert_eq!(conflicted, key),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // Encrypted under a read key only Alice and Carol hold: the server and
+    // Bob's replica hold ciphertext, Carol (another process) reads it.
+    let read_key = ReadKey::generate().unwrap();
+    let mut holder = AteSession::new("alice");
+    holder.add_user_read_key(read_key.clone());
+    let mut secret = alice.dio(&holder).await;
+    let vault = *secret.store("vault".to_string()).unwrap().key();
+    secret.set_authority(&vault, WriteAuthority::Inherit, ReadAuthority::Specific(read_key.id())).unwrap();
+    secret.commit().await.unwrap();
+    let note = *secret.store_child(&vault, "the combination is 1234".to_string()).unwrap().key();
+    secret.commit().await.unwrap();
+    let carol_registry = registry(&running).await;
+    let carol = carol_registry.open(&url).await.unwrap();
+    let mut carols = carol.dio(&holder).await;
+    assert_eq!(*carols.load::<String>(&note).await.unwrap(), "the combination is 1234");
+    bob.wait_applied(alice.next_sequence() - 1).await.unwrap();
+    let mut nosy = bob.dio(&session).await;
+    assert!(matches!(nosy.load::<String>(&note).await, Err(AteError::NoReadAccess { .. })));
+
+    // Every replica verifies on its own and agrees with the others.
+    for replica in [&alice, &bob, &carol] {
+        replica.wait_applied(alice.next_sequence() - 1).await.unwrap();
+    }
+    let heads: HashSet<[u8; 32]> = [&alice, &bob, &carol].iter().map(|c| c.tree_head().unwrap().root).collect();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(carol.verify().await.unwrap().events, alice.next_sequence());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_consumers_and_services_work_across_applications() {
+    let running = start().await;
+    let url = format!("tcp://{}/jobs", running.address);
+    let (first_registry, second_registry) = (registry(&running).await, registry(&running).await);
+    let first = first_registry.open(&url).await.unwrap();
+    let second = second_registry.open(&url).await.unwrap();
+    let session = AteSession::default();
+
+    // Exactly once: leases live on the server, so two workers in two
+    // processes never take the same item.
+    let config = QueueConfig { lease: Duration::from_secs(60), ..QueueConfig::default() };
+    let producer = Queue::new(&first, &session, "work", config);
+    let pushed: HashSet<PrimaryKey> = producer.push_many(0..30u32).await.unwrap().into_iter().collect();
+    second.wait_applied(first.next_sequence() - 1).await.unwrap();
+    let workers = [Queue::new(&first, &session, "work", config), Queue::new(&second, &session, "work", config)];
+    let mut handles = Vec::new();
+    for worker in workers {
+        handles.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            while let Some(delivery) = worker.take::<u32>().await.unwrap() {
+                done.push(delivery.key);
+                worker.ack(delivery).await.unwrap();
+            }
+            done
+        }));
+    }
+    let mut taken = Vec::new();
+    for handle in handles {
+        taken.extend(handle.await.unwrap());
+    }
+    let unique: HashSet<PrimaryKey> = taken.iter().copied().collect();
+    assert_eq!(taken.len(), unique.len(), "an item was delivered twice");
+    assert_eq!(unique, pushed);
+
+    // A consumer's position is stored on the server: another process
+    // resumes where the first one committed.
+    let mut dio = first.dio(&session).await;
+    for index in 0..3u32 {
+        dio.store(index).unwrap();
+        dio.commit().await.unwrap();
+    }
+    let mut billing = first.consumer(&session, "billing").await.unwrap();
+    let mut last = 0;
+    for _ in 0..3 {
+        last = billing.next().await.unwrap().sequence;
+    }
+    billing.commit(last).await.unwrap();
+    drop(billing);
+    second.wait_applied(last).await.unwrap();
+    let resumed = second.consumer(&session, "billing").await.unwrap();
+    assert_eq!(resumed.committed(), last + 1);
+
+    // A typed service served by one application, invoked by another.
+    let service = serve(&first, &session, |quote: Quote| async move {
+        if quote.item.is_empty() {
+            Err("no item".to_string())
+        } else {
+            Ok(quote.item.len() as u32 * 100)
+        }
+    })
+    .unwrap();
+    let price: u32 =
+        invoke::<Quote, u32, String>(&second, &session, Quote { item: "tea".into() }, Duration::from_secs(20))
+            .await
+            .unwrap();
+    assert_eq!(price, 300);
+    drop(service);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_replica_reopens_with_what_it_has_and_fetches_only_the_rest() {
+    let running = start().await;
+    let url = format!("tcp://{}/archive", running.address);
+    let replica_dir = tempfile::tempdir().unwrap();
+    let mut with_disk = config(&running.data, &running.fingerprint);
+    with_disk.replica = ReplicaStorage::Disk(replica_dir.path().to_path_buf());
+    let session = AteSession::default();
+    {
+        let registry = Registry::new(with_disk.clone()).await;
+        let chain = registry.open(&url).await.unwrap();
+        let mut dio = chain.dio(&session).await;
+        for index in 0..10u32 {
+            dio.store(index).unwrap();
+        }
+        dio.commit().await.unwrap();
+    }
+    // Someone else writes while this client is away.
+    let other_registry = registry(&running).await;
+    let other = other_registry.open(&url).await.unwrap();
+    let mut dio = other.dio(&session).await;
+    let late = *dio.store(99u32).unwrap().key();
+    dio.commit().await.unwrap();
+
+    let registry = Registry::new(with_disk).await;
+    let chain = registry.open(&url).await.unwrap();
+    assert_eq!(chain.next_sequence(), other.next_sequence());
+    assert_eq!(*chain.dio(&session).await.load::<u32>(&late).await.unwrap(), 99);
+    assert_eq!(chain.len(), 11);
+    chain.verify().await.unwrap();
+}
