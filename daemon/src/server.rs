@@ -17,10 +17,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-/// Largest batch of records in one `Events` frame.
-const EVENTS_BATCH_BYTES: usize = 1 << 20;
-/// Frames queued for one connection's writer before its producers wait.
-const OUTBOX_FRAMES: usize = 64;
+/// Largest batch of records in one `Events` frame (a single larger record
+/// still goes alone).
+const EVENTS_BATCH_BYTES: usize = 256 << 10;
+/// Frames queued for one connection's writer before its producers wait:
+/// with the batch size, what a subscriber that stops reading can pin in
+/// memory (about 4 MiB), beyond which its stream waits and reads from disk
+/// later.
+const OUTBOX_FRAMES: usize = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Live subscriptions one connection may hold.
 const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1024;

@@ -206,6 +206,24 @@ async fn a_server_redirects_chains_it_does_not_own_to_their_owner() {
     let mut on_b = RemoteConnection::connect(&address, server_b.fingerprint(), &token).await.unwrap();
     on_b.open(&owned_by_b).await.unwrap();
     on_b.commit(&owned_by_b, &[NewEvent::data(PrimaryKey::generate(), vec![1])]).await.unwrap();
+
+    // The Registry follows the redirect on its own (trusting each server on
+    // first use), and with the members configured it goes to the owner directly.
+    use ate_client::registry::{Registry, RegistryConfig, ServerTrust};
+    let known = dir_a.path().join("known_servers");
+    let via_a = Registry::new(RegistryConfig::new(token.clone(), ServerTrust::KnownServers(known.clone()))).await;
+    let chain = via_a.open(&format!("tcp://{address_a}/{owned_by_b}")).await.unwrap();
+    assert_eq!(chain.next_sequence(), 1, "the replica holds the owner's history");
+    let mut dio = chain.dio(&AteSession::default()).await;
+    dio.store("through the redirect".to_string()).unwrap();
+    dio.commit().await.unwrap();
+    assert_eq!(server_b.open_chains().await.iter().find(|c| c.key().name() == owned_by_b).unwrap().next_sequence(), 2);
+    let known_text = std::fs::read_to_string(&known).unwrap();
+    assert!(known_text.contains(server_a.fingerprint()) && known_text.contains(server_b.fingerprint()));
+    let mut config = RegistryConfig::new(token, ServerTrust::KnownServers(known));
+    config.members = vec![address_a.clone(), address_b.clone()];
+    let direct = Registry::new(config).await.open(&format!("tcp://{address_a}/{owned_by_b}")).await.unwrap();
+    assert_eq!(direct.next_sequence(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
