@@ -178,21 +178,11 @@ impl Connector {
     /// The owner among the members (configured, or resolved from DNS).
     async fn owner(&self) -> Result<String, AteError> {
         let members = if self.config.members.is_empty() {
-            let resolved = tokio::net::lookup_host((self.url.host.as_str(), self.url.port))
-                .await
-                .map_err(|error| unavailable(format!("resolving {}: {error}", self.url.host)))?;
-            let mut members: Vec<String> = resolved.map(|address| address.to_string()).collect();
-            members.sort();
-            members.dedup();
-            members
+            resolve_members(&self.url.host, self.url.port).await?
         } else {
             self.config.members.clone()
         };
-        if members.len() <= 1 {
-            return Ok(members.pop_or(self.url.address()));
-        }
-        let ring = HashRing::new(members, DEFAULT_VIRTUAL_NODES);
-        Ok(ring.owner(&self.url.chain).map_or_else(|| self.url.address(), str::to_string))
+        Ok(owner_of(&self.url.chain, members).unwrap_or_else(|| self.url.address()))
     }
 
     /// Connects to the owner (following redirects) and opens the chain;
@@ -227,13 +217,25 @@ impl Connector {
     }
 }
 
-trait PopOr {
-    fn pop_or(self, fallback: String) -> String;
+/// Every address `host` resolves to (all A and AAAA records), as sorted
+/// `ip:port` members: every client derives the same ring from them.
+pub async fn resolve_members(host: &str, port: u16) -> Result<Vec<String>, AteError> {
+    let resolved = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|error| unavailable(format!("resolving {host}: {error}")))?;
+    let mut members: Vec<String> = resolved.map(|address| address.to_string()).collect();
+    members.sort();
+    members.dedup();
+    Ok(members)
 }
 
-impl PopOr for Vec<String> {
-    fn pop_or(mut self, fallback: String) -> String {
-        self.pop().unwrap_or(fallback)
+/// The member that owns `chain` by consistent hashing (the same ring the
+/// servers use to redirect); `None` without members.
+pub fn owner_of(chain: &str, members: Vec<String>) -> Option<String> {
+    match members.len() {
+        0 => None,
+        1 => members.into_iter().next(),
+        _ => HashRing::new(members, DEFAULT_VIRTUAL_NODES).owner(chain).map(str::to_string),
     }
 }
 
@@ -453,5 +455,48 @@ async fn follow(chain: Weak<Chain>, upstream: Weak<RemoteUpstream>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_default_ports_and_ipv6_hosts() {
+        let url = ChainUrl::parse("tcp://db.example.com/orders").unwrap();
+        assert_eq!((url.host.as_str(), url.port, url.chain.as_str()), ("db.example.com", DEFAULT_PORT, "orders"));
+        assert_eq!(url.address(), "db.example.com:5000");
+        let url = ChainUrl::parse("tcp://10.0.0.1:7000/orders").unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("10.0.0.1", 7000));
+        let url = ChainUrl::parse("tcp://[::1]:7000/orders").unwrap();
+        assert_eq!((url.host.as_str(), url.port, url.address().as_str()), ("::1", 7000, "[::1]:7000"));
+        for bad in ["http://h/c", "tcp://h", "tcp://h/", "tcp:///c", "tcp://h:x/c", "tcp://h/a/b", "tcp://h:99999/c"] {
+            assert!(matches!(ChainUrl::parse(bad), Err(AteError::InvalidInput(_))), "{bad} parsed");
+        }
+    }
+
+    #[tokio::test]
+    async fn members_come_from_every_address_of_the_host_and_agree_on_owners() {
+        let members = resolve_members("localhost", 5000).await.unwrap();
+        assert!(members.iter().any(|member| member == "127.0.0.1:5000"), "{members:?}");
+        let mut sorted = members.clone();
+        sorted.sort();
+        assert_eq!(members, sorted, "every client must build the same ring");
+        assert!(matches!(resolve_members("no-such-host.invalid", 5000).await, Err(AteError::Remote { .. })));
+
+        let cluster: Vec<String> = (1..=3).map(|index| format!("10.0.0.{index}:5000")).collect();
+        let mut owners = std::collections::HashSet::new();
+        for index in 0..100 {
+            let chain = format!("chain-{index}");
+            let owner = owner_of(&chain, cluster.clone()).unwrap();
+            let mut reversed = cluster.clone();
+            reversed.reverse();
+            assert_eq!(owner_of(&chain, reversed).unwrap(), owner, "member order must not matter");
+            owners.insert(owner);
+        }
+        assert_eq!(owners.len(), 3, "chains spread over every member");
+        assert_eq!(owner_of("c", vec!["a:1".into()]).as_deref(), Some("a:1"));
+        assert_eq!(owner_of("c", Vec::new()), None);
     }
 }
