@@ -1,11 +1,12 @@
 //! Prometheus metrics over plain HTTP on a separate address (text format
 //! 0.0.4): connections, subscribers, commits, rejections by reason, commit
-//! latency, and per chain the appended events and bytes and the latency of
-//! each group's write + fdatasync.
+//! latency, subscriber lag, and per chain the appended events and bytes and
+//! the latency of each group's write + fdatasync.
 
 use crate::server::Server;
 use ate::metrics::{HistogramSnapshot, LatencyHistogram};
 use ate_client::protocol::ErrorCode;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,9 +31,56 @@ pub struct ServerMetrics {
     pub commits_total: AtomicU64,
     pub commit_latency: LatencyHistogram,
     rejections: [AtomicU64; REJECTION_CODES.len() + 1],
+    /// Where each live subscription's stream is, to report lag.
+    streams: parking_lot::Mutex<HashMap<u64, Arc<StreamPosition>>>,
+    next_stream: AtomicU64,
+}
+
+/// The position of one subscription's stream in its chain.
+#[derive(Debug)]
+pub struct StreamPosition {
+    pub chain: Arc<ate::Chain>,
+    /// Sequence of the next event the stream will send.
+    pub next_sequence: AtomicU64,
+}
+
+/// Unregisters a stream when it ends.
+#[derive(Debug)]
+pub struct StreamGuard<'a> {
+    metrics: &'a ServerMetrics,
+    id: u64,
+    pub position: Arc<StreamPosition>,
+}
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.streams.lock().remove(&self.id);
+    }
 }
 
 impl ServerMetrics {
+    /// Registers a subscription's stream of `chain` starting at `from`.
+    pub fn track_stream(&self, chain: Arc<ate::Chain>, from: u64) -> StreamGuard<'_> {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let position = Arc::new(StreamPosition { chain, next_sequence: AtomicU64::new(from) });
+        self.streams.lock().insert(id, Arc::clone(&position));
+        StreamGuard { metrics: self, id, position }
+    }
+
+    /// Largest lag (durable events not yet sent) among each chain's
+    /// subscriptions, by chain directory name.
+    pub fn subscriber_lag(&self) -> Vec<(String, u64)> {
+        let mut lag: HashMap<String, u64> = HashMap::new();
+        for stream in self.streams.lock().values() {
+            let behind = stream.chain.durable_sequence().saturating_sub(stream.next_sequence.load(Ordering::Relaxed));
+            let entry = lag.entry(stream.chain.key().directory_name()).or_default();
+            *entry = (*entry).max(behind);
+        }
+        let mut lag: Vec<(String, u64)> = lag.into_iter().collect();
+        lag.sort();
+        lag
+    }
+
     pub fn rejected(&self, code: ErrorCode) {
         let index = REJECTION_CODES.iter().position(|(known, _)| *known == code).unwrap_or(REJECTION_CODES.len());
         self.rejections[index].fetch_add(1, Ordering::Relaxed);
@@ -98,6 +146,13 @@ pub async fn render(server: &Server) -> String {
     let _ = writeln!(out, "atedb_rejected_total{{reason=\"other\"}} {other}");
     let _ = writeln!(out, "# HELP atedb_commit_seconds Commit latency as served (validation to durable).\n# TYPE atedb_commit_seconds histogram");
     histogram(&mut out, "atedb_commit_seconds", "", &metrics.commit_latency.snapshot());
+    let _ = writeln!(
+        out,
+        "# HELP atedb_subscriber_lag_events Durable events not yet sent to the furthest-behind subscriber, by chain.\n# TYPE atedb_subscriber_lag_events gauge"
+    );
+    for (chain, lag) in metrics.subscriber_lag() {
+        let _ = writeln!(out, "atedb_subscriber_lag_events{{chain=\"{chain}\"}} {lag}");
+    }
     let chains = server.open_chains().await;
     counter(&mut out, "atedb_chains_open", "Chains open.", "gauge", chains.len() as u64);
     let _ = writeln!(out, "# HELP atedb_chain_events_total Events appended.\n# TYPE atedb_chain_events_total counter");

@@ -177,11 +177,21 @@ impl Server {
     ) -> Result<(), ServerError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.identity.server_config()?);
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => accepted?,
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
                 _ = shutdown.changed() => {
                     self.stopping.store(true, std::sync::atomic::Ordering::Release);
                     return Ok(());
+                }
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a connection reset before accept:
+                // keep serving the others; pause so a full table can drain.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
             };
             let (server, acceptor) = (Arc::clone(self), acceptor.clone());
@@ -454,7 +464,13 @@ impl Session {
                     return false;
                 }
                 self.server.metrics.subscribers_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let task = tokio::spawn(stream_records(chain, from, subscription, self.outbox.clone()));
+                let task = tokio::spawn(stream_records(
+                    Arc::clone(&self.server),
+                    chain,
+                    from,
+                    subscription,
+                    self.outbox.clone(),
+                ));
                 self.subscriptions.insert(subscription, task);
                 true
             }
@@ -515,7 +531,14 @@ impl Session {
 /// Streams stored records from `from` on, then live ones as they become
 /// durable. Reads the log at its own pace: a slow client only slows itself
 /// (the bounded outbox makes this task wait), never producers.
-async fn stream_records(chain: Arc<Chain>, mut from: u64, subscription: u64, outbox: mpsc::Sender<ServerMessage>) {
+async fn stream_records(
+    server: Arc<Server>,
+    chain: Arc<Chain>,
+    mut from: u64,
+    subscription: u64,
+    outbox: mpsc::Sender<ServerMessage>,
+) {
+    let tracked = server.metrics.track_stream(Arc::clone(&chain), from);
     let mut durable = chain.durable_watch();
     loop {
         let (records, next) = match chain.read_records(from, EVENTS_BATCH_BYTES) {
@@ -535,10 +558,11 @@ async fn stream_records(chain: Arc<Chain>, mut from: u64, subscription: u64, out
             }
             continue;
         }
-        from = next;
         if outbox.send(ServerMessage::Events { subscription, records }).await.is_err() {
             return;
         }
+        from = next;
+        tracked.position.next_sequence.store(from, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -41,6 +41,11 @@ async fn a_stalled_subscriber_neither_blocks_producers_nor_misses_events() {
         .expect("producers were held up by a stalled subscriber");
     let active = server.metrics().subscribers_active.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(active, 1, "the stalled subscriber is still connected, not dropped");
+    let lag = server.metrics().subscriber_lag();
+    assert_eq!(lag.len(), 1);
+    assert!(lag[0].1 > 0, "the stalled subscriber's lag is reported: {lag:?}");
+    let exposition = atedb::metrics::render(&server).await;
+    assert!(exposition.contains("atedb_subscriber_lag_events{chain="), "{exposition}");
 
     // Now it reads: everything, from the beginning, in order, once.
     let total = (commits * events_per_commit) as u64;
@@ -50,4 +55,5 @@ async fn a_stalled_subscriber_neither_blocks_producers_nor_misses_events() {
         assert_eq!(event.header.sequence, expected);
         assert_eq!(event.payload.len(), 64 << 10);
     }
+    assert_eq!(server.metrics().subscriber_lag()[0].1, 0, "caught up");
 }
