@@ -10,30 +10,12 @@ use ate::messaging::{invoke, serve, Message, Queue, QueueConfig, StartAt};
 use ate::prelude::*;
 use ate::trust::{ReadAuthority, WriteAuthority};
 use ate_client::registry::{Registry, RegistryConfig, ReplicaStorage, ServerTrust};
-use atedb::server::{DataDirectory, Server};
+use atedb::server::DataDirectory;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::time::Duration;
 
-struct Running {
-    _dir: tempfile::TempDir,
-    data: DataDirectory,
-    address: String,
-    fingerprint: String,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let data = DataDirectory { root: dir.path().join("data") };
-    let server = Server::open(&data).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let fingerprint = server.fingerprint().to_string();
-    tokio::spawn(async move { server.serve(listener, stopped).await });
-    Running { _dir: dir, data, address, fingerprint, _stop: stop }
-}
+use common::{start, Running};
 
 fn config(data: &DataDirectory, fingerprint: &str) -> RegistryConfig {
     let token = std::fs::read_to_string(data.admin_token()).unwrap();

@@ -2,31 +2,25 @@
 //! waits (bounded buffers, no memory growth) while commits go on, and later
 //! it is served everything from disk, in order, without a gap.
 
+mod common;
+
 use ate::prelude::*;
 use ate_client::remote::RemoteConnection;
-use atedb::server::{DataDirectory, Server};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_neither_blocks_producers_nor_misses_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = DataDirectory { root: dir.path().join("data") };
-    let server = Server::open(&data).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let serving = std::sync::Arc::clone(&server);
-    tokio::spawn(async move { serving.serve(listener, stopped).await });
-    let token = std::fs::read_to_string(data.admin_token()).unwrap();
+    let running = common::start().await;
+    let (server, address, token) = (&running.server, &running.address, running.admin_token());
 
-    let mut stalled = RemoteConnection::connect(&address, server.fingerprint(), &token).await.unwrap();
+    let mut stalled = RemoteConnection::connect(address, server.fingerprint(), &token).await.unwrap();
     stalled.open("firehose").await.unwrap();
     let mut stalled = stalled.subscribe("firehose", 0).await.unwrap();
 
     // ~40 MiB: ten times what the server buffers for one connection plus
     // what TCP holds, so the producers finishing proves the stalled
     // stream is not in their way.
-    let mut producer = RemoteConnection::connect(&address, server.fingerprint(), &token).await.unwrap();
+    let mut producer = RemoteConnection::connect(address, server.fingerprint(), &token).await.unwrap();
     let (commits, events_per_commit) = (160usize, 4usize);
     let produce = async {
         for commit in 0..commits {
@@ -44,7 +38,7 @@ async fn a_stalled_subscriber_neither_blocks_producers_nor_misses_events() {
     let lag = server.metrics().subscriber_lag();
     assert_eq!(lag.len(), 1);
     assert!(lag[0].1 > 0, "the stalled subscriber's lag is reported: {lag:?}");
-    let exposition = atedb::metrics::render(&server).await;
+    let exposition = atedb::metrics::render(server).await;
     assert!(exposition.contains("atedb_subscriber_lag_events{chain="), "{exposition}");
 
     // Now it reads: everything, from the beginning, in order, once.

@@ -2,6 +2,8 @@
 //! clients, subscriptions, pinning, tokens, scopes, and hostile bytes on the
 //! port while other clients keep working.
 
+mod common;
+
 use ate::crypto::{PrivateSignKey, SignatureScheme};
 use ate::prelude::*;
 use ate_client::protocol::ErrorCode;
@@ -11,29 +13,10 @@ use atedb::server::{DataDirectory, Server};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Running {
-    _dir: tempfile::TempDir,
-    data: DataDirectory,
-    address: String,
-    fingerprint: String,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let data = DataDirectory { root: dir.path().join("data") };
-    let server = Server::open(&data).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let fingerprint = server.fingerprint().to_string();
-    let serving = Arc::clone(&server);
-    tokio::spawn(async move { serving.serve(listener, stopped).await });
-    Running { _dir: dir, data, address, fingerprint, _stop: stop }
-}
+use common::{start, Running};
 
 fn admin_token(running: &Running) -> String {
-    std::fs::read_to_string(running.data.admin_token()).unwrap()
+    running.admin_token()
 }
 
 fn issuer(running: &Running) -> PrivateSignKey {

@@ -1,4 +1,4 @@
-//! Running the real `atedb` binary in tests.
+//! Starting `atedb` in tests: the real binary, or the server in-process.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -34,4 +34,35 @@ pub fn spawn(arguments: &[&str], environment: &[(&str, &std::ffi::OsStr)]) -> Da
     // Keep reading so the daemon never writes into a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
     Daemon { child, address, fingerprint }
+}
+
+/// A server running in this process on a loopback port, with a fresh data
+/// directory; stops when dropped.
+pub struct Running {
+    _dir: tempfile::TempDir,
+    pub data: atedb::server::DataDirectory,
+    pub server: std::sync::Arc<atedb::server::Server>,
+    pub address: String,
+    pub fingerprint: String,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.admin_token()).expect("atedb wrote an admin token")
+    }
+}
+
+/// Starts a server in-process.
+pub async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let data = atedb::server::DataDirectory { root: dir.path().join("data") };
+    let server = atedb::server::Server::open(&data).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let fingerprint = server.fingerprint().to_string();
+    let serving = std::sync::Arc::clone(&server);
+    tokio::spawn(async move { serving.serve(listener, stopped).await });
+    Running { _dir: dir, data, server, address, fingerprint, _stop: stop }
 }
