@@ -107,9 +107,10 @@ impl Target {
                     .ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
                 let token = std::fs::read_to_string(token_file)
                     .map_err(|e| CliError::Io(format!("{}: {e}", token_file.display())))?;
-                let trust = match options.fingerprint {
-                    Some(fingerprint) => ServerTrust::Fingerprint(fingerprint.to_string()),
-                    None => ServerTrust::KnownServers(known_servers_path()),
+                let trust = match (options.fingerprint, options.ca_file) {
+                    (Some(fingerprint), _) => ServerTrust::Fingerprint(fingerprint.to_string()),
+                    (None, Some(roots)) => ServerTrust::CertificateAuthority(roots.to_path_buf()),
+                    (None, None) => ServerTrust::KnownServers(known_servers_path()),
                 };
                 let registry = Registry::new(RegistryConfig::new(token, trust)).await;
                 Ok(registry.open(&format!("tcp://{address}/{chain}")).await?)
@@ -124,6 +125,8 @@ pub struct ConnectOptions<'a> {
     pub token_file: Option<&'a Path>,
     /// Pinned fingerprint; without it the known-servers file (first use).
     pub fingerprint: Option<&'a str>,
+    /// CA certificates to verify the server against instead of pinning.
+    pub ca_file: Option<&'a Path>,
 }
 
 /// The CLI event for a named key.

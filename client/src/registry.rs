@@ -36,6 +36,9 @@ pub enum ServerTrust {
     Fingerprint(String),
     /// A known-servers file: trust on first use, like SSH.
     KnownServers(PathBuf),
+    /// Certificates issued by these CAs (a PEM bundle or one DER
+    /// certificate) for the name the client connects to.
+    CertificateAuthority(PathBuf),
 }
 
 /// Where replicas keep their copy.
@@ -175,27 +178,60 @@ struct Connector {
 }
 
 impl Connector {
-    /// The owner among the members (configured, or resolved from DNS).
-    async fn owner(&self) -> Result<String, AteError> {
-        let members = if self.config.members.is_empty() {
+    /// Members to try, the chain's owner first (configured members, or
+    /// every address the URL's host resolves to). The others follow in case
+    /// the owner's address is unreachable (say, a dual-stack name whose
+    /// server listens on one family only): a server that does not own the
+    /// chain redirects.
+    async fn candidates(&self) -> Result<Vec<String>, AteError> {
+        let mut members = if self.config.members.is_empty() {
             resolve_members(&self.url.host, self.url.port).await?
         } else {
             self.config.members.clone()
         };
-        Ok(owner_of(&self.url.chain, members).unwrap_or_else(|| self.url.address()))
+        match owner_of(&self.url.chain, members.clone()) {
+            Some(owner) => {
+                members.retain(|member| *member != owner);
+                members.insert(0, owner);
+                Ok(members)
+            }
+            None => Ok(vec![self.url.address()]),
+        }
+    }
+
+    async fn connect_to(&self, address: &str, server_name: &str) -> Result<RemoteConnection, RemoteError> {
+        let token = &self.config.token;
+        match &self.config.trust {
+            ServerTrust::Fingerprint(fingerprint) => RemoteConnection::connect(address, fingerprint, token).await,
+            ServerTrust::KnownServers(file) => RemoteConnection::connect_known(address, file, token).await,
+            ServerTrust::CertificateAuthority(roots) => {
+                RemoteConnection::connect_ca(address, server_name, roots, token).await
+            }
+        }
     }
 
     /// Connects to the owner (following redirects) and opens the chain;
     /// returns the link and the chain's durable sequence.
     async fn connect(&self) -> Result<(crate::link::Link, u64), AteError> {
-        let mut address = self.owner().await?;
-        let token = &self.config.token;
-        for _ in 0..=MAX_REDIRECTS {
-            let connection = match &self.config.trust {
-                ServerTrust::Fingerprint(fingerprint) => RemoteConnection::connect(&address, fingerprint, token).await,
-                ServerTrust::KnownServers(file) => RemoteConnection::connect_known(&address, file, token).await,
+        // Certificates name the host of the URL, not each resolved address.
+        let mut connection = None;
+        let mut last_error = None;
+        let mut address = String::new();
+        for candidate in self.candidates().await? {
+            match self.connect_to(&candidate, &self.url.host).await {
+                Ok(connected) => {
+                    connection = Some(connected);
+                    address = candidate;
+                    break;
+                }
+                Err(error @ RemoteError::Transport(_)) => last_error = Some(error),
+                Err(error) => return Err(to_ate_error(error)),
             }
-            .map_err(to_ate_error)?;
+        }
+        let Some(mut connection) = connection else {
+            return Err(to_ate_error(last_error.unwrap_or(RemoteError::Unexpected("no server to connect to".into()))));
+        };
+        for _ in 0..=MAX_REDIRECTS {
             let link = crate::link::Link::new(connection);
             let chain = self.url.chain.clone();
             match link.request(|request| ClientMessage::Open { request, chain }).await {
@@ -209,7 +245,12 @@ impl Connector {
                     return Ok((link, durable_sequence));
                 }
                 Ok(other) => return Err(to_ate_error(RemoteError::Unexpected(format!("{other:?}")))),
-                Err(RemoteError::Redirect { address: owner }) => address = owner,
+                Err(RemoteError::Redirect { address: owner }) => {
+                    let host = owner.rsplit_once(':').map_or(owner.as_str(), |(host, _)| host);
+                    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+                    connection = self.connect_to(&owner, &host).await.map_err(to_ate_error)?;
+                    address = owner;
+                }
                 Err(error) => return Err(to_ate_error(error)),
             }
         }

@@ -27,6 +27,10 @@ pub enum RemoteError {
 
 type Stream = TlsStream<TcpStream>;
 
+/// The name sent when the certificate is pinned by fingerprint (the
+/// self-signed certificate `atedb` creates carries it).
+const PINNED_NAME: &str = "atedb";
+
 /// One authenticated connection.
 #[derive(Debug)]
 pub struct RemoteConnection {
@@ -40,7 +44,19 @@ impl RemoteConnection {
     /// Connects to `address` (`host:port`), checks the server's certificate
     /// against `fingerprint`, negotiates the protocol and authenticates.
     pub async fn connect(address: &str, fingerprint: &str, token: &str) -> Result<Self, RemoteError> {
-        Self::connect_with(address, pinned_client_config(fingerprint)?, token).await
+        Self::connect_with(address, pinned_client_config(fingerprint)?, PINNED_NAME, token).await
+    }
+
+    /// Connects verifying the server's certificate against the CA
+    /// certificates in `roots`, for `server_name` (a DNS name or IP address
+    /// the certificate must carry).
+    pub async fn connect_ca(
+        address: &str,
+        server_name: &str,
+        roots: &std::path::Path,
+        token: &str,
+    ) -> Result<Self, RemoteError> {
+        Self::connect_with(address, crate::transport::ca_client_config(roots)?, server_name, token).await
     }
 
     /// Connects trusting the server's certificate on first use (as SSH does):
@@ -60,7 +76,7 @@ impl RemoteConnection {
             return Self::connect(address, &fingerprint, token).await;
         }
         let (config, seen) = crate::transport::first_use_client_config()?;
-        let connection = Self::connect_with(address, config, token).await?;
+        let connection = Self::connect_with(address, config, PINNED_NAME, token).await?;
         if let Some(fingerprint) = seen.get() {
             if let Some(dir) = known_servers.parent() {
                 std::fs::create_dir_all(dir).map_err(TransportError::from)?;
@@ -79,11 +95,13 @@ impl RemoteConnection {
     async fn connect_with(
         address: &str,
         config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
         token: &str,
     ) -> Result<Self, RemoteError> {
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| TransportError::Tls(format!("'{server_name}' is not a valid server name")))?;
         let tcp = TcpStream::connect(address).await.map_err(TransportError::from)?;
         let connector = tokio_rustls::TlsConnector::from(config);
-        let name = ServerName::try_from("atedb").expect("a valid DNS name");
         let tls = connector.connect(name, tcp).await.map_err(|error| TransportError::Tls(error.to_string()))?;
         let (read_half, writer) = tokio::io::split(tls);
         let mut connection = Self {

@@ -32,12 +32,50 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A server's TLS certificate and key, and the fingerprint clients pin.
-#[derive(Debug, Clone)]
+/// A server's TLS certificate (chain) and key, and the fingerprint clients pin.
+#[derive(Clone)]
 pub struct ServerIdentity {
-    pub certificate: CertificateDer<'static>,
-    key_pkcs8: Vec<u8>,
+    /// The server's certificate first, then any intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
     pub fingerprint: String,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    // The private key never reaches a log.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("ServerIdentity").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+    }
+}
+
+/// Certificates from a PEM file (every CERTIFICATE block) or one DER certificate.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path)?;
+    let bad = |why: String| TransportError::Tls(format!("{}: {why}", path.display()));
+    if bytes.starts_with(b"-----BEGIN") {
+        let certificates = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| bad(error.to_string()))?;
+        if certificates.is_empty() {
+            return Err(bad("no certificate in the file".into()));
+        }
+        Ok(certificates)
+    } else {
+        Ok(vec![CertificateDer::from(bytes)])
+    }
+}
+
+/// A private key from a PEM file (PKCS#8, PKCS#1 or SEC1) or PKCS#8 DER.
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TransportError> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path)?;
+    if bytes.starts_with(b"-----BEGIN") {
+        PrivateKeyDer::from_pem_slice(&bytes)
+            .map_err(|error| TransportError::Tls(format!("{}: {error}", path.display())))
+    } else {
+        Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes)))
+    }
 }
 
 /// The fingerprint clients pin: hex BLAKE3 of the certificate's DER bytes.
@@ -57,19 +95,27 @@ impl ServerIdentity {
             crate::cli::write_secret_file(&key_path, &generated.signing_key.serialize_der())
                 .map_err(|error| TransportError::Tls(error.to_string()))?;
         }
-        let certificate = std::fs::read(&certificate_path)?;
-        let key_pkcs8 = std::fs::read(&key_path)?;
-        let fingerprint = fingerprint_of(&certificate);
-        Ok(Self { certificate: CertificateDer::from(certificate), key_pkcs8, fingerprint })
+        Self::from_files(&certificate_path, &key_path)
+    }
+
+    /// A certificate chain and key from files (PEM, or DER): for example
+    /// issued by a CA that clients verify against instead of pinning.
+    pub fn from_files(certificate_chain: &Path, key: &Path) -> Result<Self, TransportError> {
+        let chain = read_certificates(certificate_chain)?;
+        let key = read_private_key(key)?;
+        let fingerprint = fingerprint_of(chain[0].as_ref());
+        let identity = Self { chain, key: Arc::new(key), fingerprint };
+        // A certificate that does not match its key fails here, at start.
+        identity.server_config()?;
+        Ok(identity)
     }
 
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TransportError> {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()));
         let config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|error| TransportError::Tls(error.to_string()))?
             .with_no_client_auth()
-            .with_single_cert(vec![self.certificate.clone()], key)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|error| TransportError::Tls(error.to_string()))?;
         Ok(Arc::new(config))
     }
@@ -144,6 +190,22 @@ pub fn pinned_client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, Tran
 /// fingerprint (read it after the handshake, then pin it for next time).
 pub fn first_use_client_config() -> Result<(Arc<ClientConfig>, FingerprintSeen), TransportError> {
     client_config(None)
+}
+
+/// A client configuration that verifies the server's certificate chain
+/// against the CA certificates in `roots` (PEM bundle or one DER
+/// certificate), and the server's name against the certificate.
+pub fn ca_client_config(roots: &Path) -> Result<Arc<ClientConfig>, TransportError> {
+    let mut store = rustls::RootCertStore::empty();
+    for certificate in read_certificates(roots)? {
+        store.add(certificate).map_err(|error| TransportError::Tls(format!("{}: {error}", roots.display())))?;
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| TransportError::Tls(error.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The fingerprint a trust-on-first-use handshake saw.

@@ -13,7 +13,13 @@
 //! [cluster]                            # optional
 //! this = "10.0.0.1:5000"
 //! members = ["10.0.0.1:5000", "10.0.0.2:5000"]
+//!
+//! [tls]                                # optional: a CA-issued identity
+//! certificate = "/etc/atedb/tls.crt"   # PEM chain (server first) or one DER certificate
+//! key = "/etc/atedb/tls.key"           # PEM (PKCS#8, PKCS#1, SEC1) or PKCS#8 DER
 //! ```
+//! Without `[tls]`, atedb creates a self-signed certificate in the data
+//! directory on first start and clients pin its fingerprint.
 //! Unknown keys are errors, so a typo never silently means a default.
 //! `SIGHUP` re-reads the file and applies `trusted_issuers` and
 //! `chains.allow_create`; the other settings need a restart.
@@ -38,6 +44,15 @@ pub struct Config {
     #[serde(default)]
     pub chains: ChainPolicy,
     pub cluster: Option<Cluster>,
+    pub tls: Option<TlsIdentity>,
+}
+
+/// Certificate and key files for the server's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsIdentity {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -96,6 +96,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         cluster: config.cluster.clone().map(|cluster| (cluster.members, cluster.this)),
         chain_policy: config.chains.clone(),
         durability: config.durability.into(),
+        tls: config.tls.clone().map(|tls| (tls.certificate, tls.key)),
     };
     Ok((config, options))
 }

@@ -74,6 +74,9 @@ pub struct ServerOptions {
     /// Which chain names may be created.
     pub chain_policy: ChainPolicy,
     pub durability: Durability,
+    /// Certificate chain and key files; `None`: a self-signed identity kept
+    /// in the data directory.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Files a data directory holds besides chains.
@@ -104,7 +107,10 @@ impl Server {
     /// [`Server::open`] with options (cluster membership, extra issuers).
     pub async fn open_with(data: &DataDirectory, options: ServerOptions) -> Result<Arc<Self>, ServerError> {
         std::fs::create_dir_all(&data.root)?;
-        let identity = ServerIdentity::load_or_create(&data.root)?;
+        let identity = match &options.tls {
+            Some((certificate, key)) => ServerIdentity::from_files(certificate, key)?,
+            None => ServerIdentity::load_or_create(&data.root)?,
+        };
         std::fs::write(data.fingerprint(), format!("{}\n", identity.fingerprint))?;
         let issuer = load_or_create_issuer(&data.issuer_key())?;
         if !data.admin_token().exists() {

@@ -248,3 +248,57 @@ async fn prometheus_metrics_count_commits_rejections_and_fsyncs() {
         assert!(response.contains(expected), "missing {expected} in\n{response}");
     }
 }
+
+/// A CA-issued identity instead of the self-signed one: clients verify the
+/// chain and the name, with no fingerprint to pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_issued_certificate_is_verified_by_chain_and_name() {
+    use ate_client::registry::{Registry, RegistryConfig, ServerTrust};
+    use atedb::server::ServerOptions;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let dir = tempfile::tempdir().unwrap();
+    let make_ca = || {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let certificate = params.self_signed(&key).unwrap();
+        (certificate, Issuer::new(params, key))
+    };
+    let (ca, issuer) = make_ca();
+    let (other_ca, _) = make_ca();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("tls.crt"), leaf.der()).unwrap();
+    std::fs::write(path("tls.key"), leaf_key.serialize_der()).unwrap();
+    std::fs::write(path("ca.der"), ca.der()).unwrap();
+    std::fs::write(path("other-ca.der"), other_ca.der()).unwrap();
+
+    let data = DataDirectory { root: dir.path().join("data") };
+    let options = ServerOptions { tls: Some((path("tls.crt"), path("tls.key"))), ..Default::default() };
+    let server = Server::open_with(&data, options).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let serving = Arc::clone(&server);
+    tokio::spawn(async move { serving.serve(listener, stopped).await });
+    let token = std::fs::read_to_string(data.admin_token()).unwrap();
+    let address = format!("127.0.0.1:{port}");
+
+    let mut client = RemoteConnection::connect_ca(&address, "localhost", &path("ca.der"), &token).await.unwrap();
+    client.ping().await.unwrap();
+    // Another CA, or a name the certificate does not carry: refused.
+    let error = RemoteConnection::connect_ca(&address, "localhost", &path("other-ca.der"), &token).await.unwrap_err();
+    assert!(matches!(error, RemoteError::Transport(_)), "{error}");
+    let error = RemoteConnection::connect_ca(&address, "elsewhere.example", &path("ca.der"), &token).await.unwrap_err();
+    assert!(matches!(error, RemoteError::Transport(_)), "{error}");
+
+    // The Registry verifies the URL's host name, whatever address it dials.
+    let mut config = RegistryConfig::new(token, ServerTrust::CertificateAuthority(path("ca.der")));
+    config.members = vec![address.clone()];
+    let chain = Registry::new(config).await.open(&format!("tcp://localhost:{port}/records")).await.unwrap();
+    let mut dio = chain.dio(&AteSession::default()).await;
+    dio.store(1u8).unwrap();
+    dio.commit().await.unwrap();
+}

@@ -30,6 +30,10 @@ struct Arguments {
     /// it, the known-servers file is used, trusting a new server on first use.
     #[arg(long, global = true, env = "ATE_FINGERPRINT")]
     fingerprint: Option<String>,
+    /// Verify the server's certificate against these CA certificates (PEM
+    /// bundle or DER) and the target's host name, instead of pinning.
+    #[arg(long, global = true, env = "ATE_CA_FILE", conflicts_with = "fingerprint")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,6 +123,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
     let options = cli::ConnectOptions {
         token_file: arguments.token_file.as_deref(),
         fingerprint: arguments.fingerprint.as_deref(),
+        ca_file: arguments.ca_file.as_deref(),
     };
     match arguments.command {
         Command::Put { target, key, value } => {
