@@ -129,8 +129,10 @@ pub struct ConnectOptions<'a> {
     pub ca_file: Option<&'a Path>,
 }
 
-/// The CLI event for a named key.
-fn put_event(name: &str, value: Vec<u8>) -> Result<NewEvent, CliError> {
+/// The event storing `value` under the named key `name`, in the format
+/// `ate get` reads (also used by `ate-loadgen`, whose acknowledged-write
+/// log names keys `ate get` accepts).
+pub fn named_event(name: &str, value: Vec<u8>) -> Result<NewEvent, CliError> {
     let payload = postcard::to_stdvec(&CliValue { name: name.to_string(), value })
         .map_err(|e| CliError::Io(format!("encoding the value: {e}")))?;
     let mut event = NewEvent::data(PrimaryKey::from_name(name), payload);
@@ -151,7 +153,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Stores `value` under the named key (a blind write).
 pub async fn put(chain: &Chain, name: &str, value: Vec<u8>) -> Result<CommitReceipt, CliError> {
-    Ok(chain.append(vec![put_event(name, value)?], None).await?)
+    Ok(chain.append(vec![named_event(name, value)?], None).await?)
 }
 
 /// The stored value of a named key. Objects not written by the CLI are

@@ -1,0 +1,13 @@
+//! `ate-loadgen`: realistic workloads against the embedded engine or an
+//! `atedb` server, with honest percentiles (HdrHistogram, open-loop runs
+//! corrected for coordinated omission) and reports scripts can read.
+//!
+//! - `workload`: the workloads (ingest, cache, queue, fanout, mixed), key and size distributions;
+//! - `driver`: workers, closed and open load models, stopping;
+//! - `report`: recording, the summary table, the JSON report;
+//! - `target`: opening the chains a run drives.
+
+pub mod driver;
+pub mod report;
+pub mod target;
+pub mod workload;

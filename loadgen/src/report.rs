@@ -1,0 +1,211 @@
+//! Recording and reporting: HdrHistogram latencies (1 µs to 1 h, three
+//! significant digits), throughput, errors, a per-second timeline, and the
+//! JSON whose top-level fields scripts rely on.
+
+use crate::workload::Outcome;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const HIGHEST_TRACKABLE_US: u64 = 3_600_000_000;
+/// Distinct error messages kept (the rest are only counted).
+const MAX_ERROR_KINDS: usize = 16;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_US, 3).expect("valid histogram bounds")
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Second {
+    pub requests: u64,
+    pub events: u64,
+    pub latency_us_p99: u64,
+}
+
+/// What one worker (then the whole run) saw.
+#[derive(Debug)]
+pub struct Recorder {
+    started: Instant,
+    latency_us: Histogram<u64>,
+    per_second: Vec<(u64, u64, Histogram<u64>)>,
+    requests: u64,
+    events: u64,
+    bytes: u64,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            latency_us: histogram(),
+            per_second: Vec::new(),
+            requests: 0,
+            events: 0,
+            bytes: 0,
+            errors: 0,
+            error_kinds: BTreeMap::new(),
+        }
+    }
+
+    /// A request intended at `sent` (the schedule, in the open loop) and
+    /// answered at `done`.
+    pub fn record(&mut self, sent: Instant, done: Instant, outcome: &Outcome) {
+        let measured = outcome.latency_us.unwrap_or(done.saturating_duration_since(sent).as_micros() as u64);
+        let latency_us = measured.clamp(1, HIGHEST_TRACKABLE_US);
+        self.latency_us.saturating_record(latency_us);
+        self.requests += 1;
+        self.events += outcome.events;
+        self.bytes += outcome.bytes;
+        let second = done.saturating_duration_since(self.started).as_secs() as usize;
+        while self.per_second.len() <= second {
+            self.per_second.push((0, 0, histogram()));
+        }
+        let slot = &mut self.per_second[second];
+        slot.0 += 1;
+        slot.1 += outcome.events;
+        slot.2.saturating_record(latency_us);
+    }
+
+    pub fn error(&mut self, message: &str) {
+        self.errors += 1;
+        if self.error_kinds.len() < MAX_ERROR_KINDS || self.error_kinds.contains_key(message) {
+            *self.error_kinds.entry(message.to_string()).or_default() += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: Recorder) {
+        self.latency_us.add(&other.latency_us).expect("same bounds");
+        self.requests += other.requests;
+        self.events += other.events;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        for (message, count) in other.error_kinds {
+            if self.error_kinds.len() < MAX_ERROR_KINDS || self.error_kinds.contains_key(&message) {
+                *self.error_kinds.entry(message).or_default() += count;
+            }
+        }
+        for (index, (requests, events, latency)) in other.per_second.into_iter().enumerate() {
+            while self.per_second.len() <= index {
+                self.per_second.push((0, 0, histogram()));
+            }
+            let slot = &mut self.per_second[index];
+            slot.0 += requests;
+            slot.1 += events;
+            slot.2.add(&latency).expect("same bounds");
+        }
+    }
+
+    pub fn finish(self, elapsed: Duration) -> Report {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let percentile =
+            |quantile: f64| if self.requests == 0 { 0 } else { self.latency_us.value_at_quantile(quantile) };
+        Report {
+            elapsed_s: elapsed.as_secs_f64(),
+            requests: self.requests,
+            events: self.events,
+            bytes: self.bytes,
+            errors: self.errors,
+            error_kinds: self.error_kinds,
+            throughput_events_per_s: self.events as f64 / seconds,
+            throughput_mb_per_s: self.bytes as f64 / seconds / 1e6,
+            latency_us: Percentiles {
+                p50: percentile(0.50),
+                p90: percentile(0.90),
+                p99: percentile(0.99),
+                p999: percentile(0.999),
+                max: if self.requests == 0 { 0 } else { self.latency_us.max() },
+            },
+            timeline: self
+                .per_second
+                .iter()
+                .map(|(requests, events, latency)| Second {
+                    requests: *requests,
+                    events: *events,
+                    latency_us_p99: if *requests == 0 { 0 } else { latency.value_at_quantile(0.99) },
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub elapsed_s: f64,
+    pub requests: u64,
+    pub events: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub throughput_events_per_s: f64,
+    pub throughput_mb_per_s: f64,
+    pub latency_us: Percentiles,
+    pub timeline: Vec<Second>,
+}
+
+impl Report {
+    /// The human summary table.
+    pub fn table(&self, workload: &str, target: &str) -> String {
+        let latency = &self.latency_us;
+        format!(
+            "workload     {workload}\ntarget       {target}\nelapsed      {:.1} s\nevents       {}  ({} requests, {} errors)\nthroughput   {:.0} events/s  {:.2} MB/s\nlatency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
+            self.elapsed_s,
+            self.events,
+            self.requests,
+            self.errors,
+            self.throughput_events_per_s,
+            self.throughput_mb_per_s,
+            latency.p50,
+            latency.p90,
+            latency.p99,
+            latency.p999,
+            latency.max
+        )
+    }
+
+    /// The JSON report. Stable top-level fields: `workload`, `target`,
+    /// `events`, `errors`, `throughput_events_per_s`, `throughput_mb_per_s`,
+    /// `latency_us` {`p50`, `p90`, `p99`, `p999`, `max`}; plus `config`
+    /// (every setting of the run), `requests`, `bytes`, `elapsed_s`,
+    /// `error_kinds` and `timeline` (per second).
+    pub fn to_json(&self, workload: &str, target: &str, config: serde_json::Value) -> serde_json::Value {
+        let latency = &self.latency_us;
+        serde_json::json!({
+            "workload": workload,
+            "target": target,
+            "events": self.events,
+            "errors": self.errors,
+            "throughput_events_per_s": self.throughput_events_per_s,
+            "throughput_mb_per_s": self.throughput_mb_per_s,
+            "latency_us": {
+                "p50": latency.p50,
+                "p90": latency.p90,
+                "p99": latency.p99,
+                "p999": latency.p999,
+                "max": latency.max,
+            },
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "elapsed_s": self.elapsed_s,
+            "error_kinds": self.error_kinds,
+            "timeline": self.timeline.iter().map(|second| serde_json::json!({
+                "requests": second.requests,
+                "events": second.events,
+                "latency_us_p99": second.latency_us_p99,
+            })).collect::<Vec<_>>(),
+            "config": config,
+        })
+    }
+}

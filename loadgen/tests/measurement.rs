@@ -1,0 +1,89 @@
+//! The measurement itself: known latencies come out as known percentiles,
+//! the open loop holds its rate and charges stalls to every request they
+//! delayed (coordinated omission), and the JSON report keeps its fields.
+
+use ate_loadgen::driver::{run, LoadModel, Progress, RunPlan, Stop};
+use ate_loadgen::workload::{Outcome, StepFuture, Workload};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Answers after a fixed delay; call number `stall_at` takes `stall` instead.
+struct Synthetic {
+    delay: Duration,
+    stall_at: Option<u64>,
+    stall: Duration,
+    calls: AtomicU64,
+}
+
+impl Workload for Synthetic {
+    fn step<'a>(&'a self, _worker: usize, _random: &'a mut fastrand::Rng) -> StepFuture<'a> {
+        Box::pin(async move {
+            let call = self.calls.fetch_add(1, Ordering::Relaxed);
+            let wait = if Some(call) == self.stall_at { self.stall } else { self.delay };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Outcome { events: 1, bytes: 100, latency_us: None })
+        })
+    }
+}
+
+fn synthetic(delay: Duration, stall_at: Option<u64>, stall: Duration) -> Arc<Synthetic> {
+    Arc::new(Synthetic { delay, stall_at, stall, calls: AtomicU64::new(0) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_latency_comes_out_as_the_percentiles() {
+    let plan = RunPlan { workers: 4, model: LoadModel::Closed, stop: Stop::Count(200), warmup: Duration::ZERO };
+    let report = run(synthetic(Duration::from_millis(5), None, Duration::ZERO), &plan, Default::default()).await;
+    assert_eq!(report.events, 200);
+    assert_eq!(report.bytes, 200 * 100);
+    assert_eq!(report.errors, 0);
+    // Timer granularity adds a little; never less than the delay.
+    let latency = &report.latency_us;
+    assert!(latency.p50 >= 5_000 && latency.p50 < 15_000, "{latency:?}");
+    assert!(latency.p50 <= latency.p90 && latency.p90 <= latency.p99 && latency.p99 <= latency.max);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_loop_holds_its_rate_and_charges_a_stall_to_every_delayed_request() {
+    let stall = Duration::from_millis(300);
+    let open = RunPlan {
+        workers: 1,
+        model: LoadModel::Open { rate_per_s: 200.0 },
+        stop: Stop::After(Duration::from_millis(1500)),
+        warmup: Duration::ZERO,
+    };
+    let report = run(synthetic(Duration::ZERO, Some(20), stall), &open, Arc::new(Progress::default())).await;
+    // 1.5 s at 200/s: about 300 requests (the stall is caught up afterwards).
+    assert!((250..=310).contains(&report.requests), "{}", report.requests);
+    // About 60 requests were due during the stall: each is charged its wait,
+    // so the stall shows at the 90th percentile, not only in the maximum.
+    assert!(report.latency_us.max >= 290_000, "{:?}", report.latency_us);
+    assert!(report.latency_us.p90 >= 50_000, "{:?}", report.latency_us);
+
+    // The closed loop cannot see it: one slow request among many.
+    let closed = RunPlan { workers: 1, model: LoadModel::Closed, stop: Stop::Count(300), warmup: Duration::ZERO };
+    let report = run(synthetic(Duration::ZERO, Some(20), stall), &closed, Default::default()).await;
+    assert!(report.latency_us.max >= 290_000);
+    assert!(report.latency_us.p90 < 50_000, "{:?}", report.latency_us);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_report_keeps_its_stable_fields() {
+    let plan = RunPlan { workers: 2, model: LoadModel::Closed, stop: Stop::Count(50), warmup: Duration::ZERO };
+    let report = run(synthetic(Duration::from_millis(1), None, Duration::ZERO), &plan, Default::default()).await;
+    let json = report.to_json("ingest", "synthetic", serde_json::json!({ "workers": 2 }));
+    assert_eq!(json["workload"], "ingest");
+    assert_eq!(json["target"], "synthetic");
+    assert_eq!(json["events"], 50);
+    assert_eq!(json["errors"], 0);
+    assert!(json["throughput_events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(json["throughput_mb_per_s"].as_f64().unwrap() > 0.0);
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(json["latency_us"][field].as_u64().unwrap() >= 1_000, "{field}");
+    }
+    assert_eq!(json["config"]["workers"], 2);
+    assert!(json["timeline"].as_array().is_some_and(|seconds| !seconds.is_empty()));
+}
