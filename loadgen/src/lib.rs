@@ -4,10 +4,11 @@
 //!
 //! - `workload`: the workloads (ingest, cache, queue, fanout, mixed), key and size distributions;
 //! - `driver`: workers, closed and open load models, stopping;
-//! - `report`: recording, the summary table, the JSON report;
+//! - `report`: recording, the summary table, the JSON report; `html`: the self-contained HTML report;
 //! - `target`: opening the chains a run drives.
 
 pub mod driver;
+pub mod html;
 pub mod report;
 pub mod target;
 pub mod workload;

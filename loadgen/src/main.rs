@@ -106,6 +106,9 @@ struct RunArguments {
     /// Write every figure and the configuration as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML report with plots.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Append `chain<TAB>key<TAB>sequence` for every acknowledged write.
     #[arg(long)]
     acked_log: Option<PathBuf>,
@@ -235,6 +238,19 @@ async fn run(arguments: RunArguments) -> Result<(), (u8, String)> {
         let json = report.to_json(&workload_name, &target.describe(), configuration);
         std::fs::write(path, serde_json::to_vec_pretty(&json).expect("JSON values serialize"))
             .map_err(|error| (3, format!("{}: {error}", path.display())))?;
+    }
+    if let Some(path) = &arguments.html {
+        let settings = vec![
+            format!("workload {workload_name}, target {}", target.describe()),
+            format!("message size {:?}, batch {}, durability {:?}", config.message, config.batch, durability),
+            format!("{} connections x {} in flight, {:?}", arguments.connections, arguments.in_flight, plan.model),
+        ];
+        let page = ate_loadgen::html::render(
+            &format!("ate-loadgen: {workload_name}"),
+            &settings,
+            &[(target.describe(), report)],
+        );
+        std::fs::write(path, page).map_err(|error| (3, format!("{}: {error}", path.display())))?;
     }
     Ok(())
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const HIGHEST_TRACKABLE_US: u64 = 3_600_000_000;
+/// Quantiles of the plotted spectrum.
+const SPECTRUM_QUANTILES: [f64; 11] = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0];
 /// Distinct error messages kept (the rest are only counted).
 const MAX_ERROR_KINDS: usize = 16;
 
@@ -118,6 +120,14 @@ impl Recorder {
                 p999: percentile(0.999),
                 max: if self.requests == 0 { 0 } else { self.latency_us.max() },
             },
+            spectrum: if self.requests == 0 {
+                Vec::new()
+            } else {
+                SPECTRUM_QUANTILES
+                    .iter()
+                    .map(|quantile| (*quantile, self.latency_us.value_at_quantile(*quantile)))
+                    .collect()
+            },
             timeline: self
                 .per_second
                 .iter()
@@ -152,6 +162,8 @@ pub struct Report {
     pub throughput_events_per_s: f64,
     pub throughput_mb_per_s: f64,
     pub latency_us: Percentiles,
+    /// (quantile, latency µs) from the median to the maximum, for plots.
+    pub spectrum: Vec<(f64, u64)>,
     pub timeline: Vec<Second>,
 }
 
@@ -200,6 +212,7 @@ impl Report {
             "bytes": self.bytes,
             "elapsed_s": self.elapsed_s,
             "error_kinds": self.error_kinds,
+            "latency_spectrum_us": self.spectrum.iter().map(|(quantile, value)| serde_json::json!({ "quantile": quantile, "latency_us": value })).collect::<Vec<_>>(),
             "timeline": self.timeline.iter().map(|second| serde_json::json!({
                 "requests": second.requests,
                 "events": second.events,

@@ -59,12 +59,14 @@ async fn every_workload_runs_against_an_in_process_atedb() {
 #[test]
 fn the_binary_reports_json_and_logs_acknowledged_writes_that_the_chain_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let (json, acked) = (dir.path().join("report.json"), dir.path().join("acked.tsv"));
+    let (json, acked, html) =
+        (dir.path().join("report.json"), dir.path().join("acked.tsv"), dir.path().join("report.html"));
     let data = dir.path().join("data");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ate-loadgen"))
         .args(["run", "--workload", "ingest", "--embedded", data.to_str().unwrap(), "--count", "60"])
         .args(["--batch", "3", "--in-flight", "4", "--message-size", "100"])
         .args(["--json", json.to_str().unwrap(), "--acked-log", acked.to_str().unwrap()])
+        .args(["--html", html.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
@@ -76,6 +78,8 @@ fn the_binary_reports_json_and_logs_acknowledged_writes_that_the_chain_holds() {
     assert_eq!(report["events"], 180, "60 commits of 3 events");
     assert_eq!(report["errors"], 0);
     assert_eq!(report["config"]["workload"]["batch"], 3);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3, "spectrum, throughput and p99 plots");
 
     let lines = std::fs::read_to_string(&acked).unwrap();
     assert_eq!(lines.lines().count(), 180);
