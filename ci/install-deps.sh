@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine with the Rust
-# toolchain. The engine tests need nothing beyond Rust itself; this script is
-# where system packages go as later issues add them (redis-server,
-# nats-server for peer benchmarks).
+# toolchain. The engine tests need nothing beyond Rust itself; the peer
+# servers for loadgen comparisons (redis-server, nats-server) are installed
+# and started by ci/peers.sh.
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }

@@ -5,10 +5,11 @@
 //! - `workload`: the workloads (ingest, cache, queue, fanout, mixed), key and size distributions;
 //! - `driver`: workers, closed and open load models, stopping;
 //! - `report`: recording, the summary table, the JSON report; `html`: the self-contained HTML report;
-//! - `target`: opening the chains a run drives.
+//! - `target`: what a run drives (ATE embedded or remote); `peers`: Redis and NATS JetStream.
 
 pub mod driver;
 pub mod html;
+pub mod peers;
 pub mod report;
 pub mod target;
 pub mod workload;

@@ -1,5 +1,7 @@
-//! `ate-loadgen run`: drives a workload against the embedded engine or an
-//! `atedb` server and reports throughput and latency percentiles.
+//! `ate-loadgen run`: drives a workload against the embedded engine, an
+//! `atedb` server or a peer and reports throughput and latency percentiles;
+//! `ate-loadgen compare`: the same workload against ATE and each peer,
+//! alternating, with the ratios.
 //!
 //! Exit codes: 0 the run completed (errors, if any, are in the report);
 //! 2 bad usage; 3 the target could not be opened or a report not written.
@@ -7,7 +9,9 @@
 use ate::Durability;
 use ate_client::registry::ServerTrust;
 use ate_loadgen::driver::{self, LoadModel, Progress, RunPlan, Stop};
-use ate_loadgen::target::Target;
+use ate_loadgen::html;
+use ate_loadgen::report::Report;
+use ate_loadgen::target::{AckSink, Target};
 use ate_loadgen::workload::{self, KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
@@ -28,6 +32,21 @@ struct Arguments {
 enum Command {
     /// Run one workload against one target.
     Run(RunArguments),
+    /// Run the same workload against ATE and each peer, alternating, and print the ratios.
+    Compare(CompareArguments),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArguments {
+    #[command(flatten)]
+    run: RunArguments,
+    /// A peer to compare with: redis://host:port or nats://host:port (repeatable).
+    /// Peers that cannot be reached are skipped, and the report says so.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Rounds; each runs every system once, the order alternating between rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -47,7 +66,7 @@ enum DistributionArgument {
 struct RunArguments {
     #[arg(long, value_enum, default_value = "ingest")]
     workload: WorkloadKind,
-    /// An atedb chain, tcp://host[:port]/chain.
+    /// tcp://host[:port]/chain (atedb), redis://host:port or nats://host:port.
     #[arg(long, conflicts_with = "embedded")]
     target: Option<String>,
     /// Run the engine in this process, with chains in DIR.
@@ -115,7 +134,7 @@ struct RunArguments {
 }
 
 fn main() -> ExitCode {
-    let Command::Run(arguments) = Arguments::parse().command;
+    let command = Arguments::parse().command;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -123,7 +142,11 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(run(arguments)) {
+    let outcome = match command {
+        Command::Run(arguments) => runtime.block_on(run(arguments)),
+        Command::Compare(arguments) => runtime.block_on(compare(arguments)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
             eprintln!("ate-loadgen: {message}");
@@ -132,12 +155,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(arguments: RunArguments) -> Result<(), (u8, String)> {
-    let usage = |message: String| (2u8, message);
-    let target = match (&arguments.target, &arguments.embedded) {
-        (Some(url), None) => {
-            let token_file =
-                arguments.token_file.as_ref().ok_or_else(|| usage("--target needs --token-file".into()))?;
+type Failure = (u8, String);
+
+fn usage(message: impl Into<String>) -> Failure {
+    (2, message.into())
+}
+
+/// The target named by `--target` or `--embedded`.
+fn parse_target(arguments: &RunArguments, text: Option<&str>) -> Result<Target, Failure> {
+    match (text, &arguments.embedded) {
+        (Some(url), _) if url.starts_with("redis://") => Ok(Target::Redis { url: url.to_string() }),
+        (Some(url), _) if url.starts_with("nats://") => Ok(Target::Nats { url: url.to_string() }),
+        (Some(url), _) if url.starts_with("tcp://") => {
+            let token_file = arguments.token_file.as_ref().ok_or_else(|| usage("tcp:// targets need --token-file"))?;
             let token = std::fs::read_to_string(token_file)
                 .map_err(|error| (3, format!("{}: {error}", token_file.display())))?;
             let trust = match (&arguments.fingerprint, &arguments.ca_file) {
@@ -145,46 +175,128 @@ async fn run(arguments: RunArguments) -> Result<(), (u8, String)> {
                 (None, Some(roots)) => ServerTrust::CertificateAuthority(roots.clone()),
                 (None, None) => ServerTrust::KnownServers(ate_client::cli::known_servers_path()),
             };
-            Target::Remote { url: url.clone(), token, trust }
+            Ok(Target::Remote { url: url.to_string(), token, trust })
         }
-        (None, Some(dir)) => Target::Embedded { dir: dir.clone(), chain: arguments.chain.clone() },
-        _ => return Err(usage("give --target tcp://host:port/chain or --embedded DIR".into())),
-    };
-    if !(0.0..=1.0).contains(&arguments.read_ratio) {
-        return Err(usage("--read-ratio is a fraction between 0 and 1".into()));
+        (Some(other), _) => Err(usage(format!("unknown target '{other}': tcp://, redis:// or nats://"))),
+        (None, Some(dir)) => Ok(Target::Embedded { dir: dir.clone(), chain: arguments.chain.clone() }),
+        (None, None) => Err(usage("give --target tcp://host:port/chain (or a peer) or --embedded DIR")),
     }
-    let durability = match arguments.durability {
-        DurabilityArgument::Sync => Durability::Sync,
-        DurabilityArgument::Batched => Durability::Batched,
-        DurabilityArgument::Buffered => Durability::Buffered,
-    };
-    let config = WorkloadConfig {
-        kind: arguments.workload,
-        message: arguments.message_size,
-        keys: arguments.keys,
-        distribution: match arguments.distribution {
-            DistributionArgument::Uniform => KeyDistribution::Uniform,
-            DistributionArgument::Zipf => KeyDistribution::Zipf(arguments.zipf_exponent),
-        },
-        batch: arguments.batch.max(1),
-        read_ratio: arguments.read_ratio,
-        durability: Some(durability),
-    };
-    let workers = arguments.connections.max(1) * arguments.in_flight.max(1);
-    let plan = RunPlan {
-        workers,
-        model: match arguments.rate {
-            Some(rate) if rate > 0.0 => LoadModel::Open { rate_per_s: rate },
-            Some(_) => return Err(usage("--rate must be positive".into())),
-            None => LoadModel::Closed,
-        },
-        stop: match arguments.count {
-            Some(count) => Stop::Count(count),
-            None => Stop::After(Duration::from_secs_f64(arguments.duration.max(0.0))),
-        },
-        warmup: Duration::from_secs_f64(arguments.warmup.max(0.0)),
-    };
-    let chains = target.open(arguments.connections, durability).await.map_err(|error| (3, error.to_string()))?;
+}
+
+/// Everything but the target, checked.
+struct Settings {
+    config: WorkloadConfig,
+    durability: Durability,
+    workers: usize,
+    plan: RunPlan,
+}
+
+impl Settings {
+    fn from(arguments: &RunArguments) -> Result<Self, Failure> {
+        if !(0.0..=1.0).contains(&arguments.read_ratio) {
+            return Err(usage("--read-ratio is a fraction between 0 and 1"));
+        }
+        let durability = match arguments.durability {
+            DurabilityArgument::Sync => Durability::Sync,
+            DurabilityArgument::Batched => Durability::Batched,
+            DurabilityArgument::Buffered => Durability::Buffered,
+        };
+        let config = WorkloadConfig {
+            kind: arguments.workload,
+            message: arguments.message_size,
+            keys: arguments.keys,
+            distribution: match arguments.distribution {
+                DistributionArgument::Uniform => KeyDistribution::Uniform,
+                DistributionArgument::Zipf => KeyDistribution::Zipf(arguments.zipf_exponent),
+            },
+            batch: arguments.batch.max(1),
+            read_ratio: arguments.read_ratio,
+            durability: Some(durability),
+        };
+        let workers = arguments.connections.max(1) * arguments.in_flight.max(1);
+        let plan = RunPlan {
+            workers,
+            model: match arguments.rate {
+                Some(rate) if rate > 0.0 => LoadModel::Open { rate_per_s: rate },
+                Some(_) => return Err(usage("--rate must be positive")),
+                None => LoadModel::Closed,
+            },
+            stop: match arguments.count {
+                Some(count) => Stop::Count(count),
+                None => Stop::After(Duration::from_secs_f64(arguments.duration.max(0.0))),
+            },
+            warmup: Duration::from_secs_f64(arguments.warmup.max(0.0)),
+        };
+        Ok(Self { config, durability, workers, plan })
+    }
+
+    fn workload_name(&self) -> String {
+        format!("{:?}", self.config.kind).to_lowercase()
+    }
+
+    fn describe(&self, arguments: &RunArguments) -> Vec<String> {
+        vec![
+            format!(
+                "workload {}, message size {:?}, batch {}",
+                self.workload_name(),
+                self.config.message,
+                self.config.batch
+            ),
+            format!("{} connections x {} in flight, {:?}", arguments.connections, arguments.in_flight, self.plan.model),
+            format!(
+                "keys {} ({:?}), read ratio {}",
+                self.config.keys, self.config.distribution, self.config.read_ratio
+            ),
+        ]
+    }
+
+    fn to_json(&self, arguments: &RunArguments, settings: &str) -> serde_json::Value {
+        serde_json::json!({
+            "workload": self.config,
+            "durability": format!("{:?}", self.durability).to_lowercase(),
+            "system_settings": settings,
+            "connections": arguments.connections,
+            "in_flight": arguments.in_flight,
+            "workers": self.workers,
+            "load_model": match self.plan.model {
+                LoadModel::Closed => serde_json::json!("closed"),
+                LoadModel::Open { rate_per_s } => serde_json::json!({ "open_rate_per_s": rate_per_s }),
+            },
+            "duration_s": arguments.duration,
+            "count": arguments.count,
+            "warmup_s": arguments.warmup,
+            "machine": { "cpus": std::thread::available_parallelism().map_or(0, usize::from), "os": std::env::consts::OS },
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+}
+
+/// One run of `settings` against `target`: (report, the system's settings).
+async fn run_once(
+    target: &Target,
+    arguments: &RunArguments,
+    settings: &Settings,
+    acked: AckSink,
+) -> Result<(Report, String), Failure> {
+    let backend = target
+        .connect(arguments.connections, settings.durability, settings.workers, acked)
+        .await
+        .map_err(|error| (3, format!("{}: {error}", target.describe())))?;
+    let system_settings = backend.settings();
+    let workload = workload::build(&settings.config, backend, settings.workers).await.map_err(usage)?;
+    let progress = Arc::new(Progress::default());
+    let display = std::io::stderr().is_terminal().then(|| spawn_display(Arc::clone(&progress)));
+    let report = driver::run(workload, &settings.plan, Arc::clone(&progress)).await;
+    if let Some((bar, task)) = display {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    Ok((report, system_settings))
+}
+
+async fn run(arguments: RunArguments) -> Result<(), Failure> {
+    let target = parse_target(&arguments, arguments.target.as_deref())?;
+    let settings = Settings::from(&arguments)?;
     let (acked, writer) = match &arguments.acked_log {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -207,50 +319,132 @@ async fn run(arguments: RunArguments) -> Result<(), (u8, String)> {
         }
         None => (None, None),
     };
-    let workload = workload::build(&config, chains, workers, acked).map_err(usage)?;
-    let progress = Arc::new(Progress::default());
-    let display = std::io::stderr().is_terminal().then(|| spawn_display(Arc::clone(&progress)));
-    let report = driver::run(workload, &plan, Arc::clone(&progress)).await;
-    if let Some((bar, task)) = display {
-        task.abort();
-        bar.finish_and_clear();
-    }
+    let (report, system_settings) = run_once(&target, &arguments, &settings, acked).await?;
     if let Some(writer) = writer {
-        // All senders are gone with the workload: the writer drains and ends.
+        // Every sender went with the backend: the writer drains and ends.
         let _ = writer.join();
     }
-    let workload_name = format!("{:?}", arguments.workload).to_lowercase();
-    print!("{}", report.table(&workload_name, &target.describe()));
+    let name = settings.workload_name();
+    print!("{}", report.table(&name, &target.describe()));
+    println!("settings     {system_settings}");
     if let Some(path) = &arguments.json {
-        let configuration = serde_json::json!({
-            "workload": config,
-            "durability": format!("{:?}", durability).to_lowercase(),
-            "connections": arguments.connections,
-            "in_flight": arguments.in_flight,
-            "workers": workers,
-            "load_model": match plan.model { LoadModel::Closed => serde_json::json!("closed"), LoadModel::Open { rate_per_s } => serde_json::json!({ "open_rate_per_s": rate_per_s }) },
-            "duration_s": arguments.duration,
-            "count": arguments.count,
-            "warmup_s": arguments.warmup,
-            "machine": { "cpus": std::thread::available_parallelism().map_or(0, usize::from), "os": std::env::consts::OS },
-            "version": env!("CARGO_PKG_VERSION"),
-        });
-        let json = report.to_json(&workload_name, &target.describe(), configuration);
-        std::fs::write(path, serde_json::to_vec_pretty(&json).expect("JSON values serialize"))
-            .map_err(|error| (3, format!("{}: {error}", path.display())))?;
+        let json = report.to_json(&name, &target.describe(), settings.to_json(&arguments, &system_settings));
+        write_file(path, &serde_json::to_vec_pretty(&json).expect("JSON values serialize"))?;
     }
     if let Some(path) = &arguments.html {
-        let settings = vec![
-            format!("workload {workload_name}, target {}", target.describe()),
-            format!("message size {:?}, batch {}, durability {:?}", config.message, config.batch, durability),
-            format!("{} connections x {} in flight, {:?}", arguments.connections, arguments.in_flight, plan.model),
-        ];
-        let page = ate_loadgen::html::render(
-            &format!("ate-loadgen: {workload_name}"),
-            &settings,
-            &[(target.describe(), report)],
-        );
-        std::fs::write(path, page).map_err(|error| (3, format!("{}: {error}", path.display())))?;
+        let mut lines = settings.describe(&arguments);
+        lines.push(system_settings);
+        let page = html::render(&format!("ate-loadgen: {name}"), &lines, &[(target.describe(), report)]);
+        write_file(path, page.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
+    std::fs::write(path, bytes).map_err(|error| (3, format!("{}: {error}", path.display())))
+}
+
+async fn compare(arguments: CompareArguments) -> Result<(), Failure> {
+    let settings = Settings::from(&arguments.run)?;
+    let ate = parse_target(&arguments.run, arguments.run.target.as_deref())?;
+    if matches!(ate, Target::Redis { .. } | Target::Nats { .. }) {
+        return Err(usage("compare: --target or --embedded names ATE; peers go in --peer"));
+    }
+    let mut systems = vec![ate];
+    for peer in &arguments.peers {
+        systems.push(parse_target(&arguments.run, Some(peer))?);
+    }
+    // Every round runs each system once; odd rounds in reverse, so neither
+    // side always gets the warm (or the cold) machine.
+    let mut results: Vec<Vec<Report>> = vec![Vec::new(); systems.len()];
+    let mut system_settings = vec![String::new(); systems.len()];
+    let mut skipped: Vec<Option<String>> = vec![None; systems.len()];
+    for round in 0..arguments.rounds.max(1) {
+        let mut order: Vec<usize> = (0..systems.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            if skipped[index].is_some() {
+                continue;
+            }
+            match run_once(&systems[index], &arguments.run, &settings, None).await {
+                Ok((report, described)) => {
+                    results[index].push(report);
+                    system_settings[index] = described;
+                }
+                // A peer that is not running is skipped; ATE must run.
+                Err((_, message)) if index > 0 => {
+                    eprintln!("ate-loadgen: skipping {}: {message}", systems[index].system());
+                    skipped[index] = Some(message);
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+    }
+    // Per system, the round with the median throughput.
+    let chosen: Vec<Option<Report>> = results
+        .into_iter()
+        .map(|mut reports| {
+            reports.sort_by(|a, b| a.throughput_events_per_s.total_cmp(&b.throughput_events_per_s));
+            reports.get(reports.len() / 2).cloned()
+        })
+        .collect();
+    let name = settings.workload_name();
+    let base = chosen[0].clone().expect("ATE ran");
+    println!(
+        "{:<16} {:>12} {:>9} {:>10} {:>10} {:>10}  ratio events/s, p99",
+        "system", "events/s", "MB/s", "p50 µs", "p99 µs", "p99.9 µs"
+    );
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    for (index, system) in systems.iter().enumerate() {
+        match &chosen[index] {
+            Some(report) => {
+                let ratio_throughput = base.throughput_events_per_s / report.throughput_events_per_s.max(1e-9);
+                let ratio_p99 = report.latency_us.p99 as f64 / base.latency_us.p99.max(1) as f64;
+                println!(
+                    "{:<16} {:>12.0} {:>9.2} {:>10} {:>10} {:>10}  ATE {:.2}x, {:.2}x",
+                    system.system(),
+                    report.throughput_events_per_s,
+                    report.throughput_mb_per_s,
+                    report.latency_us.p50,
+                    report.latency_us.p99,
+                    report.latency_us.p999,
+                    ratio_throughput,
+                    ratio_p99
+                );
+                rows.push(serde_json::json!({
+                    "system": system.system(),
+                    "target": system.describe(),
+                    "settings": system_settings[index],
+                    "report": report.to_json(&name, &system.describe(), serde_json::Value::Null),
+                    "ate_throughput_ratio": ratio_throughput,
+                    "p99_ratio_to_ate": ratio_p99,
+                }));
+                runs.push((system.system().to_string(), report.clone()));
+            }
+            None => {
+                let why = skipped[index].clone().unwrap_or_default();
+                println!("{:<16} skipped: {why}", system.system());
+                rows.push(serde_json::json!({ "system": system.system(), "skipped": why }));
+            }
+        }
+    }
+    if let Some(path) = &arguments.run.json {
+        let json = serde_json::json!({
+            "workload": name,
+            "rounds": arguments.rounds,
+            "config": settings.to_json(&arguments.run, ""),
+            "systems": rows,
+        });
+        write_file(path, &serde_json::to_vec_pretty(&json).expect("JSON values serialize"))?;
+    }
+    if let Some(path) = &arguments.run.html {
+        let mut lines = settings.describe(&arguments.run);
+        lines.extend(system_settings.iter().filter(|line| !line.is_empty()).cloned());
+        let page = html::render(&format!("ate-loadgen compare: {name}"), &lines, &runs);
+        write_file(path, page.as_bytes())?;
     }
     Ok(())
 }

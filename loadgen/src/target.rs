@@ -1,7 +1,10 @@
-//! What a run drives: `--embedded DIR` (the engine in this process) or
+//! What a run drives. `--embedded DIR` (the engine in this process),
 //! `--target tcp://host:port/chain` (an `atedb` server, authenticated like
-//! the `ate` CLI). Either way the workload gets `ate::Chain` handles.
+//! the `ate` CLI), or a peer: `--target redis://host:port`,
+//! `--target nats://host:port`. Each becomes a [`Backend`].
 
+use crate::workload::{Backend, BackendFuture};
+use ate::messaging::{Queue, QueueConfig, StartAt, Subscription};
 use ate::prelude::*;
 use ate_client::registry::{Registry, RegistryConfig, ServerTrust};
 use std::path::PathBuf;
@@ -11,34 +14,150 @@ use std::sync::Arc;
 pub enum Target {
     Embedded { dir: PathBuf, chain: String },
     Remote { url: String, token: String, trust: ServerTrust },
+    Redis { url: String },
+    Nats { url: String },
 }
+
+/// Where acknowledged writes are reported (`--acked-log`).
+pub type AckSink = Option<std::sync::mpsc::SyncSender<String>>;
 
 impl Target {
     /// A short description for reports.
     pub fn describe(&self) -> String {
         match self {
-            Target::Embedded { dir, chain } => format!("embedded {}/{chain}", dir.display()),
+            Target::Embedded { dir, chain } => format!("ate embedded {}/{chain}", dir.display()),
             Target::Remote { url, .. } => format!("atedb {url}"),
+            Target::Redis { url } => format!("redis {url}"),
+            Target::Nats { url } => format!("nats {url}"),
         }
     }
 
-    /// Opens `connections` handles on the chain: one embedded chain shared
-    /// by every worker, or one remote connection (and replica) each.
-    pub async fn open(&self, connections: usize, durability: Durability) -> Result<Vec<Arc<Chain>>, AteError> {
+    /// The system's name in comparisons.
+    pub fn system(&self) -> &'static str {
         match self {
+            Target::Embedded { .. } => "ate (embedded)",
+            Target::Remote { .. } => "ate",
+            Target::Redis { .. } => "redis",
+            Target::Nats { .. } => "nats-jetstream",
+        }
+    }
+
+    /// Connects with `connections` connections (one embedded chain is
+    /// shared by every worker; each remote connection has its own replica).
+    pub async fn connect(
+        &self,
+        connections: usize,
+        durability: Durability,
+        workers: usize,
+        acked: AckSink,
+    ) -> Result<Arc<dyn Backend>, String> {
+        let chains = match self {
             Target::Embedded { dir, chain } => {
                 let config = AteConfig { log_path: Some(dir.clone()), durability, ..AteConfig::default() };
-                let chain = ChainBuilder::new(&config).await.build().open(&ChainKey::from(chain.as_str())).await?;
-                Ok(vec![chain])
+                let builder = ChainBuilder::new(&config).await.build();
+                vec![builder.open(&ChainKey::from(chain.as_str())).await.map_err(|e| e.to_string())?]
             }
             Target::Remote { url, token, trust } => {
                 let mut chains = Vec::with_capacity(connections.max(1));
                 for _ in 0..connections.max(1) {
                     let registry = Registry::new(RegistryConfig::new(token.clone(), trust.clone())).await;
-                    chains.push(registry.open(url).await?);
+                    chains.push(registry.open(url).await.map_err(|e| e.to_string())?);
                 }
-                Ok(chains)
+                chains
             }
-        }
+            Target::Redis { url } => return crate::peers::redis::connect(url, connections, workers).await,
+            Target::Nats { url } => return crate::peers::nats::connect(url, connections, workers).await,
+        };
+        let queues = chains
+            .iter()
+            .map(|chain| Queue::new(chain, &AteSession::default(), "loadgen", QueueConfig::default()))
+            .collect();
+        let subscriptions = (0..workers).map(|_| tokio::sync::Mutex::new(None)).collect();
+        Ok(Arc::new(AteBackend { chains, queues, subscriptions, durability, acked }))
+    }
+}
+
+/// ATE as a backend: appends are commits of named values in the `ate`
+/// CLI's format (so `ate get` reads what the acked log names), gets read
+/// the view (the replica, remotely), queues and subscriptions are ATE's.
+struct AteBackend {
+    chains: Vec<Arc<Chain>>,
+    queues: Vec<Queue>,
+    subscriptions: Vec<tokio::sync::Mutex<Option<Subscription>>>,
+    durability: Durability,
+    acked: AckSink,
+}
+
+impl AteBackend {
+    fn chain(&self, worker: usize) -> &Arc<Chain> {
+        &self.chains[worker % self.chains.len()]
+    }
+}
+
+impl Backend for AteBackend {
+    fn append(&self, worker: usize, records: Vec<(String, Vec<u8>)>) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            let chain = self.chain(worker);
+            let mut events = Vec::with_capacity(records.len());
+            for (name, payload) in &records {
+                events.push(ate_client::cli::named_event(name, payload.clone()).map_err(|e| e.to_string())?);
+            }
+            let receipt = chain.append(events, Some(self.durability)).await.map_err(|e| e.to_string())?;
+            if let Some(sink) = &self.acked {
+                for (index, (name, _)) in records.iter().enumerate() {
+                    let line = format!("{}\t{name}\t{}", chain.key().name(), receipt.first_sequence + index as u64);
+                    let _ = sink.send(line);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn put(&self, worker: usize, key: String, payload: Vec<u8>) -> BackendFuture<'_, ()> {
+        self.append(worker, vec![(key, payload)])
+    }
+
+    fn settings(&self) -> String {
+        format!("ATE: every acknowledged commit fdatasync'd first (durability {:?})", self.durability)
+    }
+
+    fn get(&self, worker: usize, key: String) -> BackendFuture<'_, Option<usize>> {
+        Box::pin(
+            async move { Ok(self.chain(worker).get(&PrimaryKey::from_name(&key)).map(|event| event.payload.len())) },
+        )
+    }
+
+    fn push(&self, worker: usize, payload: Vec<u8>) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            self.queues[worker % self.queues.len()].push(payload).await.map(drop).map_err(|e| e.to_string())
+        })
+    }
+
+    fn take(&self, worker: usize) -> BackendFuture<'_, Option<usize>> {
+        Box::pin(async move {
+            let queue = &self.queues[worker % self.queues.len()];
+            let Some(delivery) = queue.take::<Vec<u8>>().await.map_err(|e| e.to_string())? else { return Ok(None) };
+            let bytes = delivery.value.len();
+            queue.ack(delivery).await.map_err(|e| e.to_string())?;
+            Ok(Some(bytes))
+        })
+    }
+
+    fn subscribe(&self, worker: usize) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            let subscription =
+                self.chain(worker).subscribe(&AteSession::default(), StartAt::Now).map_err(|e| e.to_string())?;
+            *self.subscriptions[worker].lock().await = Some(subscription);
+            Ok(())
+        })
+    }
+
+    fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)> {
+        Box::pin(async move {
+            let mut slot = self.subscriptions[worker].lock().await;
+            let subscription = slot.as_mut().ok_or("receive before subscribe")?;
+            let event = subscription.next().await.map_err(|e| e.to_string())?;
+            Ok((event.timestamp_us, event.payload.map_or(0, |payload| payload.len())))
+        })
     }
 }

@@ -1,8 +1,7 @@
 //! Workloads, written once against `ate::Chain`: the embedded engine and a
 //! remote chain (a `Registry` replica) are driven by the same code.
 
-use ate::messaging::{Queue, QueueConfig, StartAt, Subscription};
-use ate::prelude::*;
+use ate::Durability;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,7 +132,7 @@ pub struct WorkloadConfig {
     pub message: MessageSize,
     pub keys: u64,
     pub distribution: KeyDistribution,
-    /// Events per commit (ingest, mixed).
+    /// Events per commit (ingest, mixed, fanout).
     pub batch: usize,
     /// Fraction of cache requests that are gets.
     pub read_ratio: f64,
@@ -141,198 +140,130 @@ pub struct WorkloadConfig {
     pub durability: Option<Durability>,
 }
 
-/// Where acknowledged writes are reported (`--acked-log`).
-pub type AckSink = Option<std::sync::mpsc::SyncSender<String>>;
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
-/// Builds the workload over `chains` (worker `i` uses `chains[i % len]`).
-pub fn build(
+/// What a system under test must do for the workloads. ATE implements it
+/// over chains (`crate::target`), the peers over their own clients
+/// (`crate::peers`), so every system runs exactly the same workload code.
+pub trait Backend: Send + Sync {
+    /// Stores `records` (name, payload) together; returns once the system
+    /// acknowledged them with its configured durability.
+    fn append(&self, worker: usize, records: Vec<(String, Vec<u8>)>) -> BackendFuture<'_, ()>;
+    /// Sets `key` to `payload` (cache writes).
+    fn put(&self, worker: usize, key: String, payload: Vec<u8>) -> BackendFuture<'_, ()>;
+    /// The size of the value under `key`, if any.
+    fn get(&self, worker: usize, key: String) -> BackendFuture<'_, Option<usize>>;
+    /// Adds a work item.
+    fn push(&self, worker: usize, payload: Vec<u8>) -> BackendFuture<'_, ()>;
+    /// Takes one work item and acknowledges it; `None` when none is free now.
+    fn take(&self, worker: usize) -> BackendFuture<'_, Option<usize>>;
+    /// Prepares worker `worker` to receive what is appended from now on.
+    fn subscribe(&self, worker: usize) -> BackendFuture<'_, ()>;
+    /// The next appended record on `worker`'s subscription: (microseconds
+    /// since the epoch when it was appended, size).
+    fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)>;
+    /// The settings that matter for comparing (durability above all).
+    fn settings(&self) -> String;
+}
+
+/// Builds the workload over `backend` for `workers` workers.
+pub async fn build(
     config: &WorkloadConfig,
-    chains: Vec<Arc<Chain>>,
+    backend: Arc<dyn Backend>,
     workers: usize,
-    acked: AckSink,
 ) -> Result<Arc<dyn Workload>, String> {
-    assert!(!chains.is_empty(), "at least one chain");
-    let common = Common {
-        chains,
+    if config.kind == WorkloadKind::Fanout {
+        if workers < 2 {
+            return Err("fanout needs at least two workers: one producer and subscribers".into());
+        }
+        for worker in 1..workers {
+            backend.subscribe(worker).await?;
+        }
+    }
+    Ok(Arc::new(Driven {
+        backend,
         config: config.clone(),
         keys: KeyChooser::new(config.keys, config.distribution),
         counter: AtomicU64::new(0),
-        acked,
-    };
-    Ok(match config.kind {
-        WorkloadKind::Ingest => Arc::new(Ingest(common)),
-        WorkloadKind::Cache => Arc::new(Cache(common)),
-        WorkloadKind::Mixed => Arc::new(Mixed(common)),
-        WorkloadKind::Queue => {
-            let queues = common
-                .chains
-                .iter()
-                .map(|chain| Queue::new(chain, &AteSession::default(), "loadgen", QueueConfig::default()))
-                .collect();
-            Arc::new(QueueLoad { common, queues })
-        }
-        WorkloadKind::Fanout => {
-            if workers < 2 {
-                return Err("fanout needs at least two workers: one producer and subscribers".into());
-            }
-            let mut subscriptions = Vec::with_capacity(workers);
-            for worker in 1..workers {
-                let chain = &common.chains[worker % common.chains.len()];
-                let subscription = chain.subscribe(&AteSession::default(), StartAt::Now).map_err(|e| e.to_string())?;
-                subscriptions.push(tokio::sync::Mutex::new(subscription));
-            }
-            Arc::new(Fanout { common, subscriptions })
-        }
-    })
+    }))
 }
 
-struct Common {
-    chains: Vec<Arc<Chain>>,
+struct Driven {
+    backend: Arc<dyn Backend>,
     config: WorkloadConfig,
     keys: KeyChooser,
     counter: AtomicU64,
-    acked: AckSink,
 }
 
-impl Common {
-    fn chain(&self, worker: usize) -> &Arc<Chain> {
-        &self.chains[worker % self.chains.len()]
-    }
-
+impl Driven {
     fn payload(&self, random: &mut fastrand::Rng) -> Vec<u8> {
         let mut payload = vec![0u8; self.config.message.sample(random)];
         random.fill(&mut payload);
         payload
     }
 
-    /// Commits `names` with fresh payloads as one commit, in the `ate`
-    /// CLI's value format, so `ate get` reads what the acked log names.
-    async fn put(&self, worker: usize, names: Vec<String>, random: &mut fastrand::Rng) -> Result<Outcome, String> {
-        let chain = self.chain(worker);
-        let mut bytes = 0u64;
-        let mut events = Vec::with_capacity(names.len());
-        for name in &names {
-            let payload = self.payload(random);
-            bytes += payload.len() as u64;
-            events.push(ate_client::cli::named_event(name, payload).map_err(|e| e.to_string())?);
-        }
-        let receipt = chain.append(events, self.config.durability).await.map_err(|e| e.to_string())?;
-        if let Some(sink) = &self.acked {
-            for (index, name) in names.iter().enumerate() {
-                let line = format!("{}\t{name}\t{}", chain.key().name(), receipt.first_sequence + index as u64);
-                let _ = sink.send(line);
-            }
-        }
-        Ok(Outcome { events: names.len() as u64, bytes, latency_us: None })
+    /// A batch of new, unique names (`lg-WORKER-N`) with payloads.
+    async fn ingest(&self, worker: usize, random: &mut fastrand::Rng) -> Result<Outcome, String> {
+        let count = self.config.batch.max(1) as u64;
+        let first = self.counter.fetch_add(count, Ordering::Relaxed);
+        let records: Vec<(String, Vec<u8>)> =
+            (first..first + count).map(|index| (format!("lg-{worker}-{index}"), self.payload(random))).collect();
+        let bytes = records.iter().map(|(_, payload)| payload.len() as u64).sum();
+        self.backend.append(worker, records).await?;
+        Ok(Outcome { events: count, bytes, latency_us: None })
     }
 
-    fn fresh_names(&self, worker: usize, count: usize) -> Vec<String> {
-        let first = self.counter.fetch_add(count as u64, Ordering::Relaxed);
-        (first..first + count as u64).map(|index| format!("lg-{worker}-{index}")).collect()
+    fn key(&self, random: &mut fastrand::Rng) -> String {
+        format!("key-{}", self.keys.sample(random))
     }
 
-    fn get(&self, worker: usize, random: &mut fastrand::Rng) -> Outcome {
-        let name = format!("key-{}", self.keys.sample(random));
-        let found = self.chain(worker).get(&PrimaryKey::from_name(&name)).map_or(0, |event| event.payload.len());
-        Outcome { events: 1, bytes: found as u64, latency_us: None }
+    async fn get(&self, worker: usize, random: &mut fastrand::Rng) -> Result<Outcome, String> {
+        let found = self.backend.get(worker, self.key(random)).await?;
+        Ok(Outcome { events: 1, bytes: found.unwrap_or(0) as u64, latency_us: None })
+    }
+
+    async fn put(&self, worker: usize, random: &mut fastrand::Rng) -> Result<Outcome, String> {
+        let payload = self.payload(random);
+        let bytes = payload.len() as u64;
+        self.backend.put(worker, self.key(random), payload).await?;
+        Ok(Outcome { events: 1, bytes, latency_us: None })
     }
 }
 
-struct Ingest(Common);
-
-impl Workload for Ingest {
+impl Workload for Driven {
     fn step<'a>(&'a self, worker: usize, random: &'a mut fastrand::Rng) -> StepFuture<'a> {
         Box::pin(async move {
-            let names = self.0.fresh_names(worker, self.0.config.batch.max(1));
-            self.0.put(worker, names, random).await
-        })
-    }
-}
-
-struct Cache(Common);
-
-impl Workload for Cache {
-    fn step<'a>(&'a self, worker: usize, random: &'a mut fastrand::Rng) -> StepFuture<'a> {
-        Box::pin(async move {
-            if random.f64() < self.0.config.read_ratio {
-                Ok(self.0.get(worker, random))
-            } else {
-                let name = format!("key-{}", self.0.keys.sample(random));
-                self.0.put(worker, vec![name], random).await
-            }
-        })
-    }
-}
-
-struct Mixed(Common);
-
-impl Workload for Mixed {
-    fn step<'a>(&'a self, worker: usize, random: &'a mut fastrand::Rng) -> StepFuture<'a> {
-        Box::pin(async move {
-            match random.u8(0..3) {
-                0 => {
-                    let names = self.0.fresh_names(worker, self.0.config.batch.max(1));
-                    self.0.put(worker, names, random).await
+            match self.config.kind {
+                WorkloadKind::Ingest => self.ingest(worker, random).await,
+                WorkloadKind::Cache if random.f64() < self.config.read_ratio => self.get(worker, random).await,
+                WorkloadKind::Cache => self.put(worker, random).await,
+                WorkloadKind::Mixed => match random.u8(0..3) {
+                    0 => self.ingest(worker, random).await,
+                    1 => self.get(worker, random).await,
+                    _ => self.put(worker, random).await,
+                },
+                // Even workers produce, odd workers take and acknowledge.
+                WorkloadKind::Queue if worker % 2 == 0 => {
+                    let payload = self.payload(random);
+                    let bytes = payload.len() as u64;
+                    self.backend.push(worker, payload).await?;
+                    Ok(Outcome { events: 1, bytes, latency_us: None })
                 }
-                1 => Ok(self.0.get(worker, random)),
-                _ => {
-                    let name = format!("key-{}", self.0.keys.sample(random));
-                    self.0.put(worker, vec![name], random).await
-                }
-            }
-        })
-    }
-}
-
-/// Even workers produce, odd workers consume (take, then acknowledge).
-struct QueueLoad {
-    common: Common,
-    queues: Vec<Queue>,
-}
-
-impl Workload for QueueLoad {
-    fn step<'a>(&'a self, worker: usize, random: &'a mut fastrand::Rng) -> StepFuture<'a> {
-        Box::pin(async move {
-            let queue = &self.queues[worker % self.queues.len()];
-            if worker % 2 == 0 {
-                let payload = self.common.payload(random);
-                let bytes = payload.len() as u64;
-                queue.push(payload).await.map_err(|e| e.to_string())?;
-                return Ok(Outcome { events: 1, bytes, latency_us: None });
-            }
-            loop {
-                match queue.take::<Vec<u8>>().await.map_err(|e| e.to_string())? {
-                    Some(delivery) => {
-                        let bytes = delivery.value.len() as u64;
-                        queue.ack(delivery).await.map_err(|e| e.to_string())?;
-                        return Ok(Outcome { events: 1, bytes, latency_us: None });
+                WorkloadKind::Queue => loop {
+                    match self.backend.take(worker).await? {
+                        Some(bytes) => return Ok(Outcome { events: 1, bytes: bytes as u64, latency_us: None }),
+                        // Empty, or everything leased: wait for producers.
+                        None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
                     }
-                    // Empty, or everything leased: wait for producers.
-                    None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                },
+                // Worker 0 publishes; the others receive, timed end to end.
+                WorkloadKind::Fanout if worker == 0 => self.ingest(worker, random).await,
+                WorkloadKind::Fanout => {
+                    let (sent_us, bytes) = self.backend.receive(worker).await?;
+                    let latency_us = ate::chain::now_us().saturating_sub(sent_us);
+                    Ok(Outcome { events: 1, bytes: bytes as u64, latency_us: Some(latency_us) })
                 }
             }
-        })
-    }
-}
-
-/// Worker 0 publishes; every other worker receives on its own subscription
-/// and records publish-to-delivery latency.
-struct Fanout {
-    common: Common,
-    subscriptions: Vec<tokio::sync::Mutex<Subscription>>,
-}
-
-impl Workload for Fanout {
-    fn step<'a>(&'a self, worker: usize, random: &'a mut fastrand::Rng) -> StepFuture<'a> {
-        Box::pin(async move {
-            if worker == 0 {
-                let names = self.common.fresh_names(worker, self.common.config.batch.max(1));
-                return self.common.put(worker, names, random).await;
-            }
-            let mut subscription = self.subscriptions[worker - 1].lock().await;
-            let event = subscription.next().await.map_err(|e| e.to_string())?;
-            let latency_us = ate::chain::now_us().saturating_sub(event.timestamp_us);
-            Ok(Outcome { events: 1, bytes: event.payload.map_or(0, |p| p.len() as u64), latency_us: Some(latency_us) })
         })
     }
 }

@@ -22,37 +22,62 @@ async fn every_workload_runs_against_an_in_process_atedb() {
     tokio::spawn(async move { serving.serve(listener, stopped).await });
     let token = std::fs::read_to_string(data.admin_token()).unwrap();
 
-    for kind in
-        [WorkloadKind::Ingest, WorkloadKind::Cache, WorkloadKind::Queue, WorkloadKind::Fanout, WorkloadKind::Mixed]
-    {
+    for kind in KINDS {
         let target = Target::Remote {
             url: format!("tcp://{address}/load-{kind:?}"),
             token: token.clone(),
             trust: ServerTrust::Fingerprint(server.fingerprint().to_string()),
         };
-        let config = WorkloadConfig {
-            kind,
-            message: MessageSize::Uniform(16, 512),
-            keys: 1_000,
-            distribution: KeyDistribution::Zipf(0.99),
-            batch: 4,
-            read_ratio: 0.5,
-            durability: Some(Durability::Batched),
-        };
-        let (connections, in_flight) = (2, 2);
-        let chains = target.open(connections, Durability::Batched).await.unwrap();
-        let workers = connections * in_flight;
-        let load = workload::build(&config, chains, workers, None).unwrap();
-        let plan = RunPlan {
-            workers,
-            model: LoadModel::Closed,
-            stop: Stop::After(Duration::from_millis(800)),
-            warmup: Duration::ZERO,
-        };
-        let report = run(load, &plan, Default::default()).await;
-        assert_eq!(report.errors, 0, "{kind:?}: {:?}", report.error_kinds);
-        assert!(report.events > 0, "{kind:?} did nothing");
-        assert!(report.latency_us.p50 > 0, "{kind:?}");
+        drive(&target, &config(kind)).await;
+    }
+}
+
+const KINDS: [WorkloadKind; 5] =
+    [WorkloadKind::Ingest, WorkloadKind::Cache, WorkloadKind::Queue, WorkloadKind::Fanout, WorkloadKind::Mixed];
+
+fn config(kind: WorkloadKind) -> WorkloadConfig {
+    WorkloadConfig {
+        kind,
+        message: MessageSize::Uniform(16, 512),
+        keys: 1_000,
+        distribution: KeyDistribution::Zipf(0.99),
+        batch: 4,
+        read_ratio: 0.5,
+        durability: Some(Durability::Batched),
+    }
+}
+
+/// Runs `config` against `target` for a moment: no errors, some events.
+async fn drive(target: &Target, config: &WorkloadConfig) {
+    let (connections, in_flight) = (2, 2);
+    let workers = connections * in_flight;
+    let backend = target.connect(connections, Durability::Batched, workers, None).await.unwrap();
+    let load = workload::build(config, backend, workers).await.unwrap();
+    let stop = Stop::After(Duration::from_millis(800));
+    let plan = RunPlan { workers, model: LoadModel::Closed, stop, warmup: Duration::ZERO };
+    let report = run(load, &plan, Default::default()).await;
+    let kind = config.kind;
+    assert_eq!(report.errors, 0, "{} {kind:?}: {:?}", target.describe(), report.error_kinds);
+    assert!(report.events > 0, "{} {kind:?} did nothing", target.describe());
+    assert!(report.latency_us.p50 > 0);
+}
+
+/// Peers run when their servers are on loopback (`ci/peers.sh start`
+/// starts them); otherwise the test says it skipped them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workload_runs_against_redis_and_nats_when_they_are_running() {
+    let peers = [
+        (6379, Target::Redis { url: "redis://127.0.0.1:6379".into() }),
+        (4222, Target::Nats { url: "nats://127.0.0.1:4222".into() }),
+    ];
+    for (port, target) in peers {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            eprintln!("SKIPPED: no server on 127.0.0.1:{port} for {} (run ci/peers.sh start)", target.describe());
+            continue;
+        }
+        for kind in KINDS {
+            drive(&target, &config(kind)).await;
+        }
     }
 }
 
@@ -95,4 +120,38 @@ fn the_binary_reports_json_and_logs_acknowledged_writes_that_the_chain_holds() {
             assert_eq!(stored.header.sequence().to_string(), fields[2]);
         }
     });
+}
+
+/// `compare` runs ATE and every reachable peer with the same settings and
+/// reports the ratios; an unreachable peer is skipped and named as such.
+#[test]
+fn compare_reports_ratios_and_names_skipped_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("compare.json");
+    let mut peers = vec!["--peer", "redis://127.0.0.1:1"];
+    let redis_up = std::net::TcpStream::connect(("127.0.0.1", 6379)).is_ok();
+    if redis_up {
+        peers.extend(["--peer", "redis://127.0.0.1:6379"]);
+    } else {
+        eprintln!("SKIPPED: the Redis leg of compare (run ci/peers.sh start)");
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ate-loadgen"))
+        .args(["compare", "--workload", "cache", "--embedded", dir.path().join("data").to_str().unwrap()])
+        .args(["--duration", "0.5", "--rounds", "2", "--keys", "100", "--json", json.to_str().unwrap()])
+        .args(&peers)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let systems = report["systems"].as_array().unwrap();
+    assert_eq!(systems[0]["system"], "ate (embedded)");
+    assert_eq!(systems[0]["ate_throughput_ratio"], 1.0);
+    assert!(systems[1]["skipped"].as_str().is_some_and(|why| !why.is_empty()), "{}", systems[1]);
+    if redis_up {
+        assert_eq!(systems[2]["system"], "redis");
+        assert!(systems[2]["ate_throughput_ratio"].as_f64().unwrap() > 0.0);
+        assert!(systems[2]["settings"].as_str().unwrap().contains("appendfsync always"));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("skipped"), "{text}");
 }

@@ -1,0 +1,142 @@
+//! Redis: streams (`XADD`, `XREADGROUP` + `XACK`, `XREAD`) for ingest,
+//! queue and fanout; `GET`/`SET` for the cache. Durability matched to ATE's
+//! acknowledged writes: `appendonly yes`, `appendfsync always`.
+
+use crate::workload::{Backend, BackendFuture};
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use std::sync::Arc;
+
+const STREAM: &str = "ate-loadgen";
+const QUEUE: &str = "ate-loadgen-queue";
+const GROUP: &str = "workers";
+
+fn text(error: redis::RedisError) -> String {
+    format!("redis: {error}")
+}
+
+pub async fn connect(url: &str, connections: usize, workers: usize) -> Result<Arc<dyn Backend>, String> {
+    let client = redis::Client::open(url).map_err(text)?;
+    let mut pool = Vec::with_capacity(connections.max(1));
+    for _ in 0..connections.max(1) {
+        pool.push(client.get_multiplexed_async_connection().await.map_err(text)?);
+    }
+    let mut admin = pool[0].clone();
+    for (name, value) in [("appendonly", "yes"), ("appendfsync", "always")] {
+        redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async::<()>(&mut admin).await.map_err(text)?;
+    }
+    let created = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(QUEUE)
+        .arg(GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async::<()>(&mut admin)
+        .await;
+    if let Err(error) = created {
+        if error.code() != Some("BUSYGROUP") {
+            return Err(text(error));
+        }
+    }
+    let positions = (0..workers).map(|_| tokio::sync::Mutex::new(String::from("$"))).collect();
+    Ok(Arc::new(RedisBackend { pool, positions }))
+}
+
+struct RedisBackend {
+    pool: Vec<MultiplexedConnection>,
+    /// Last stream id each fanout subscriber received.
+    positions: Vec<tokio::sync::Mutex<String>>,
+}
+
+impl RedisBackend {
+    fn connection(&self, worker: usize) -> MultiplexedConnection {
+        self.pool[worker % self.pool.len()].clone()
+    }
+}
+
+impl Backend for RedisBackend {
+    fn append(&self, worker: usize, records: Vec<(String, Vec<u8>)>) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            // One MULTI/EXEC: all or nothing, like an ATE commit.
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let sent = super::now_us();
+            for (name, payload) in &records {
+                pipe.cmd("XADD").arg(STREAM).arg("*").arg("n").arg(name).arg("t").arg(sent).arg("d").arg(payload);
+            }
+            pipe.query_async::<()>(&mut self.connection(worker)).await.map_err(text)
+        })
+    }
+
+    fn put(&self, worker: usize, key: String, payload: Vec<u8>) -> BackendFuture<'_, ()> {
+        Box::pin(async move { self.connection(worker).set::<_, _, ()>(key, payload).await.map_err(text) })
+    }
+
+    fn get(&self, worker: usize, key: String) -> BackendFuture<'_, Option<usize>> {
+        Box::pin(async move {
+            let value: Option<Vec<u8>> = self.connection(worker).get(key).await.map_err(text)?;
+            Ok(value.map(|value| value.len()))
+        })
+    }
+
+    fn push(&self, worker: usize, payload: Vec<u8>) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            redis::cmd("XADD")
+                .arg(QUEUE)
+                .arg("*")
+                .arg("d")
+                .arg(payload)
+                .query_async::<String>(&mut self.connection(worker))
+                .await
+                .map(drop)
+                .map_err(text)
+        })
+    }
+
+    fn take(&self, worker: usize) -> BackendFuture<'_, Option<usize>> {
+        Box::pin(async move {
+            let mut connection = self.connection(worker);
+            let options = StreamReadOptions::default().group(GROUP, format!("c{worker}")).count(1);
+            let reply: StreamReadReply = connection.xread_options(&[QUEUE], &[">"], &options).await.map_err(text)?;
+            let Some(entry) = reply.keys.first().and_then(|key| key.ids.first()) else { return Ok(None) };
+            let bytes = entry.get::<Vec<u8>>("d").map_or(0, |payload| payload.len());
+            connection.xack::<_, _, _, ()>(QUEUE, GROUP, &[&entry.id]).await.map_err(text)?;
+            Ok(Some(bytes))
+        })
+    }
+
+    fn subscribe(&self, worker: usize) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            // Start after the current last entry (`$` would skip entries
+            // appended between two reads).
+            let latest: StreamRangeReply =
+                self.connection(worker).xrevrange_count(STREAM, "+", "-", 1).await.map_err(text)?;
+            *self.positions[worker].lock().await =
+                latest.ids.first().map_or_else(|| "0-0".to_string(), |entry| entry.id.clone());
+            Ok(())
+        })
+    }
+
+    fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)> {
+        Box::pin(async move {
+            let mut position = self.positions[worker].lock().await;
+            let mut connection = self.connection(worker);
+            loop {
+                let options = StreamReadOptions::default().count(1).block(1000);
+                let reply: StreamReadReply =
+                    connection.xread_options(&[STREAM], &[position.as_str()], &options).await.map_err(text)?;
+                if let Some(entry) = reply.keys.first().and_then(|key| key.ids.first()) {
+                    *position = entry.id.clone();
+                    let sent = entry.get::<u64>("t").unwrap_or(0);
+                    let bytes = entry.get::<Vec<u8>>("d").map_or(0, |payload| payload.len());
+                    return Ok((sent, bytes));
+                }
+            }
+        })
+    }
+
+    fn settings(&self) -> String {
+        "Redis: appendonly yes, appendfsync always (set by ate-loadgen); streams, MULTI/EXEC per batch".into()
+    }
+}
