@@ -157,6 +157,7 @@ impl Registry {
             link: parking_lot::Mutex::new(Arc::new(link)),
             reconnecting: tokio::sync::Mutex::new(()),
             deferred: Default::default(),
+            unanswered: Arc::new(tokio::sync::watch::Sender::new(0)),
             follower: parking_lot::Mutex::new(None),
             connector,
         });
@@ -325,6 +326,8 @@ struct RemoteUpstream {
     /// One reconnection at a time.
     reconnecting: tokio::sync::Mutex<()>,
     deferred: Arc<parking_lot::Mutex<Option<AteError>>>,
+    /// Commits sent in local scope and not answered yet.
+    unanswered: Arc<tokio::sync::watch::Sender<u64>>,
     follower: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -392,12 +395,23 @@ impl Upstream for RemoteUpstream {
                 link.send(|request| self.commit_message(request, &events, durability)).await.map_err(to_ate_error)?;
             // The answer is awaited off the caller's path; the first failure
             // is reported by the next commit.
-            let deferred = Arc::clone(&self.deferred);
+            let (deferred, unanswered) = (Arc::clone(&self.deferred), Arc::clone(&self.unanswered));
+            unanswered.send_modify(|count| *count += 1);
             tokio::spawn(async move {
                 if let Err(error) = link.receive(reply).await {
                     deferred.lock().get_or_insert(to_ate_error(error));
                 }
+                unanswered.send_modify(|count| *count -= 1);
             });
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> UpstreamFuture<'_, ()> {
+        Box::pin(async move {
+            let mut watch = self.unanswered.subscribe();
+            // The sender lives in `self`: waiting cannot outlive it.
+            let _ = watch.wait_for(|count| *count == 0).await;
             Ok(())
         })
     }

@@ -101,6 +101,9 @@ impl RemoteConnection {
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| TransportError::Tls(format!("'{server_name}' is not a valid server name")))?;
         let tcp = TcpStream::connect(address).await.map_err(TransportError::from)?;
+        // Requests are small and latency-bound: Nagle's algorithm would hold
+        // them back for the peer's delayed ACK (tens of milliseconds).
+        tcp.set_nodelay(true).map_err(TransportError::from)?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = connector.connect(name, tcp).await.map_err(|error| TransportError::Tls(error.to_string()))?;
         let (read_half, writer) = tokio::io::split(tls);

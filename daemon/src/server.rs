@@ -28,6 +28,9 @@ const OUTBOX_FRAMES: usize = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Live subscriptions one connection may hold.
 const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1024;
+/// Commits of one connection being appended at once; more wait (and so
+/// does reading that connection's next requests).
+const MAX_COMMITS_IN_FLIGHT: usize = 256;
 /// Longest lease a client may ask for (one hour).
 const MAX_LEASE_MS: u64 = 3_600_000;
 
@@ -200,6 +203,10 @@ impl Server {
                     continue;
                 }
             };
+            // Replies are small and latency-bound (see the client's connect).
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, %error, "could not disable Nagle's algorithm");
+            }
             let (server, acceptor) = (Arc::clone(self), acceptor.clone());
             // One task per connection; the handshake runs there, not in the accept loop.
             tokio::spawn(async move {
@@ -245,6 +252,7 @@ impl Server {
             chains: HashMap::new(),
             subscriptions: HashMap::new(),
             next_subscription: 0,
+            commits_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_COMMITS_IN_FLIGHT)),
         };
         let result = loop {
             let body = match reader.next().await {
@@ -292,6 +300,22 @@ struct Session {
     chains: HashMap<String, Arc<Chain>>,
     subscriptions: HashMap<u64, tokio::task::JoinHandle<()>>,
     next_subscription: u64,
+    /// Bounds the commits of this connection being appended at once.
+    commits_in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// The reply to a request the engine refused (counted by reason), with the
+/// object it concerns for conflicts and rejections.
+fn engine_error_reply(metrics: &ServerMetrics, request: u64, error: AteError) -> ServerMessage {
+    let code = error_code(&error);
+    metrics.rejected(code);
+    let key = match &error {
+        AteError::Conflict { key } | AteError::Rejected { key, .. } | AteError::LeaseLost { key } => {
+            Some(*key.as_bytes())
+        }
+        _ => None,
+    };
+    ServerMessage::Error { request: Some(request), code, message: error.to_string(), key }
 }
 
 fn error_code(error: &AteError) -> ErrorCode {
@@ -318,15 +342,7 @@ impl Session {
 
     /// An engine error answering `request`, with the object it concerns.
     async fn engine_error(&self, request: u64, error: AteError) -> bool {
-        let code = error_code(&error);
-        self.server.metrics.rejected(code);
-        let key = match &error {
-            AteError::Conflict { key } | AteError::Rejected { key, .. } | AteError::LeaseLost { key } => {
-                Some(*key.as_bytes())
-            }
-            _ => None,
-        };
-        self.send(ServerMessage::Error { request: Some(request), code, message: error.to_string(), key }).await
+        self.send(engine_error_reply(&self.server.metrics, request, error)).await
     }
 
     /// Refuses unless the token carries `role` (`Some(true)` read, `Some(false)` write).
@@ -442,16 +458,29 @@ impl Session {
                         Err(error) => return self.error(Some(request), ErrorCode::BadRequest, error.to_string()).await,
                     }
                 }
-                let started = std::time::Instant::now();
-                match chain.append(converted, Some(durability.into())).await {
-                    Ok(receipt) => {
-                        self.server.metrics.commit_latency.record(started.elapsed());
-                        self.server.metrics.commits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let (first_sequence, last_sequence) = (receipt.first_sequence, receipt.last_sequence);
-                        self.send(ServerMessage::Committed { request, first_sequence, last_sequence }).await
-                    }
-                    Err(error) => self.engine_error(request, error).await,
-                }
+                // Commits of one connection run concurrently (up to
+                // `MAX_COMMITS_IN_FLIGHT`), so they share fsync groups with
+                // each other as commits of different connections do; each
+                // reply names its request.
+                let Ok(permit) = Arc::clone(&self.commits_in_flight).acquire_owned().await else { return false };
+                let (server, outbox) = (Arc::clone(&self.server), self.outbox.clone());
+                server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let reply = match chain.append(converted, Some(durability.into())).await {
+                        Ok(receipt) => {
+                            server.metrics.commit_latency.record(started.elapsed());
+                            server.metrics.commits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let (first_sequence, last_sequence) = (receipt.first_sequence, receipt.last_sequence);
+                            ServerMessage::Committed { request, first_sequence, last_sequence }
+                        }
+                        Err(error) => engine_error_reply(&server.metrics, request, error),
+                    };
+                    let _ = outbox.send(reply).await;
+                    drop(permit);
+                    server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                });
+                true
             }
             ClientMessage::Load { request, chain, key } => {
                 let Some(chain) = self.chain_for(request, &chain, false).await else { return true };

@@ -35,6 +35,10 @@ impl Upstream for LocalOwner {
     fn take_deferred_error(&self) -> Option<AteError> {
         self.deferred.lock().take()
     }
+    fn flush(&self) -> UpstreamFuture<'_, ()> {
+        // `send` above returns only once the owner answered.
+        Box::pin(async { Ok(()) })
+    }
     fn lease(&self, key: PrimaryKey, token: u64, lease: Duration) -> UpstreamFuture<'_, Option<u32>> {
         Box::pin(self.owner.lease_acquire(key, token, lease))
     }

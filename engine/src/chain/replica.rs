@@ -34,6 +34,10 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     /// last call, if any.
     fn take_deferred_error(&self) -> Option<AteError>;
 
+    /// Resolves once every commit sent with [`Upstream::send`] so far has
+    /// been answered.
+    fn flush(&self) -> UpstreamFuture<'_, ()>;
+
     /// Takes `key` under a lease held by `token` unless someone else holds
     /// it; returns the delivery count.
     fn lease(&self, key: PrimaryKey, token: u64, lease: Duration) -> UpstreamFuture<'_, Option<u32>>;
@@ -116,9 +120,7 @@ impl Chain {
     /// was answered, and reports the first failure. Elsewhere a no-op.
     pub async fn flush(&self) -> Result<()> {
         let Some((upstream, _)) = self.upstream() else { return Ok(()) };
-        // A full-scope no-op round trip: the owner answers requests of one
-        // connection in order, so every earlier commit has been answered.
-        upstream.lease_holds(PrimaryKey::from_u128(0), 0).await?;
+        upstream.flush().await?;
         match upstream.take_deferred_error() {
             Some(error) => Err(error),
             None => Ok(()),
