@@ -152,7 +152,8 @@ async fn queues_consumers_and_services_work_across_applications() {
     }
     billing.commit(last).await.unwrap();
     drop(billing);
-    second.wait_applied(last).await.unwrap();
+    // The offset commit is the newest event: wait until the other replica has it.
+    second.wait_applied(first.next_sequence() - 1).await.unwrap();
     let resumed = second.consumer(&session, "billing").await.unwrap();
     assert_eq!(resumed.committed(), last + 1);
 
