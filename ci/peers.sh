@@ -20,6 +20,9 @@ start() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
     fi
+    # Fresh state each time: benchmark leftovers would skew the next run.
+    listening 6379 || rm -rf "$state/redis"
+    listening 4222 || rm -rf "$state/nats"
     mkdir -p "$state/redis" "$state/nats"
     if listening 6379; then
         echo "redis: something already listens on 127.0.0.1:6379; using it"
