@@ -247,7 +247,10 @@ impl Chain {
             records: bytes,
             receipt: CommitReceipt { first_sequence: state.next_sequence, last_sequence: next_sequence - 1 },
             last_hash,
-            durability: self.durability,
+            // The owner made these durable before sending them; a replica
+            // that loses its unsynced tail in a power cut fetches it again
+            // (it resumes from what it has). No fsync on this path.
+            durability: Durability::Buffered,
             reply,
             _permit: permit,
         };
