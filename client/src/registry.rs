@@ -52,7 +52,7 @@ pub enum ReplicaStorage {
 }
 
 /// Everything a [`Registry`] needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistryConfig {
     /// An access token (`ate token create`, or `atedb`'s `admin.token`).
     pub token: String,
@@ -66,6 +66,20 @@ pub struct RegistryConfig {
     /// First and longest wait between reconnection attempts.
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    // The token is a credential: never in logs or `{:?}` output.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("RegistryConfig")
+            .field("token", &"<redacted>")
+            .field("trust", &self.trust)
+            .field("replica", &self.replica)
+            .field("scope", &self.scope)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RegistryConfig {
@@ -161,8 +175,12 @@ impl Registry {
             follower: parking_lot::Mutex::new(None),
             connector,
         });
+        // Subscribing before the replica is attached makes refusals (no read
+        // role, a replica ahead of the server) errors of this call, and
+        // leaves the chain unattached for a later attempt.
+        let subscription = resubscribe(&upstream, chain.next_sequence()).await?;
         chain.attach_upstream(Arc::clone(&upstream) as Arc<dyn Upstream>, self.config.scope)?;
-        let follower = tokio::spawn(follow(Arc::downgrade(&chain), Arc::downgrade(&upstream)));
+        let follower = tokio::spawn(follow(Arc::downgrade(&chain), Arc::downgrade(&upstream), Some(subscription)));
         *upstream.follower.lock() = Some(follower);
         if durable_sequence > 0 {
             chain.wait_applied(durable_sequence - 1).await?;
@@ -359,7 +377,8 @@ impl RemoteUpstream {
     }
 
     async fn request(&self, build: impl FnOnce(u64) -> ClientMessage) -> Result<ServerMessage, AteError> {
-        self.link().await?.request(build).await.map_err(to_ate_error)
+        let link = self.link().await?;
+        request_with_deadline(&link, build).await
     }
 
     fn commit_message(&self, request: u64, events: &[NewEvent], durability: Durability) -> ClientMessage {
@@ -380,7 +399,10 @@ impl Upstream for RemoteUpstream {
     fn commit(&self, events: Vec<NewEvent>, durability: Durability) -> UpstreamFuture<'_, CommitReceipt> {
         Box::pin(async move {
             match self.request(|request| self.commit_message(request, &events, durability)).await? {
-                ServerMessage::Committed { first_sequence, last_sequence, .. } => {
+                // One sequence per event, or the server is not telling the truth.
+                ServerMessage::Committed { first_sequence, last_sequence, .. }
+                    if last_sequence >= first_sequence && last_sequence - first_sequence + 1 == events.len() as u64 =>
+                {
                     Ok(CommitReceipt { first_sequence, last_sequence })
                 }
                 other => Err(unexpected(other)),
@@ -447,6 +469,12 @@ impl Upstream for RemoteUpstream {
 
     fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> UpstreamFuture<'_, bool> {
         Box::pin(async move {
+            if forget {
+                // Forgetting follows an acknowledgement commit; in local
+                // scope it may still be on its way, and the server must not
+                // hand the item out again before it has it.
+                self.flush().await?;
+            }
             let chain = self.chain.clone();
             let message = |request| ClientMessage::Release { request, chain, key: *key.as_bytes(), token, forget };
             match self.request(message).await? {
@@ -457,13 +485,59 @@ impl Upstream for RemoteUpstream {
     }
 }
 
+/// Subscribes from `from`, first checking that the server has at least
+/// that much: a server that lost events this replica already holds (a
+/// crash under `Buffered` durability, or another server) must not have its
+/// new history spliced onto ours.
+async fn resubscribe(remote: &RemoteUpstream, from: u64) -> Result<crate::link::LinkSubscription, AteError> {
+    let link = remote.link().await?;
+    let chain = remote.chain.clone();
+    match request_with_deadline(&link, |request| ClientMessage::Open { request, chain }).await? {
+        ServerMessage::Opened { durable_sequence, .. } if durable_sequence < from => Err(AteError::Remote {
+            failure: RemoteFailure::Refused,
+            message: format!(
+                "the server has {durable_sequence} events of '{}' but this replica already holds {from}: \
+                 it lost events it had sent; remove the replica to start over",
+                remote.chain
+            ),
+        }),
+        ServerMessage::Opened { .. } => link.subscribe(&remote.chain, from).await.map_err(to_ate_error),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Longest wait for the answer to one request (a commit included).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// [`crate::link::Link::request`] that gives up after [`REQUEST_DEADLINE`].
+async fn request_with_deadline(
+    link: &crate::link::Link,
+    build: impl FnOnce(u64) -> ClientMessage,
+) -> Result<ServerMessage, AteError> {
+    match tokio::time::timeout(REQUEST_DEADLINE, link.request(build)).await {
+        Ok(reply) => reply.map_err(to_ate_error),
+        Err(_) => Err(unavailable(format!("no answer within {} s", REQUEST_DEADLINE.as_secs()))),
+    }
+}
+
 /// Keeps the replica following the owner until the chain is dropped or
 /// the owner sends something that does not verify. Reconnects with
 /// exponential backoff (`reconnect_initial` doubling up to `reconnect_max`)
 /// and resubscribes from the replica's next sequence.
-async fn follow(chain: Weak<Chain>, upstream: Weak<RemoteUpstream>) {
+async fn follow(
+    chain: Weak<Chain>,
+    upstream: Weak<RemoteUpstream>,
+    mut initial: Option<crate::link::LinkSubscription>,
+) {
     let mut failures = 0u32;
     loop {
+        if let Some(subscription) = initial.take() {
+            if follow_subscription(&chain, subscription).await.is_break() {
+                return;
+            }
+            failures = 1;
+            continue;
+        }
         if failures > 0 {
             let Some(remote) = upstream.upgrade() else { return };
             let config = &remote.connector.config;
@@ -473,41 +547,60 @@ async fn follow(chain: Weak<Chain>, upstream: Weak<RemoteUpstream>) {
         }
         let Some(remote) = upstream.upgrade() else { return };
         let Some(from) = chain.upgrade().map(|chain| chain.next_sequence()) else { return };
-        let subscription = match remote.link().await {
-            Ok(link) => link.subscribe(&remote.chain, from).await.map_err(to_ate_error),
-            Err(error) => Err(error),
-        };
+        let subscription = resubscribe(&remote, from).await;
         drop(remote);
-        let mut subscription = match subscription {
+        let subscription = match subscription {
             Ok(subscription) => subscription,
+            // Refusals do not heal by retrying: the replica stops, and
+            // everyone waiting on it gets the reason.
+            Err(error @ AteError::Remote { failure: RemoteFailure::Forbidden | RemoteFailure::Refused, .. }) => {
+                if let Some(replica) = chain.upgrade() {
+                    tracing::error!(%error, "the server refuses this replica; it stops following");
+                    replica.fail_replica(error.to_string());
+                }
+                return;
+            }
             Err(error) => {
                 failures = failures.saturating_add(1);
                 tracing::debug!(%error, failures, "subscribing failed; retrying");
                 continue;
             }
         };
-        // Bytes of a commit whose end has not arrived yet.
-        let mut carry: Vec<u8> = Vec::new();
-        loop {
-            let batch = match subscription.next().await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::debug!(%error, "subscription lost; reconnecting");
-                    failures = 1;
-                    break;
-                }
-            };
-            let Some(replica) = chain.upgrade() else { return };
-            carry.extend_from_slice(&batch);
-            match replica.ingest(&carry).await {
-                Ok(used) => {
-                    carry.drain(..used);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "the server sent events that do not verify; the replica stops following");
-                    replica.fail_replica(error.to_string());
-                    return;
-                }
+        if follow_subscription(&chain, subscription).await.is_break() {
+            return;
+        }
+        failures = 1;
+    }
+}
+
+/// Ingests one subscription until it ends: `Break` when following must stop
+/// (chain gone, or the server sent something that does not verify),
+/// `Continue` to reconnect.
+async fn follow_subscription(
+    chain: &Weak<Chain>,
+    mut subscription: crate::link::LinkSubscription,
+) -> std::ops::ControlFlow<()> {
+    use std::ops::ControlFlow;
+    // Bytes of a commit whose end has not arrived yet.
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let batch = match subscription.next().await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::debug!(%error, "subscription lost; reconnecting");
+                return ControlFlow::Continue(());
+            }
+        };
+        let Some(replica) = chain.upgrade() else { return ControlFlow::Break(()) };
+        carry.extend_from_slice(&batch);
+        match replica.ingest(&carry).await {
+            Ok(used) => {
+                carry.drain(..used);
+            }
+            Err(error) => {
+                tracing::error!(%error, "the server sent events that do not verify; the replica stops following");
+                replica.fail_replica(error.to_string());
+                return ControlFlow::Break(());
             }
         }
     }

@@ -30,6 +30,8 @@ type Stream = TlsStream<TcpStream>;
 /// The name sent when the certificate is pinned by fingerprint (the
 /// self-signed certificate `atedb` creates carries it).
 const PINNED_NAME: &str = "atedb";
+/// TCP connect, TLS handshake, version negotiation and authentication.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One authenticated connection.
 #[derive(Debug)]
@@ -100,10 +102,32 @@ impl RemoteConnection {
     ) -> Result<Self, RemoteError> {
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| TransportError::Tls(format!("'{server_name}' is not a valid server name")))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, Self::handshake(address, config, name, token)).await {
+            Ok(result) => result,
+            Err(_) => Err(RemoteError::Transport(TransportError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {address} took longer than {} s", CONNECT_TIMEOUT.as_secs()),
+            )))),
+        }
+    }
+
+    async fn handshake(
+        address: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        token: &str,
+    ) -> Result<Self, RemoteError> {
         let tcp = TcpStream::connect(address).await.map_err(TransportError::from)?;
         // Requests are small and latency-bound: Nagle's algorithm would hold
         // them back for the peer's delayed ACK (tens of milliseconds).
         tcp.set_nodelay(true).map_err(TransportError::from)?;
+        // A peer that vanished without closing (half-open TCP) is noticed
+        // within about half a minute instead of never.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(10))
+            .with_interval(std::time::Duration::from_secs(5))
+            .with_retries(3);
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive).map_err(TransportError::from)?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = connector.connect(name, tcp).await.map_err(|error| TransportError::Tls(error.to_string()))?;
         let (read_half, writer) = tokio::io::split(tls);

@@ -28,9 +28,14 @@ const OUTBOX_FRAMES: usize = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Live subscriptions one connection may hold.
 const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1024;
-/// Commits of one connection being appended at once; more wait (and so
-/// does reading that connection's next requests).
-const MAX_COMMITS_IN_FLIGHT: usize = 256;
+/// Bytes of commits of one connection being appended at once; more wait
+/// (and so does reading that connection's next requests).
+const MAX_COMMIT_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// Every commit counts at least this much, which also caps how many small
+/// commits one connection has in flight (16k).
+const MIN_COMMIT_PERMIT_BYTES: usize = 4 << 10;
+/// What an event costs beyond its payload (header, frame, bookkeeping).
+const COMMIT_EVENT_OVERHEAD: usize = 256;
 /// Longest lease a client may ask for (one hour).
 const MAX_LEASE_MS: u64 = 3_600_000;
 
@@ -252,7 +257,7 @@ impl Server {
             chains: HashMap::new(),
             subscriptions: HashMap::new(),
             next_subscription: 0,
-            commits_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_COMMITS_IN_FLIGHT)),
+            commits_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_COMMIT_BYTES_IN_FLIGHT)),
         };
         let result = loop {
             let body = match reader.next().await {
@@ -458,16 +463,26 @@ impl Session {
                         Err(error) => return self.error(Some(request), ErrorCode::BadRequest, error.to_string()).await,
                     }
                 }
-                // Commits of one connection run concurrently (up to
-                // `MAX_COMMITS_IN_FLIGHT`), so they share fsync groups with
-                // each other as commits of different connections do; each
-                // reply names its request.
-                let Ok(permit) = Arc::clone(&self.commits_in_flight).acquire_owned().await else { return false };
+                // Commits of one connection are validated and sequenced
+                // here, in arrival order, then wait for durability
+                // concurrently (up to `MAX_COMMIT_BYTES_IN_FLIGHT`), sharing
+                // fsync groups; each reply names its request.
+                let bytes: usize = converted.iter().map(|event| event.payload.len() + COMMIT_EVENT_OVERHEAD).sum();
+                let permits = bytes.clamp(MIN_COMMIT_PERMIT_BYTES, MAX_COMMIT_BYTES_IN_FLIGHT) as u32;
+                // Bounded by bytes: a client pipelining large commits waits
+                // here (and stops being read) instead of growing memory.
+                let Ok(permit) = Arc::clone(&self.commits_in_flight).acquire_many_owned(permits).await else {
+                    return false;
+                };
+                let started = std::time::Instant::now();
+                let pending = match chain.submit(converted, Some(durability.into())).await {
+                    Ok(pending) => pending,
+                    Err(error) => return self.engine_error(request, error).await,
+                };
                 let (server, outbox) = (Arc::clone(&self.server), self.outbox.clone());
                 server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tokio::spawn(async move {
-                    let started = std::time::Instant::now();
-                    let reply = match chain.append(converted, Some(durability.into())).await {
+                    let reply = match pending.durable().await {
                         Ok(receipt) => {
                             server.metrics.commit_latency.record(started.elapsed());
                             server.metrics.commits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -205,3 +205,67 @@ async fn a_disk_replica_reopens_with_what_it_has_and_fetches_only_the_rest() {
     assert_eq!(chain.len(), 11);
     chain.verify().await.unwrap();
 }
+
+/// Refusals are errors of `open`, not hangs: a token without the read role,
+/// and a disk replica that holds more than the server it is pointed at
+/// (whose history would otherwise be spliced onto the replica's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_that_cannot_work_fail_instead_of_hanging() {
+    use ate::RemoteFailure;
+    use ate_client::token::{issue, Claims};
+    let running = start().await;
+    let issuer = ate::crypto::PrivateSignKey::decode(&std::fs::read(running.data.issuer_key()).unwrap()).unwrap();
+    let now = ate::chain::now_us();
+    let write_only = issue(
+        &Claims {
+            subject: "producer".into(),
+            roles: vec!["write".into()],
+            chains: vec!["*".into()],
+            issued_at_us: now,
+            expires_at_us: now + 60_000_000,
+        },
+        &issuer,
+    );
+    let registry =
+        Registry::new(RegistryConfig::new(write_only, ServerTrust::Fingerprint(running.fingerprint.clone()))).await;
+    let refused =
+        tokio::time::timeout(Duration::from_secs(20), registry.open(&format!("tcp://{}/jobs", running.address)))
+            .await
+            .expect("open returns");
+    assert!(matches!(refused, Err(AteError::Remote { failure: RemoteFailure::Forbidden, .. })), "{refused:?}");
+
+    // A disk replica of a 3-event chain, pointed at a fresh server that has
+    // a chain of the same name with fewer events.
+    let replica_dir = tempfile::tempdir().unwrap();
+    let mut with_disk = config(&running.data, &running.fingerprint);
+    with_disk.replica = ReplicaStorage::Disk(replica_dir.path().to_path_buf());
+    {
+        let chain =
+            Registry::new(with_disk.clone()).await.open(&format!("tcp://{}/ledger", running.address)).await.unwrap();
+        let mut dio = chain.dio(&AteSession::default()).await;
+        for index in 0..3u32 {
+            dio.store(index).unwrap();
+            dio.commit().await.unwrap();
+        }
+    }
+    let other = start().await;
+    let mut elsewhere = config(&other.data, &other.fingerprint);
+    elsewhere.replica = ReplicaStorage::Disk(replica_dir.path().to_path_buf());
+    // The first registry's follower lets go of the replica asynchronously.
+    let url = format!("tcp://{}/ledger", other.address);
+    let mut refused = Err(AteError::Locked { chain: "ledger".into() });
+    for _ in 0..100 {
+        let registry = Registry::new(elsewhere.clone()).await;
+        refused = tokio::time::timeout(Duration::from_secs(20), registry.open(&url)).await.expect("open returns");
+        if !matches!(refused, Err(AteError::Locked { .. })) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match refused {
+        Err(AteError::Remote { failure: RemoteFailure::Refused, message }) => {
+            assert!(message.contains("already holds 3"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -10,12 +10,19 @@ use ate_client::registry::{Registry, RegistryConfig, ServerTrust};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Target {
     Embedded { dir: PathBuf, chain: String },
     Remote { url: String, token: String, trust: ServerTrust },
     Redis { url: String },
     Nats { url: String },
+}
+
+impl std::fmt::Debug for Target {
+    // The token is a credential: `describe` names the target without it.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.describe())
+    }
 }
 
 /// Where acknowledged writes are reported (`--acked-log`).

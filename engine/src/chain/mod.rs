@@ -459,6 +459,37 @@ struct AppendState {
     trust: TrustState,
 }
 
+/// A commit whose sequences are assigned, on its way to the disk.
+enum Assigned {
+    /// A replay of a commit already appended: its original receipt.
+    Done(CommitReceipt),
+    Pending {
+        receipt: tokio::sync::oneshot::Receiver<Result<CommitReceipt>>,
+        /// (key, sequence) of the data events, to clear from `in_flight`.
+        written: Vec<(u128, u64)>,
+    },
+}
+
+/// A submitted commit (see [`Chain::submit`]).
+#[must_use = "a submitted commit is only acknowledged once `durable` returns"]
+pub struct PendingCommit {
+    chain: Arc<Chain>,
+    assigned: Assigned,
+}
+
+impl std::fmt::Debug for PendingCommit {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("PendingCommit").field("chain", &self.chain.key).finish_non_exhaustive()
+    }
+}
+
+impl PendingCommit {
+    /// Waits until the commit is durable (per its durability) and visible.
+    pub async fn durable(self) -> Result<CommitReceipt> {
+        self.chain.finish(self.assigned).await
+    }
+}
+
 /// An open chain: append commits, read the materialized view.
 #[derive(Debug)]
 pub struct Chain {
@@ -578,6 +609,19 @@ impl Chain {
             let receipt = self.forward(upstream, CommitScope::Full, events, durability).await?;
             return receipt.ok_or_else(|| AteError::InvalidInput("full scope returns a receipt".into()));
         }
+        let assigned = self.assign(events, payload_hashes, durability).await?;
+        self.finish(assigned).await
+    }
+
+    /// Validates a commit, assigns its sequences and hands it to the writer
+    /// (waiting only for room in the writer's queue); [`Chain::finish`]
+    /// waits for durability. Commits are assigned in the order this is called.
+    async fn assign(
+        &self,
+        events: Vec<NewEvent>,
+        payload_hashes: Vec<[u8; 32]>,
+        durability: Option<Durability>,
+    ) -> Result<Assigned> {
         let limit = self.shared.config.max_commit_bytes;
         let mut bytes = 0usize;
         for event in &events {
@@ -632,7 +676,7 @@ impl Chain {
             if let Some(root) = &signers.root {
                 // A retried commit whose acknowledgement was lost: idempotent.
                 if let Some((first_sequence, last_sequence)) = state.trust.replayed_commit(root) {
-                    return Ok(CommitReceipt { first_sequence, last_sequence });
+                    return Ok(Assigned::Done(CommitReceipt { first_sequence, last_sequence }));
                 }
                 state
                     .trust
@@ -722,6 +766,15 @@ impl Chain {
             state.last_timestamp_us = stamp;
             written = keys;
         }
+        Ok(Assigned::Pending { receipt, written })
+    }
+
+    /// Waits until an assigned commit is durable and in the view.
+    async fn finish(&self, assigned: Assigned) -> Result<CommitReceipt> {
+        let (receipt, written) = match assigned {
+            Assigned::Done(receipt) => return Ok(receipt),
+            Assigned::Pending { receipt, written } => (receipt, written),
+        };
         let outcome = receipt.await.map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
         if outcome.is_ok() {
             // The view has it now; drop in-flight entries unless a later
@@ -734,6 +787,28 @@ impl Chain {
             }
         }
         outcome
+    }
+
+    /// [`Chain::append`] in two steps, for servers that pipeline one
+    /// client's commits: this call validates the commit and assigns its
+    /// sequences (so commits are ordered as submitted), and
+    /// [`PendingCommit::durable`] waits for durability. Not on replicas.
+    pub async fn submit(
+        self: &Arc<Self>,
+        events: Vec<NewEvent>,
+        durability: Option<Durability>,
+    ) -> Result<PendingCommit> {
+        if self.is_replica() {
+            return Err(AteError::InvalidInput(
+                "submit is for the chain's owner; a replica forwards with append".into(),
+            ));
+        }
+        if events.is_empty() {
+            return Err(AteError::InvalidInput("a commit needs at least one event".into()));
+        }
+        let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+        let assigned = self.assign(events, payload_hashes, durability).await?;
+        Ok(PendingCommit { chain: Arc::clone(self), assigned })
     }
 
     /// Counters and latency histograms of this chain's log.

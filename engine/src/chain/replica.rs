@@ -8,7 +8,7 @@
 
 use super::{Chain, NewEvent};
 use crate::config::Durability;
-use crate::format::{decode_record, DecodedRecord, FRAME_LEN};
+use crate::format::{decode_record, padded_record_len, DecodedRecord, FRAME_LEN};
 use crate::log::{CommitReceipt, CommitRequest};
 use crate::{AteError, PrimaryKey, Result};
 use std::future::Future;
@@ -49,6 +49,9 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     /// item is gone); only if `token` holds it.
     fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> UpstreamFuture<'_, bool>;
 }
+
+/// Longest wait for an acknowledged commit to reach the replica.
+const APPLY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// When a commit through a replica returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,7 +101,12 @@ impl Chain {
             return Ok(None);
         }
         let receipt = upstream.commit(events, durability).await?;
-        self.wait_applied(receipt.last_sequence).await?;
+        // Bounded: an owner that acknowledges a sequence it never sends
+        // must not hang the committer.
+        match tokio::time::timeout(APPLY_DEADLINE, self.wait_applied(receipt.last_sequence)).await {
+            Ok(applied) => applied?,
+            Err(_) => return Err(AteError::Timeout { timeout_ms: APPLY_DEADLINE.as_millis() as u64 }),
+        }
         Ok(Some(receipt))
     }
 
@@ -201,7 +209,8 @@ impl Chain {
             }
             let record = match decode_record(records, cursor) {
                 Ok(Some(record)) => record,
-                Ok(None) => return Ok(None),
+                // An end marker is how a segment ends, never part of a stream.
+                Ok(None) => return Err(corrupt(cursor, next_sequence, "empty record in the stream".into())),
                 Err(error) => return Err(corrupt(cursor, next_sequence, error.to_string())),
             };
             if record.sequence() != next_sequence {
@@ -269,5 +278,7 @@ impl Chain {
 fn whole_record_at(bytes: &[u8], offset: usize) -> bool {
     let Some(frame) = bytes.get(offset..offset + FRAME_LEN) else { return false };
     let body_len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes")) as usize;
-    bytes.len() - offset - FRAME_LEN >= body_len
+    // Padding included: records are appended as they arrive and must keep
+    // the segment's alignment.
+    bytes.len() - offset >= padded_record_len(body_len)
 }
