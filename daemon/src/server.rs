@@ -379,6 +379,13 @@ impl Session {
             self.error(Some(request), ErrorCode::Unauthenticated, "authenticate first".into()).await;
             return None;
         };
+        // A token checked at authentication can expire while connected.
+        let now = now_us();
+        if claims.expires_at_us.saturating_add(self.server.token_skew_us) < now {
+            let message = format!("token for '{}' expired at {} (now {now})", claims.subject, claims.expires_at_us);
+            self.error(Some(request), ErrorCode::Unauthenticated, message).await;
+            return None;
+        }
         if !claims.allows_chain(name) {
             let message = format!("token for '{}' does not allow chain '{name}'", claims.subject);
             self.error(Some(request), ErrorCode::Forbidden, message).await;
@@ -433,6 +440,12 @@ impl Session {
                     false
                 }
             },
+            ClientMessage::Authenticate { .. } if self.claims.is_some() => {
+                // One identity per connection: what was opened and streamed
+                // under the first token must not change hands.
+                let message = "already authenticated; open a new connection for another token".into();
+                self.error(None, ErrorCode::BadRequest, message).await
+            }
             ClientMessage::Authenticate { token } => {
                 let text = String::from_utf8_lossy(&token);
                 let verified = token::verify(&text, &self.server.issuers.read(), now_us(), self.server.token_skew_us);
