@@ -485,25 +485,29 @@ impl Upstream for RemoteUpstream {
     }
 }
 
-/// Subscribes from `from`, first checking that the server has at least
-/// that much: a server that lost events this replica already holds (a
-/// crash under `Buffered` durability, or another server) must not have its
-/// new history spliced onto ours.
-async fn resubscribe(remote: &RemoteUpstream, from: u64) -> Result<crate::link::LinkSubscription, AteError> {
-    let link = remote.link().await?;
-    let chain = remote.chain.clone();
-    match request_with_deadline(&link, |request| ClientMessage::Open { request, chain }).await? {
-        ServerMessage::Opened { durable_sequence, .. } if durable_sequence < from => Err(AteError::Remote {
+/// A subscription with the connection that carries it (dropping the link
+/// would end the subscription).
+type Stream = (crate::link::Link, crate::link::LinkSubscription);
+
+/// Subscribes from `from` on a connection of its own, so the event stream
+/// never queues in front of request replies. First checks that the server
+/// has at least that much: a server that lost events this replica already
+/// holds (a crash under `Buffered` durability, or another server) must not
+/// have its new history spliced onto ours.
+async fn resubscribe(remote: &RemoteUpstream, from: u64) -> Result<Stream, AteError> {
+    let (link, durable_sequence) = remote.connector.connect().await?;
+    if durable_sequence < from {
+        return Err(AteError::Remote {
             failure: RemoteFailure::Refused,
             message: format!(
                 "the server has {durable_sequence} events of '{}' but this replica already holds {from}: \
                  it lost events it had sent; remove the replica to start over",
                 remote.chain
             ),
-        }),
-        ServerMessage::Opened { .. } => link.subscribe(&remote.chain, from).await.map_err(to_ate_error),
-        other => Err(unexpected(other)),
+        });
     }
+    let subscription = link.subscribe(&remote.chain, from).await.map_err(to_ate_error)?;
+    Ok((link, subscription))
 }
 
 /// Longest wait for the answer to one request (a commit included).
@@ -524,11 +528,7 @@ async fn request_with_deadline(
 /// the owner sends something that does not verify. Reconnects with
 /// exponential backoff (`reconnect_initial` doubling up to `reconnect_max`)
 /// and resubscribes from the replica's next sequence.
-async fn follow(
-    chain: Weak<Chain>,
-    upstream: Weak<RemoteUpstream>,
-    mut initial: Option<crate::link::LinkSubscription>,
-) {
+async fn follow(chain: Weak<Chain>, upstream: Weak<RemoteUpstream>, mut initial: Option<Stream>) {
     let mut failures = 0u32;
     loop {
         if let Some(subscription) = initial.take() {
@@ -576,11 +576,9 @@ async fn follow(
 /// Ingests one subscription until it ends: `Break` when following must stop
 /// (chain gone, or the server sent something that does not verify),
 /// `Continue` to reconnect.
-async fn follow_subscription(
-    chain: &Weak<Chain>,
-    mut subscription: crate::link::LinkSubscription,
-) -> std::ops::ControlFlow<()> {
+async fn follow_subscription(chain: &Weak<Chain>, stream: Stream) -> std::ops::ControlFlow<()> {
     use std::ops::ControlFlow;
+    let (_link, mut subscription) = stream;
     // Bytes of a commit whose end has not arrived yet.
     let mut carry: Vec<u8> = Vec::new();
     loop {
