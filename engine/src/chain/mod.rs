@@ -781,8 +781,16 @@ impl Chain {
             // commit has taken them over.
             let mut state = self.append.lock();
             for (key, sequence) in written {
-                if state.in_flight.get(&key).is_some_and(|(latest, _)| *latest == sequence) {
-                    state.in_flight.remove(&key);
+                if let Some(&(latest, deleted)) = state.in_flight.get(&key) {
+                    if latest == sequence {
+                        state.in_flight.remove(&key);
+                        if deleted {
+                            // A deleted object cannot be leased again: its
+                            // lease entry goes with it (queue acks need no
+                            // separate "forget", and the table stays bounded).
+                            self.leases.drop_key(key);
+                        }
+                    }
                 }
             }
         }

@@ -46,7 +46,9 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     fn lease_holds(&self, key: PrimaryKey, token: u64) -> UpstreamFuture<'_, bool>;
 
     /// Gives `key` back (`forget`: and drops its delivery count, once the
-    /// item is gone); only if `token` holds it.
+    /// item is gone); only if `token` holds it. An owner drops a deleted
+    /// object's lease as it applies the deletion, so an upstream may answer
+    /// a `forget` without asking.
     fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> UpstreamFuture<'_, bool>;
 }
 

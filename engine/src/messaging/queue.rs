@@ -79,6 +79,11 @@ impl Leases {
         }
     }
 
+    /// Drops whatever lease `key` has (the object was deleted).
+    pub(crate) fn drop_key(&self, key: u128) {
+        self.table.lock().remove(&key);
+    }
+
     pub(crate) fn forget(&self, key: u128, token: u64) -> bool {
         let mut table = self.table.lock();
         let held = table.get(&key).is_some_and(|lease| lease.token == token);
