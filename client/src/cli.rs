@@ -102,17 +102,7 @@ impl Target {
                 Ok(ChainBuilder::new(&config).await.build().open(&ChainKey::from(chain.as_str())).await?)
             }
             Target::Remote { address, chain } => {
-                let token_file = options
-                    .token_file
-                    .ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
-                let token = std::fs::read_to_string(token_file)
-                    .map_err(|e| CliError::Io(format!("{}: {e}", token_file.display())))?;
-                let trust = match (options.fingerprint, options.ca_file) {
-                    (Some(fingerprint), _) => ServerTrust::Fingerprint(fingerprint.to_string()),
-                    (None, Some(roots)) => ServerTrust::CertificateAuthority(roots.to_path_buf()),
-                    (None, None) => ServerTrust::KnownServers(known_servers_path()),
-                };
-                let registry = Registry::new(RegistryConfig::new(token, trust)).await;
+                let registry = Registry::new(options.registry_config()?).await;
                 Ok(registry.open(&format!("tcp://{address}/{chain}")).await?)
             }
         }
@@ -127,6 +117,25 @@ pub struct ConnectOptions<'a> {
     pub fingerprint: Option<&'a str>,
     /// CA certificates to verify the server against instead of pinning.
     pub ca_file: Option<&'a Path>,
+}
+
+impl ConnectOptions<'_> {
+    /// The [`Registry`] settings these options describe (shared by the
+    /// `ate` CLI and `ate-loadgen`): the token from `token_file`, and the
+    /// fingerprint, else the CA file, else the known-servers file.
+    pub fn registry_config(&self) -> Result<RegistryConfig, CliError> {
+        let token_file = self
+            .token_file
+            .ok_or_else(|| CliError::Usage("network targets need --token-file (or ATE_TOKEN_FILE)".into()))?;
+        let token =
+            std::fs::read_to_string(token_file).map_err(|e| CliError::Io(format!("{}: {e}", token_file.display())))?;
+        let trust = match (self.fingerprint, self.ca_file) {
+            (Some(fingerprint), _) => ServerTrust::Fingerprint(fingerprint.to_string()),
+            (None, Some(roots)) => ServerTrust::CertificateAuthority(roots.to_path_buf()),
+            (None, None) => ServerTrust::KnownServers(known_servers_path()),
+        };
+        Ok(RegistryConfig::new(token, trust))
+    }
 }
 
 /// The event storing `value` under the named key `name`, in the format

@@ -263,11 +263,9 @@ impl Connector {
                     }
                     return Ok((link, durable_sequence));
                 }
-                Ok(other) => return Err(to_ate_error(RemoteError::Unexpected(format!("{other:?}")))),
+                Ok(other) => return Err(unexpected(other)),
                 Err(RemoteError::Redirect { address: owner }) => {
-                    let host = owner.rsplit_once(':').map_or(owner.as_str(), |(host, _)| host);
-                    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-                    connection = self.connect_to(&owner, &host).await.map_err(to_ate_error)?;
+                    connection = self.connect_to(&owner, host_of(&owner)).await.map_err(to_ate_error)?;
                     address = owner;
                 }
                 Err(error) => return Err(to_ate_error(error)),
@@ -275,6 +273,13 @@ impl Connector {
         }
         Err(unavailable(format!("chain '{}' was redirected more than {MAX_REDIRECTS} times", self.url.chain)))
     }
+}
+
+/// The host of `host:port` or `[v6]:port`, without brackets (the name a
+/// redirect target's certificate must carry).
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Every address `host` resolves to (all A and AAAA records), as sorted

@@ -7,7 +7,6 @@
 //! 2 bad usage; 3 the target could not be opened or a report not written.
 
 use ate::Durability;
-use ate_client::registry::ServerTrust;
 use ate_loadgen::driver::{self, LoadModel, Progress, RunPlan, Stop};
 use ate_loadgen::html;
 use ate_loadgen::report::Report;
@@ -167,15 +166,13 @@ fn parse_target(arguments: &RunArguments, text: Option<&str>) -> Result<Target, 
         (Some(url), _) if url.starts_with("redis://") => Ok(Target::Redis { url: url.to_string() }),
         (Some(url), _) if url.starts_with("nats://") => Ok(Target::Nats { url: url.to_string() }),
         (Some(url), _) if url.starts_with("tcp://") => {
-            let token_file = arguments.token_file.as_ref().ok_or_else(|| usage("tcp:// targets need --token-file"))?;
-            let token = std::fs::read_to_string(token_file)
-                .map_err(|error| (3, format!("{}: {error}", token_file.display())))?;
-            let trust = match (&arguments.fingerprint, &arguments.ca_file) {
-                (Some(fingerprint), _) => ServerTrust::Fingerprint(fingerprint.clone()),
-                (None, Some(roots)) => ServerTrust::CertificateAuthority(roots.clone()),
-                (None, None) => ServerTrust::KnownServers(ate_client::cli::known_servers_path()),
+            let options = ate_client::cli::ConnectOptions {
+                token_file: arguments.token_file.as_deref(),
+                fingerprint: arguments.fingerprint.as_deref(),
+                ca_file: arguments.ca_file.as_deref(),
             };
-            Ok(Target::Remote { url: url.to_string(), token, trust })
+            let config = options.registry_config().map_err(|error| (error.exit_code(), error.to_string()))?;
+            Ok(Target::Remote { url: url.to_string(), config })
         }
         (Some(other), _) => Err(usage(format!("unknown target '{other}': tcp://, redis:// or nats://"))),
         (None, Some(dir)) => Ok(Target::Embedded { dir: dir.clone(), chain: arguments.chain.clone() }),

@@ -6,23 +6,27 @@
 use crate::workload::{Backend, BackendFuture};
 use ate::messaging::{Queue, QueueConfig, StartAt, Subscription};
 use ate::prelude::*;
-use ate_client::registry::{Registry, RegistryConfig, ServerTrust};
+use ate_client::registry::{Registry, RegistryConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Target {
-    Embedded { dir: PathBuf, chain: String },
-    Remote { url: String, token: String, trust: ServerTrust },
-    Redis { url: String },
-    Nats { url: String },
-}
-
-impl std::fmt::Debug for Target {
-    // The token is a credential: `describe` names the target without it.
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.describe())
-    }
+    Embedded {
+        dir: PathBuf,
+        chain: String,
+    },
+    /// `config`'s Debug leaves the token out.
+    Remote {
+        url: String,
+        config: RegistryConfig,
+    },
+    Redis {
+        url: String,
+    },
+    Nats {
+        url: String,
+    },
 }
 
 /// Where acknowledged writes are reported (`--acked-log`).
@@ -64,10 +68,10 @@ impl Target {
                 let builder = ChainBuilder::new(&config).await.build();
                 vec![builder.open(&ChainKey::from(chain.as_str())).await.map_err(|e| e.to_string())?]
             }
-            Target::Remote { url, token, trust } => {
+            Target::Remote { url, config } => {
                 let mut chains = Vec::with_capacity(connections.max(1));
                 for _ in 0..connections.max(1) {
-                    let registry = Registry::new(RegistryConfig::new(token.clone(), trust.clone())).await;
+                    let registry = Registry::new(config.clone()).await;
                     chains.push(registry.open(url).await.map_err(|e| e.to_string())?);
                 }
                 chains

@@ -3,7 +3,7 @@
 //! log of acknowledged writes, checked against what the chain holds.
 
 use ate::prelude::*;
-use ate_client::registry::ServerTrust;
+use ate_client::registry::{RegistryConfig, ServerTrust};
 use ate_loadgen::driver::{run, LoadModel, RunPlan, Stop};
 use ate_loadgen::target::Target;
 use ate_loadgen::workload::{self, KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
@@ -25,8 +25,7 @@ async fn every_workload_runs_against_an_in_process_atedb() {
     for kind in KINDS {
         let target = Target::Remote {
             url: format!("tcp://{address}/load-{kind:?}"),
-            token: token.clone(),
-            trust: ServerTrust::Fingerprint(server.fingerprint().to_string()),
+            config: RegistryConfig::new(token.clone(), ServerTrust::Fingerprint(server.fingerprint().to_string())),
         };
         drive(&target, &config(kind)).await;
     }

@@ -4,8 +4,3 @@
 
 pub mod nats;
 pub mod redis;
-
-/// Microseconds since the epoch, stamped on appended records for fanout latency.
-fn now_us() -> u64 {
-    ate::chain::now_us()
-}

@@ -99,7 +99,7 @@ impl Backend for NatsBackend {
     fn append(&self, worker: usize, records: Vec<(String, Vec<u8>)>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
             let context = self.context(worker);
-            let sent = super::now_us().to_string();
+            let sent = ate::chain::now_us().to_string();
             let mut acks = Vec::with_capacity(records.len());
             for (_, payload) in records {
                 let mut headers = async_nats::HeaderMap::new();
