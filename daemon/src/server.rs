@@ -547,12 +547,8 @@ impl Session {
             ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
             ClientMessage::Lease { request, chain, key, token, lease_ms } => {
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
+                // `lease_acquire` refuses objects that are gone or being deleted.
                 let key = PrimaryKey::from_bytes(key);
-                // Only items that exist can be leased: the lease table stays
-                // as small as the queues themselves.
-                if chain.version(&key).is_none() {
-                    return self.send(ServerMessage::Leased { request, deliveries: None }).await;
-                }
                 let lease = Duration::from_millis(lease_ms.min(MAX_LEASE_MS));
                 match chain.lease_acquire(key, token, lease).await {
                     Ok(deliveries) => self.send(ServerMessage::Leased { request, deliveries }).await,

@@ -914,7 +914,23 @@ impl Chain {
     pub async fn lease_acquire(&self, key: PrimaryKey, token: u64, lease: std::time::Duration) -> Result<Option<u32>> {
         match self.upstream() {
             Some((upstream, _)) => upstream.lease(key, token, lease).await,
-            None => Ok(self.leases.acquire(key.as_u128(), token, lease)),
+            None => {
+                // Only live objects can be leased, counting deletions still
+                // on their way to the disk: an item whose acknowledgement is
+                // being written must not be handed out again (and the lease
+                // table stays as small as the queues).
+                let state = self.append.lock();
+                let live = match state.in_flight.get(&key.as_u128()) {
+                    Some(&(_, deleted)) => !deleted,
+                    None => self.version(&key).is_some(),
+                };
+                if !live {
+                    return Ok(None);
+                }
+                // Under the append lock: no deletion can be assigned between
+                // the check and the lease.
+                Ok(self.leases.acquire(key.as_u128(), token, lease))
+            }
         }
     }
 
@@ -993,7 +1009,11 @@ impl Chain {
             LogCursor { segment: location.segment(), offset: location.offset() as usize, next_sequence: first };
         let mut events = Vec::with_capacity((last - first + 1) as usize);
         while cursor.next_sequence <= last {
-            let event = self.read_at(&mut cursor)?.ok_or_else(|| unverified("commit ends early".into()))?;
+            // Bounded by the commit index, not the durable frontier: an
+            // object can be in the view (and so be loaded and verified)
+            // a moment before the frontier passes it.
+            let event =
+                self.read_before(&mut cursor, last + 1)?.ok_or_else(|| unverified("commit ends early".into()))?;
             let kind = event.header.kind().ok_or_else(|| unverified("unknown event kind".into()))?;
             events.push((kind, EventContent::of_archived(event.header).hash(), event.payload, event.header));
         }
@@ -1048,8 +1068,15 @@ impl Chain {
     /// The next durable event at `cursor`, checksum verified; `None` at the
     /// durable frontier.
     pub(crate) fn read_at(&self, cursor: &mut LogCursor) -> Result<Option<crate::EventRef<'_>>> {
+        self.read_before(cursor, self.durable_sequence())
+    }
+
+    /// [`Chain::read_at`] up to `frontier` (exclusive), which the caller
+    /// knows to be durable: the commit index holds only durable commits, and
+    /// the writer extends it before it moves the durable frontier.
+    fn read_before(&self, cursor: &mut LogCursor, frontier: u64) -> Result<Option<crate::EventRef<'_>>> {
         loop {
-            if cursor.next_sequence >= self.durable_sequence() {
+            if cursor.next_sequence >= frontier {
                 return Ok(None);
             }
             let Some(segment) = self.shared.segments.get(cursor.segment) else { return Ok(None) };

@@ -248,10 +248,12 @@ impl Writer {
                 None
             })
         });
-        self.chain.view.apply_all(changes);
+        // The commit index first: whoever finds an object in the view may
+        // verify it at once, and verification looks its commit up here.
         self.chain.commit_ends.write().extend(group.commits.iter().map(|(offset, request)| {
             (request.receipt.last_sequence, EventLocation::new(group.segment, *offset as u32))
         }));
+        self.chain.view.apply_all(changes);
         if let Some((_, last)) = group.commits.last() {
             let durable = last.receipt.last_sequence + 1;
             self.chain.durable_sequence.store(durable, std::sync::atomic::Ordering::Release);
