@@ -39,14 +39,21 @@ pub async fn connect(url: &str, connections: usize, workers: usize) -> Result<Ar
             return Err(text(error));
         }
     }
-    let positions = (0..workers).map(|_| tokio::sync::Mutex::new(String::from("$"))).collect();
-    Ok(Arc::new(RedisBackend { pool, positions }))
+    let readers = (0..workers).map(|_| tokio::sync::Mutex::new(None)).collect();
+    Ok(Arc::new(RedisBackend { client, pool, readers }))
+}
+
+/// A fanout subscriber: its own connection (a blocking `XREAD` holds up
+/// every other command on its connection) and the last id it received.
+struct Reader {
+    connection: MultiplexedConnection,
+    position: String,
 }
 
 struct RedisBackend {
+    client: redis::Client,
     pool: Vec<MultiplexedConnection>,
-    /// Last stream id each fanout subscriber received.
-    positions: Vec<tokio::sync::Mutex<String>>,
+    readers: Vec<tokio::sync::Mutex<Option<Reader>>>,
 }
 
 impl RedisBackend {
@@ -61,7 +68,7 @@ impl Backend for RedisBackend {
             // One MULTI/EXEC: all or nothing, like an ATE commit.
             let mut pipe = redis::pipe();
             pipe.atomic();
-            let sent = super::now_us();
+            let sent = ate::chain::now_us();
             for (name, payload) in &records {
                 pipe.cmd("XADD").arg(STREAM).arg("*").arg("n").arg(name).arg("t").arg(sent).arg("d").arg(payload);
             }
@@ -108,26 +115,29 @@ impl Backend for RedisBackend {
 
     fn subscribe(&self, worker: usize) -> BackendFuture<'_, ()> {
         Box::pin(async move {
+            let mut connection = self.client.get_multiplexed_async_connection().await.map_err(text)?;
             // Start after the current last entry (`$` would skip entries
             // appended between two reads).
-            let latest: StreamRangeReply =
-                self.connection(worker).xrevrange_count(STREAM, "+", "-", 1).await.map_err(text)?;
-            *self.positions[worker].lock().await =
-                latest.ids.first().map_or_else(|| "0-0".to_string(), |entry| entry.id.clone());
+            let latest: StreamRangeReply = connection.xrevrange_count(STREAM, "+", "-", 1).await.map_err(text)?;
+            let position = latest.ids.first().map_or_else(|| "0-0".to_string(), |entry| entry.id.clone());
+            *self.readers[worker].lock().await = Some(Reader { connection, position });
             Ok(())
         })
     }
 
     fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)> {
         Box::pin(async move {
-            let mut position = self.positions[worker].lock().await;
-            let mut connection = self.connection(worker);
+            let mut slot = self.readers[worker].lock().await;
+            let reader = slot.as_mut().ok_or("receive before subscribe")?;
             loop {
                 let options = StreamReadOptions::default().count(1).block(1000);
-                let reply: StreamReadReply =
-                    connection.xread_options(&[STREAM], &[position.as_str()], &options).await.map_err(text)?;
+                let reply: StreamReadReply = reader
+                    .connection
+                    .xread_options(&[STREAM], &[reader.position.as_str()], &options)
+                    .await
+                    .map_err(text)?;
                 if let Some(entry) = reply.keys.first().and_then(|key| key.ids.first()) {
-                    *position = entry.id.clone();
+                    reader.position = entry.id.clone();
                     let sent = entry.get::<u64>("t").unwrap_or(0);
                     let bytes = entry.get::<Vec<u8>>("d").map_or(0, |payload| payload.len());
                     return Ok((sent, bytes));
