@@ -22,6 +22,7 @@ pub fn cli_type_tag() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CliValue {
     pub name: String,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

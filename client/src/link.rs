@@ -7,7 +7,7 @@
 
 use crate::protocol::{ClientMessage, FrameKind, ServerMessage};
 use crate::remote::{RemoteConnection, RemoteError};
-use crate::transport::{write_frame, TransportError};
+use crate::transport::{write_queued, TransportError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,11 +94,10 @@ impl Link {
         let (outbox, mut outgoing) = mpsc::channel::<ClientMessage>(OUTBOX_MESSAGES);
         let writer_routes = Arc::clone(&routes);
         let writer = tokio::spawn(async move {
-            while let Some(message) = outgoing.recv().await {
-                if let Err(error) = write_frame(&mut write_half, FrameKind::Client, &message.encode()).await {
-                    close(&writer_routes, format!("sending failed: {error}"));
-                    return;
-                }
+            if let Err(error) =
+                write_queued(&mut write_half, FrameKind::Client, &mut outgoing, ClientMessage::encode).await
+            {
+                close(&writer_routes, format!("sending failed: {error}"));
             }
         });
         let reader_routes = Arc::clone(&routes);

@@ -166,15 +166,7 @@ impl Registry {
         }
         let connector = Connector { config: self.config.clone(), url };
         let (link, durable_sequence) = connector.connect().await?;
-        let upstream = Arc::new(RemoteUpstream {
-            chain: connector.url.chain.clone(),
-            link: parking_lot::Mutex::new(Arc::new(link)),
-            reconnecting: tokio::sync::Mutex::new(()),
-            deferred: Default::default(),
-            unanswered: Arc::new(tokio::sync::watch::Sender::new(0)),
-            follower: parking_lot::Mutex::new(None),
-            connector,
-        });
+        let upstream = Arc::new(RemoteUpstream::new(connector, link));
         // Subscribing before the replica is attached makes refusals (no read
         // role, a replica ahead of the server) errors of this call, and
         // leaves the chain unattached for a later attempt.
@@ -186,6 +178,51 @@ impl Registry {
             chain.wait_applied(durable_sequence - 1).await?;
         }
         Ok(chain)
+    }
+
+    /// A write-only handle on `tcp://host[:port]/chain`: commits go to the
+    /// owner and return once it made them durable. Nothing streams back, so
+    /// a producer keeps no replica (the WORM-ingest case: the client writes
+    /// and never reads its own events back). Reads, the DIO and queues need
+    /// [`Registry::open`].
+    pub async fn producer(&self, url: &str) -> Result<Producer, AteError> {
+        let url = ChainUrl::parse(url)?;
+        let connector = Connector { config: self.config.clone(), url };
+        let (link, _) = connector.connect().await?;
+        Ok(Producer { upstream: RemoteUpstream::new(connector, link) })
+    }
+}
+
+/// Appends to a remote chain without a replica ([`Registry::producer`]).
+/// The server checks each commit exactly as it checks a replica's
+/// (authority, signatures, validators, expectations); events go as given,
+/// so signed or encrypted writes are built by the caller or go through a
+/// replica's DIO.
+#[derive(Debug)]
+pub struct Producer {
+    upstream: RemoteUpstream,
+}
+
+impl Producer {
+    /// The chain's name.
+    pub fn chain(&self) -> &str {
+        &self.upstream.chain
+    }
+
+    /// Commits `events` atomically; returns their sequences once the owner
+    /// made them durable per `durability` (the engine's default when `None`).
+    /// Calls may run concurrently: they share the connection and the
+    /// owner's fsync groups.
+    pub async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        durability: Option<Durability>,
+    ) -> Result<CommitReceipt, AteError> {
+        if events.is_empty() {
+            return Err(AteError::InvalidInput("a commit needs at least one event".into()));
+        }
+        let durability = durability.unwrap_or(AteConfig::default().durability);
+        self.upstream.commit(events, durability).await
     }
 }
 
@@ -363,6 +400,18 @@ impl Drop for RemoteUpstream {
 }
 
 impl RemoteUpstream {
+    fn new(connector: Connector, link: crate::link::Link) -> Self {
+        Self {
+            chain: connector.url.chain.clone(),
+            link: parking_lot::Mutex::new(Arc::new(link)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            deferred: Default::default(),
+            unanswered: Arc::new(tokio::sync::watch::Sender::new(0)),
+            follower: parking_lot::Mutex::new(None),
+            connector,
+        }
+    }
+
     /// The live link, reconnecting once if it dropped (requests do not wait
     /// through backoff: they fail as `Unavailable` and the caller decides).
     async fn link(&self) -> Result<Arc<crate::link::Link>, AteError> {

@@ -263,6 +263,40 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
     }
 }
 
+/// How many bytes of queued frames [`write_queued`] gathers into one write.
+const COALESCED_WRITE_BYTES: usize = 256 << 10;
+
+/// Sends what `queue` yields as frames until it closes. Whatever is already
+/// queued behind a message goes out in the same write and flush (up to
+/// `COALESCED_WRITE_BYTES`): one TLS record run and one syscall for many
+/// small frames, instead of a wakeup and a flush per frame.
+pub async fn write_queued<W, M>(
+    stream: &mut W,
+    kind: FrameKind,
+    queue: &mut tokio::sync::mpsc::Receiver<M>,
+    encode: impl Fn(&M) -> Vec<u8>,
+) -> Result<(), TransportError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut buffer = Vec::with_capacity(COALESCED_WRITE_BYTES);
+    while let Some(message) = queue.recv().await {
+        buffer.clear();
+        encode_frame(kind, &encode(&message), DEFAULT_MAX_FRAME_BYTES, &mut buffer)?;
+        while buffer.len() < COALESCED_WRITE_BYTES {
+            let Ok(message) = queue.try_recv() else { break };
+            encode_frame(kind, &encode(&message), DEFAULT_MAX_FRAME_BYTES, &mut buffer)?;
+        }
+        stream.write_all(&buffer).await?;
+        stream.flush().await?;
+        // A burst of large frames must not pin its buffer for the connection's life.
+        if buffer.capacity() > 4 * COALESCED_WRITE_BYTES {
+            buffer = Vec::with_capacity(COALESCED_WRITE_BYTES);
+        }
+    }
+    Ok(())
+}
+
 /// Writes one message as a frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     stream: &mut W,

@@ -8,7 +8,7 @@ use ate::prelude::*;
 use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage};
 use ate_client::ring::{HashRing, DEFAULT_VIRTUAL_NODES};
 use ate_client::token::{self, Claims};
-use ate_client::transport::{write_frame, FramedReader, ServerIdentity, TransportError};
+use ate_client::transport::{write_queued, FramedReader, ServerIdentity, TransportError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -243,11 +243,8 @@ impl Server {
         let mut reader = FramedReader::new(read_half, FrameKind::Client);
         let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_FRAMES);
         let writer = tokio::spawn(async move {
-            while let Some(message) = outgoing.recv().await {
-                if write_frame(&mut write_half, FrameKind::Server, &message.encode()).await.is_err() {
-                    return;
-                }
-            }
+            // A failed write ends the writer; the reader notices the closed outbox.
+            let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, ServerMessage::encode).await;
         });
         let mut session = Session {
             server: self,

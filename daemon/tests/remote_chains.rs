@@ -209,23 +209,67 @@ async fn a_disk_replica_reopens_with_what_it_has_and_fetches_only_the_rest() {
 /// Refusals are errors of `open`, not hangs: a token without the read role,
 /// and a disk replica that holds more than the server it is pointed at
 /// (whose history would otherwise be spliced onto the replica's).
+/// A token for every chain with only `roles`, signed by the server's issuer.
+fn token_with_roles(running: &Running, roles: &[&str]) -> String {
+    use ate_client::token::{issue, Claims};
+    let issuer = ate::crypto::PrivateSignKey::decode(&std::fs::read(running.data.issuer_key()).unwrap()).unwrap();
+    let now = ate::chain::now_us();
+    let claims = Claims {
+        subject: "test".into(),
+        roles: roles.iter().map(|role| role.to_string()).collect(),
+        chains: vec!["*".into()],
+        issued_at_us: now,
+        expires_at_us: now + 60_000_000,
+    };
+    issue(&claims, &issuer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_appends_without_a_replica_and_readers_see_its_events() {
+    use ate::RemoteFailure;
+    let running = start().await;
+    let url = format!("tcp://{}/archive", running.address);
+    let trust = ServerTrust::Fingerprint(running.fingerprint.clone());
+    // Writing needs no read role: a producer never subscribes.
+    let write_only = RegistryConfig::new(token_with_roles(&running, &["write"]), trust.clone());
+    let producer = std::sync::Arc::new(Registry::new(write_only).await.producer(&url).await.unwrap());
+    assert_eq!(producer.chain(), "archive");
+    let named = |index: u32| ate_client::cli::named_event(&format!("doc-{index}"), vec![index as u8; 100]).unwrap();
+    // Concurrent appends share the connection; each gets its own sequences.
+    let mut appends = tokio::task::JoinSet::new();
+    for index in 0..8u32 {
+        let (producer, events) = (std::sync::Arc::clone(&producer), vec![named(2 * index), named(2 * index + 1)]);
+        appends.spawn(async move { producer.append(events, Some(Durability::Sync)).await });
+    }
+    let mut firsts = Vec::new();
+    while let Some(receipt) = appends.join_next().await {
+        let receipt = receipt.unwrap().unwrap();
+        assert_eq!(receipt.last_sequence, receipt.first_sequence + 1);
+        firsts.push(receipt.first_sequence);
+    }
+    firsts.sort_unstable();
+    firsts.dedup();
+    assert_eq!(firsts.len(), 8, "every commit has sequences of its own");
+    assert!(matches!(producer.append(Vec::new(), None).await, Err(AteError::InvalidInput(_))));
+
+    let reader = registry(&running).await.open(&url).await.unwrap();
+    for index in 0..16u32 {
+        let stored = ate_client::cli::get(&reader, &format!("doc-{index}")).expect("acknowledged event is there");
+        assert_eq!(stored.value, vec![index as u8; 100]);
+    }
+
+    // A read-only token may not produce: refused before anything is written.
+    let read_only = RegistryConfig::new(token_with_roles(&running, &["read"]), trust);
+    let refused = Registry::new(read_only).await.producer(&url).await.unwrap().append(vec![named(99)], None).await;
+    assert!(matches!(refused, Err(AteError::Remote { failure: RemoteFailure::Forbidden, .. })), "{refused:?}");
+    assert!(reader.get(&PrimaryKey::from_name("doc-99")).is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opens_that_cannot_work_fail_instead_of_hanging() {
     use ate::RemoteFailure;
-    use ate_client::token::{issue, Claims};
     let running = start().await;
-    let issuer = ate::crypto::PrivateSignKey::decode(&std::fs::read(running.data.issuer_key()).unwrap()).unwrap();
-    let now = ate::chain::now_us();
-    let write_only = issue(
-        &Claims {
-            subject: "producer".into(),
-            roles: vec!["write".into()],
-            chains: vec!["*".into()],
-            issued_at_us: now,
-            expires_at_us: now + 60_000_000,
-        },
-        &issuer,
-    );
+    let write_only = token_with_roles(&running, &["write"]);
     let registry =
         Registry::new(RegistryConfig::new(write_only, ServerTrust::Fingerprint(running.fingerprint.clone()))).await;
     let refused =

@@ -276,7 +276,7 @@ async fn run_once(
     acked: AckSink,
 ) -> Result<(Report, String), Failure> {
     let backend = target
-        .connect(arguments.connections, settings.durability, settings.workers, acked)
+        .connect(settings.config.kind, arguments.connections, settings.durability, settings.workers, acked)
         .await
         .map_err(|error| (3, format!("{}: {error}", target.describe())))?;
     let system_settings = backend.settings();

@@ -3,10 +3,10 @@
 //! the `ate` CLI), or a peer: `--target redis://host:port`,
 //! `--target nats://host:port`. Each becomes a [`Backend`].
 
-use crate::workload::{Backend, BackendFuture};
+use crate::workload::{Backend, BackendFuture, WorkloadKind};
 use ate::messaging::{Queue, QueueConfig, StartAt, Subscription};
 use ate::prelude::*;
-use ate_client::registry::{Registry, RegistryConfig};
+use ate_client::registry::{Producer, Registry, RegistryConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -53,20 +53,32 @@ impl Target {
         }
     }
 
-    /// Connects with `connections` connections (one embedded chain is
-    /// shared by every worker; each remote connection has its own replica).
+    /// Connects with `connections` connections for a `kind` workload (one
+    /// embedded chain is shared by every worker; each remote connection is
+    /// a replica, or only a producer when the workload never reads).
     pub async fn connect(
         &self,
+        kind: WorkloadKind,
         connections: usize,
         durability: Durability,
         workers: usize,
         acked: AckSink,
     ) -> Result<Arc<dyn Backend>, String> {
+        let mut producers = Vec::new();
         let chains = match self {
             Target::Embedded { dir, chain } => {
                 let config = AteConfig { log_path: Some(dir.clone()), durability, ..AteConfig::default() };
                 let builder = ChainBuilder::new(&config).await.build();
                 vec![builder.open(&ChainKey::from(chain.as_str())).await.map_err(|e| e.to_string())?]
+            }
+            // An ingesting client, like a Kafka producer, never reads its own
+            // events back: a replica would ingest and verify every one of them.
+            Target::Remote { url, config } if kind == WorkloadKind::Ingest => {
+                for _ in 0..connections.max(1) {
+                    let registry = Registry::new(config.clone()).await;
+                    producers.push(registry.producer(url).await.map_err(|e| e.to_string())?);
+                }
+                Vec::new()
             }
             Target::Remote { url, config } => {
                 let mut chains = Vec::with_capacity(connections.max(1));
@@ -84,7 +96,7 @@ impl Target {
             .map(|chain| Queue::new(chain, &AteSession::default(), "loadgen", QueueConfig::default()))
             .collect();
         let subscriptions = (0..workers).map(|_| tokio::sync::Mutex::new(None)).collect();
-        Ok(Arc::new(AteBackend { chains, queues, subscriptions, durability, acked }))
+        Ok(Arc::new(AteBackend { chains, producers, queues, subscriptions, durability, acked }))
     }
 }
 
@@ -92,7 +104,9 @@ impl Target {
 /// CLI's format (so `ate get` reads what the acked log names), gets read
 /// the view (the replica, remotely), queues and subscriptions are ATE's.
 struct AteBackend {
+    /// Empty when the workload only writes to a remote chain (`producers`).
     chains: Vec<Arc<Chain>>,
+    producers: Vec<Producer>,
     queues: Vec<Queue>,
     subscriptions: Vec<tokio::sync::Mutex<Option<Subscription>>>,
     durability: Durability,
@@ -100,23 +114,39 @@ struct AteBackend {
 }
 
 impl AteBackend {
-    fn chain(&self, worker: usize) -> &Arc<Chain> {
-        &self.chains[worker % self.chains.len()]
+    fn chain(&self, worker: usize) -> Result<&Arc<Chain>, String> {
+        match self.chains.len() {
+            0 => Err("this workload opened no replica to read from".into()),
+            count => Ok(&self.chains[worker % count]),
+        }
+    }
+
+    fn queue(&self, worker: usize) -> Result<&Queue, String> {
+        match self.queues.len() {
+            0 => Err("this workload opened no replica to queue on".into()),
+            count => Ok(&self.queues[worker % count]),
+        }
     }
 }
 
 impl Backend for AteBackend {
     fn append(&self, worker: usize, records: Vec<(String, Vec<u8>)>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            let chain = self.chain(worker);
             let mut events = Vec::with_capacity(records.len());
             for (name, payload) in &records {
                 events.push(ate_client::cli::named_event(name, payload.clone()).map_err(|e| e.to_string())?);
             }
-            let receipt = chain.append(events, Some(self.durability)).await.map_err(|e| e.to_string())?;
+            let (receipt, chain_name) = if self.producers.is_empty() {
+                let chain = self.chain(worker)?;
+                (chain.append(events, Some(self.durability)).await, chain.key().name())
+            } else {
+                let producer = &self.producers[worker % self.producers.len()];
+                (producer.append(events, Some(self.durability)).await, producer.chain())
+            };
+            let receipt = receipt.map_err(|e| e.to_string())?;
             if let Some(sink) = &self.acked {
                 for (index, (name, _)) in records.iter().enumerate() {
-                    let line = format!("{}\t{name}\t{}", chain.key().name(), receipt.first_sequence + index as u64);
+                    let line = format!("{chain_name}\t{name}\t{}", receipt.first_sequence + index as u64);
                     let _ = sink.send(line);
                 }
             }
@@ -134,19 +164,17 @@ impl Backend for AteBackend {
 
     fn get(&self, worker: usize, key: String) -> BackendFuture<'_, Option<usize>> {
         Box::pin(
-            async move { Ok(self.chain(worker).get(&PrimaryKey::from_name(&key)).map(|event| event.payload.len())) },
+            async move { Ok(self.chain(worker)?.get(&PrimaryKey::from_name(&key)).map(|event| event.payload.len())) },
         )
     }
 
     fn push(&self, worker: usize, payload: Vec<u8>) -> BackendFuture<'_, ()> {
-        Box::pin(async move {
-            self.queues[worker % self.queues.len()].push(payload).await.map(drop).map_err(|e| e.to_string())
-        })
+        Box::pin(async move { self.queue(worker)?.push(payload).await.map(drop).map_err(|e| e.to_string()) })
     }
 
     fn take(&self, worker: usize) -> BackendFuture<'_, Option<usize>> {
         Box::pin(async move {
-            let queue = &self.queues[worker % self.queues.len()];
+            let queue = self.queue(worker)?;
             let Some(delivery) = queue.take::<Vec<u8>>().await.map_err(|e| e.to_string())? else { return Ok(None) };
             let bytes = delivery.value.len();
             queue.ack(delivery).await.map_err(|e| e.to_string())?;
@@ -157,7 +185,7 @@ impl Backend for AteBackend {
     fn subscribe(&self, worker: usize) -> BackendFuture<'_, ()> {
         Box::pin(async move {
             let subscription =
-                self.chain(worker).subscribe(&AteSession::default(), StartAt::Now).map_err(|e| e.to_string())?;
+                self.chain(worker)?.subscribe(&AteSession::default(), StartAt::Now).map_err(|e| e.to_string())?;
             *self.subscriptions[worker].lock().await = Some(subscription);
             Ok(())
         })

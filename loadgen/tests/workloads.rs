@@ -50,7 +50,7 @@ fn config(kind: WorkloadKind) -> WorkloadConfig {
 async fn drive(target: &Target, config: &WorkloadConfig) {
     let (connections, in_flight) = (2, 2);
     let workers = connections * in_flight;
-    let backend = target.connect(connections, Durability::Batched, workers, None).await.unwrap();
+    let backend = target.connect(config.kind, connections, Durability::Batched, workers, None).await.unwrap();
     let load = workload::build(config, backend, workers).await.unwrap();
     let stop = Stop::After(Duration::from_millis(800));
     let plan = RunPlan { workers, model: LoadModel::Closed, stop, warmup: Duration::ZERO };

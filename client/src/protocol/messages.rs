@@ -55,6 +55,7 @@ pub struct WireEvent {
     pub read_key_id: [u8; 32],
     pub nonce: [u8; 12],
     pub expect: WireExpect,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -131,6 +132,7 @@ pub enum ClientMessage {
     },
     /// A signed token (before any chain is opened).
     Authenticate {
+        #[serde(with = "serde_bytes")]
         token: Vec<u8>,
     },
     Open {
@@ -226,6 +228,7 @@ pub enum ServerMessage {
     /// header + payload each), in commit order.
     Events {
         subscription: u64,
+        #[serde(with = "serde_bytes")]
         records: Vec<u8>,
     },
     Committed {
@@ -235,6 +238,7 @@ pub enum ServerMessage {
     },
     Loaded {
         request: u64,
+        #[serde(with = "serde_bytes")]
         record: Option<Vec<u8>>,
     },
     /// The delivery count, or `None` when a live lease of someone else holds the item.
