@@ -337,6 +337,22 @@ async fn run(arguments: RunArguments) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Each system's name in reports; a name that occurs twice (two NATS
+/// servers with different settings) gets its target's port.
+fn labels(systems: &[Target]) -> Vec<String> {
+    systems
+        .iter()
+        .map(|system| {
+            let shared = systems.iter().filter(|other| other.system() == system.system()).count() > 1;
+            let port = system.describe().rsplit_once(':').map(|(_, port)| port.to_string());
+            match port {
+                Some(port) if shared => format!("{}:{port}", system.system()),
+                _ => system.system().to_string(),
+            }
+        })
+        .collect()
+}
+
 fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
     std::fs::write(path, bytes).map_err(|error| (3, format!("{}: {error}", path.display())))
 }
@@ -351,6 +367,7 @@ async fn compare(arguments: CompareArguments) -> Result<(), Failure> {
     for peer in &arguments.peers {
         systems.push(parse_target(&arguments.run, Some(peer))?);
     }
+    let labels = labels(&systems);
     // Every round runs each system once; odd rounds in reverse, so neither
     // side always gets the warm (or the cold) machine.
     let mut results: Vec<Vec<Report>> = vec![Vec::new(); systems.len()];
@@ -372,7 +389,7 @@ async fn compare(arguments: CompareArguments) -> Result<(), Failure> {
                 }
                 // A peer that is not running is skipped; ATE must run.
                 Err((_, message)) if index > 0 => {
-                    eprintln!("ate-loadgen: skipping {}: {message}", systems[index].system());
+                    eprintln!("ate-loadgen: skipping {}: {message}", labels[index]);
                     skipped[index] = Some(message);
                 }
                 Err(failure) => return Err(failure),
@@ -390,7 +407,7 @@ async fn compare(arguments: CompareArguments) -> Result<(), Failure> {
     let name = settings.workload_name();
     let base = chosen[0].clone().expect("ATE ran");
     println!(
-        "{:<16} {:>12} {:>9} {:>10} {:>10} {:>10}  ratio events/s, p99",
+        "{:<20} {:>12} {:>9} {:>10} {:>10} {:>10}  ratio events/s, p99",
         "system", "events/s", "MB/s", "p50 µs", "p99 µs", "p99.9 µs"
     );
     let mut rows = Vec::new();
@@ -401,8 +418,8 @@ async fn compare(arguments: CompareArguments) -> Result<(), Failure> {
                 let ratio_throughput = base.throughput_events_per_s / report.throughput_events_per_s.max(1e-9);
                 let ratio_p99 = report.latency_us.p99 as f64 / base.latency_us.p99.max(1) as f64;
                 println!(
-                    "{:<16} {:>12.0} {:>9.2} {:>10} {:>10} {:>10}  ATE {:.2}x, {:.2}x",
-                    system.system(),
+                    "{:<20} {:>12.0} {:>9.2} {:>10} {:>10} {:>10}  ATE {:.2}x, {:.2}x",
+                    labels[index],
                     report.throughput_events_per_s,
                     report.throughput_mb_per_s,
                     report.latency_us.p50,
@@ -412,19 +429,19 @@ async fn compare(arguments: CompareArguments) -> Result<(), Failure> {
                     ratio_p99
                 );
                 rows.push(serde_json::json!({
-                    "system": system.system(),
+                    "system": labels[index],
                     "target": system.describe(),
                     "settings": system_settings[index],
                     "report": report.to_json(&name, &system.describe(), serde_json::Value::Null),
                     "ate_throughput_ratio": ratio_throughput,
                     "p99_ratio_to_ate": ratio_p99,
                 }));
-                runs.push((system.system().to_string(), report.clone()));
+                runs.push((labels[index].clone(), report.clone()));
             }
             None => {
                 let why = skipped[index].clone().unwrap_or_default();
-                println!("{:<16} skipped: {why}", system.system());
-                rows.push(serde_json::json!({ "system": system.system(), "skipped": why }));
+                println!("{:<20} skipped: {why}", labels[index]);
+                rows.push(serde_json::json!({ "system": labels[index], "skipped": why }));
             }
         }
     }

@@ -58,12 +58,17 @@ pub enum ViewChange {
     Delete { key: u128 },
 }
 
-/// Shards per map. A shard grows by rehashing all of its entries while
-/// holding its lock, so its size bounds that pause: with a few shards a
-/// view of millions of keys stalled the log writer for 5–15 ms per resize
-/// (D1 open loop, docs/benchmarks.md); 512 keep each pause well under a
-/// millisecond at the same total cost.
-const SHARDS: usize = 512;
+/// Shards of the object map. A shard grows by rehashing all of its entries
+/// into a table twice the size while holding its lock, so its size bounds
+/// that pause. With dashmap's default (8 shards on 2 cores) a view of a few
+/// million keys stalled the log writer 5–15 ms per resize, mostly first
+/// touches of the new table's memory (this VM hands free memory back to the
+/// host); 64 shards still gave 15 ms pauses at 4.5M keys; 512 keep each
+/// table under a few MiB (D1 open loop, docs/benchmarks.md). Each shard
+/// costs 128 bytes (cache-padded), 64 KiB per chain.
+const OBJECT_SHARDS: usize = 512;
+/// The child index only holds objects with a parent.
+const CHILD_SHARDS: usize = 64;
 
 #[derive(Debug)]
 pub struct View {
@@ -79,9 +84,9 @@ impl Default for View {
     fn default() -> Self {
         Self {
             epoch: AtomicU64::new(0),
-            objects: DashMap::with_hasher_and_shard_amount(Hasher::default(), SHARDS),
-            children: DashMap::with_hasher_and_shard_amount(Hasher::default(), SHARDS),
-            positions: DashMap::with_hasher_and_shard_amount(Hasher::default(), SHARDS),
+            objects: DashMap::with_hasher_and_shard_amount(Hasher::default(), OBJECT_SHARDS),
+            children: DashMap::with_hasher_and_shard_amount(Hasher::default(), CHILD_SHARDS),
+            positions: DashMap::with_hasher_and_shard_amount(Hasher::default(), CHILD_SHARDS),
         }
     }
 }

@@ -166,6 +166,11 @@ impl Backend for NatsBackend {
     }
 
     fn settings(&self) -> String {
-        "NATS JetStream: file storage, publish acks awaited, work-queue pull consumer with double ack, KV history 1; fsync per the server's sync_interval".into()
+        let version = self.clients.first().map(|client| client.server_info().version).unwrap_or_default();
+        format!(
+            "NATS JetStream (nats-server {version}): file storage, publish acks awaited, work-queue pull consumer \
+             with double ack, KV history 1; fsync per the server's sync_interval (default: every 2 minutes, \
+             acknowledged before any fsync)"
+        )
     }
 }
