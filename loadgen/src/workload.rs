@@ -185,6 +185,7 @@ pub async fn build(
         config: config.clone(),
         keys: KeyChooser::new(config.keys, config.distribution),
         counter: AtomicU64::new(0),
+        run_id: fastrand::u32(..),
     }))
 }
 
@@ -193,6 +194,9 @@ struct Driven {
     config: WorkloadConfig,
     keys: KeyChooser,
     counter: AtomicU64,
+    /// Names written by this run start with it, so that runs against one
+    /// chain (say, before and after a crash) never overwrite each other.
+    run_id: u32,
 }
 
 impl Driven {
@@ -202,12 +206,16 @@ impl Driven {
         payload
     }
 
-    /// A batch of new, unique names (`lg-WORKER-N`) with payloads.
+    fn ingest_name(&self, worker: usize, index: u64) -> String {
+        format!("lg-{:08x}-{worker}-{index}", self.run_id)
+    }
+
+    /// A batch of new, unique names (`lg-RUN-WORKER-N`) with payloads.
     async fn ingest(&self, worker: usize, random: &mut fastrand::Rng) -> Result<Outcome, String> {
         let count = self.config.batch.max(1) as u64;
         let first = self.counter.fetch_add(count, Ordering::Relaxed);
         let records: Vec<(String, Vec<u8>)> =
-            (first..first + count).map(|index| (format!("lg-{worker}-{index}"), self.payload(random))).collect();
+            (first..first + count).map(|index| (self.ingest_name(worker, index), self.payload(random))).collect();
         let bytes = records.iter().map(|(_, payload)| payload.len() as u64).sum();
         self.backend.append(worker, records).await?;
         Ok(Outcome { events: count, bytes, latency_us: None })
