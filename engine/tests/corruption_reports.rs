@@ -163,3 +163,60 @@ async fn interrupted_segment_creation_is_cleaned_up_not_reported() {
     assert!(matches!(open_with(&config(dir.path()), None).await, Err(AteError::Corrupt { .. })));
     assert!(last.exists(), "a segment holding data was removed");
 }
+
+/// Offset of the record with `sequence` in a segment file (records are
+/// 16-byte aligned; the frame holds the length, then the sequence at +8).
+fn record_offset(path: &Path, sequence: u64) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    (128..bytes.len() - 16)
+        .step_by(16)
+        .find(|&offset| {
+            let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap());
+            length > 0 && u64::from_le_bytes(bytes[offset + 8..offset + 16].try_into().unwrap()) == sequence
+        })
+        .expect("record present") as u64
+}
+
+/// A write group that failed leaves `unacknowledged-from` behind (the
+/// writer's marker): damage at or after that sequence, followed by valid
+/// records that a pipelined write put there, is cut as never acknowledged
+/// instead of blocking the open. Without the marker the same bytes are
+/// reported, as damage before acknowledged data must be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_groups_marker_lets_recovery_cut_what_was_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_segment = AteConfig { segment_size_bytes: 1 << 20, ..config(dir.path()) };
+    let chain = open_with(&one_segment, None).await.unwrap();
+    let mut first_unacknowledged = 0;
+    for index in 0..100 {
+        let receipt = chain.append(commit_events(index), None).await.unwrap();
+        if index == 97 {
+            first_unacknowledged = receipt.first_sequence;
+        }
+    }
+    let (chain_dir, files) = (chain.path().to_path_buf(), segments(chain.path()));
+    drop(chain);
+    // The failed group's hole: its first record is damaged, later ones are whole.
+    flip(&files[0], record_offset(&files[0], first_unacknowledged) + 40);
+    let error = open_with(&one_segment, None).await.unwrap_err();
+    assert!(error.to_string().contains("not only a torn tail"), "{error}");
+
+    std::fs::write(chain_dir.join("unacknowledged-from"), format!("{first_unacknowledged}\n")).unwrap();
+    let chain = open_with(&one_segment, None).await.expect("the marked tail is cut");
+    assert_eq!(chain.next_sequence(), first_unacknowledged);
+    for index in 0..97 {
+        for object in objects_of_commit(index) {
+            assert!(chain.get(&key(object)).is_some(), "commit {index} lost");
+        }
+    }
+    for object in objects_of_commit(98) {
+        assert!(chain.get(&key(object)).is_none(), "a commit after the failed group survived");
+    }
+    assert!(!chain_dir.join("unacknowledged-from").exists(), "the marker is cleared once used");
+    chain.verify().await.unwrap();
+    chain.append(commit_events(500), None).await.unwrap();
+    drop(chain);
+    // The stale records were zeroed: a second reopen is clean too.
+    let chain = open_with(&one_segment, None).await.unwrap();
+    assert!(chain.get(&key(objects_of_commit(500).next().unwrap())).is_some());
+}

@@ -74,6 +74,41 @@ impl ChainShared {
     }
 }
 
+/// A file in the chain directory that a failed write group leaves behind:
+/// every sequence from the one it names on was never acknowledged (groups
+/// are acknowledged in order, and the failure poisons the chain before any
+/// later group is). With pipelined writes a later group's bytes can land
+/// after the failed group's hole; recovery would otherwise take those valid
+/// records for acknowledged data behind damage and refuse to open.
+const UNACKNOWLEDGED_MARKER: &str = "unacknowledged-from";
+
+/// Records that nothing from `sequence` on was acknowledged. Best effort and
+/// outside the storage seam on purpose: the segment device just failed, the
+/// directory's metadata may still be writable; if not, recovery keeps its
+/// stricter rule.
+pub(crate) fn mark_unacknowledged_from(dir: &std::path::Path, sequence: u64) -> std::io::Result<()> {
+    let path = dir.join(UNACKNOWLEDGED_MARKER);
+    let file = std::fs::File::create(&path)?;
+    std::io::Write::write_all(&mut &file, format!("{sequence}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The sequence a failed group left in the marker, if any.
+pub(crate) fn unacknowledged_from(dir: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(UNACKNOWLEDGED_MARKER)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Removes the marker once recovery has cut what it names.
+pub(crate) fn clear_unacknowledged_marker(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(UNACKNOWLEDGED_MARKER)) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// How one durable event changes the view. Shared by recovery and the
 /// writer so both build the same view from the same bytes.
 pub(crate) fn view_change_for(header: &ArchivedEventHeader, location: EventLocation) -> Option<ViewChange> {

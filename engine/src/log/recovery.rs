@@ -117,6 +117,7 @@ fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) ->
 pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEvent<'_>])) -> Result<Recovered> {
     let mut files = list_segments(&chain.dir)?;
     let torn_window = 2 * chain.config.max_write_bytes.max(chain.config.max_commit_bytes);
+    let unacknowledged_from = super::unacknowledged_from(&chain.dir).unwrap_or(u64::MAX);
 
     // A last segment whose header never became durable holds no data: its
     // creation was interrupted. Remove it (only if everything after the
@@ -254,7 +255,11 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                 // A valid record after the damaged one may have been acknowledged
                 // (the damage could be bit rot, not a torn write): cutting it
                 // could lose acknowledged data, so refuse and report instead.
-                if let Some(beyond) = find_valid_record(bytes, at + RECORD_ALIGN, bytes.len(), commit_sequence) {
+                // Unless a failed write group said that nothing from its first
+                // sequence on was acknowledged (`mark_unacknowledged_from`).
+                let beyond = find_valid_record(bytes, at + RECORD_ALIGN, bytes.len(), commit_sequence)
+                    .filter(|&beyond| frame_sequence(bytes, beyond).is_none_or(|s| s < unacknowledged_from));
+                if let Some(beyond) = beyond {
                     return Err(corrupt(
                         chain,
                         &path,
@@ -298,5 +303,8 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
         }
         chain.segments.push(segment);
     }
+    // Whatever the marker named is cut (or was never written).
+    super::clear_unacknowledged_marker(&chain.dir)
+        .map_err(|e| AteError::io("removing the unacknowledged marker", e))?;
     Ok(Recovered { next_sequence, last_hash, active_write_offset, truncated_bytes, last_timestamp_us })
 }

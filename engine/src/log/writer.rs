@@ -147,6 +147,15 @@ impl Writer {
             if self.in_flight.len() >= self.device.max_in_flight() {
                 self.complete_oldest();
             }
+            // Completing the oldest group may just have poisoned the chain:
+            // nothing is written after a failed group (its hole would sit
+            // between acknowledged data and these bytes).
+            if self.chain.poisoned().is_some() {
+                for request in commits {
+                    let _ = request.reply.send(Err(self.chain.poisoned().expect("poisoned above")));
+                }
+                continue;
+            }
             self.submit(commits, bytes);
         }
         self.drain();
@@ -208,6 +217,13 @@ impl Writer {
         metrics.events_appended.fetch_add(events, relaxed);
         if let Err(error) = completion.result {
             self.chain.poison(format!("appending to segment {} failed: {error}", group.segment));
+            if let Some((_, first)) = group.commits.first() {
+                let sequence = first.receipt.first_sequence;
+                if let Err(marking) = super::mark_unacknowledged_from(&self.chain.dir, sequence) {
+                    tracing::warn!(chain = %self.chain.name, sequence, error = %marking,
+                        "could not record where unacknowledged data starts; recovery may ask for a manual check");
+                }
+            }
         }
         if self.chain.poisoned().is_some() {
             // Nothing of a failed group is acknowledged or made visible; what
