@@ -109,9 +109,7 @@ impl ChainUrl {
         let invalid = |why: &str| AteError::InvalidInput(format!("'{url}' is not tcp://HOST[:PORT]/CHAIN: {why}"));
         let rest = url.strip_prefix("tcp://").ok_or_else(|| invalid("it must start with tcp://"))?;
         let (authority, chain) = rest.split_once('/').ok_or_else(|| invalid("no chain"))?;
-        if chain.is_empty() || chain.contains('/') {
-            return Err(invalid("the chain is one non-empty path segment"));
-        }
+        crate::protocol::check_chain_name(chain).map_err(|error| AteError::InvalidInput(error.to_string()))?;
         // `[::1]:5000`, `host:5000`, `host`.
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {

@@ -97,6 +97,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         chain_policy: config.chains.clone(),
         durability: config.durability.into(),
         tls: config.tls.clone().map(|tls| (tls.certificate, tls.key)),
+        token_skew: None,
     };
     Ok((config, options))
 }

@@ -26,11 +26,18 @@ const EVENTS_BATCH_BYTES: usize = 256 << 10;
 /// later.
 const OUTBOX_FRAMES: usize = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Live subscriptions one connection may hold.
-const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1024;
+/// Live subscriptions one connection may hold. Each stream holds at most
+/// one batch while it waits for the outbox, so a connection that stops
+/// reading pins at most 64 × 256 KiB + the outbox, about 20 MiB.
+const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 64;
 /// Bytes of commits of one connection being appended at once; more wait
 /// (and so does reading that connection's next requests).
 const MAX_COMMIT_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// The same across all connections, so many connections cannot add up to
+/// more memory than the server has.
+const MAX_SERVER_COMMIT_BYTES_IN_FLIGHT: usize = 1 << 30;
+/// Connections served at once; more are closed at accept (and logged).
+pub const MAX_CONNECTIONS: usize = 10_000;
 /// Every commit counts at least this much, which also caps how many small
 /// commits one connection has in flight (16k).
 const MIN_COMMIT_PERMIT_BYTES: usize = 4 << 10;
@@ -69,6 +76,10 @@ pub struct Server {
     /// The cluster this server is part of, and its own address in it.
     cluster: Option<(HashRing, String)>,
     metrics: ServerMetrics,
+    /// Commit bytes in flight over all connections (`MAX_SERVER_COMMIT_BYTES_IN_FLIGHT`).
+    commit_bytes: Arc<tokio::sync::Semaphore>,
+    /// One permit per open connection (`MAX_CONNECTIONS`).
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Choices beyond the data directory.
@@ -85,6 +96,8 @@ pub struct ServerOptions {
     /// Certificate chain and key files; `None`: a self-signed identity kept
     /// in the data directory.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Clock skew allowed when checking token validity (`None`: 60 s).
+    pub token_skew: Option<Duration>,
 }
 
 /// Files a data directory holds besides chains.
@@ -114,7 +127,11 @@ impl Server {
 
     /// [`Server::open`] with options (cluster membership, extra issuers).
     pub async fn open_with(data: &DataDirectory, options: ServerOptions) -> Result<Arc<Self>, ServerError> {
-        std::fs::create_dir_all(&data.root)?;
+        if !data.root.exists() {
+            // Segments hold every event's metadata: owner-only, whatever the umask.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&data.root)?;
+        }
         let identity = match &options.tls {
             Some((certificate, key)) => ServerIdentity::from_files(certificate, key)?,
             None => ServerIdentity::load_or_create(&data.root)?,
@@ -146,10 +163,12 @@ impl Server {
             issuers: parking_lot::RwLock::new(issuers),
             chain_policy: parking_lot::RwLock::new(options.chain_policy),
             cluster,
-            token_skew_us: 60_000_000,
+            token_skew_us: options.token_skew.map_or(60_000_000, |skew| skew.as_micros() as u64),
             active: Default::default(),
             stopping: Default::default(),
             metrics: Default::default(),
+            commit_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_COMMIT_BYTES_IN_FLIGHT)),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
         }))
     }
 
@@ -212,9 +231,14 @@ impl Server {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, %error, "could not disable Nagle's algorithm");
             }
+            let Ok(slot) = Arc::clone(&self.connections).try_acquire_owned() else {
+                tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many connections; closing a new one");
+                continue;
+            };
             let (server, acceptor) = (Arc::clone(self), acceptor.clone());
             // One task per connection; the handshake runs there, not in the accept loop.
             tokio::spawn(async move {
+                let _slot = slot;
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
@@ -256,8 +280,23 @@ impl Server {
             next_subscription: 0,
             commits_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_COMMIT_BYTES_IN_FLIGHT)),
         };
+        // Hello and Authenticate must come within the handshake timeout: a
+        // connection that never authenticates does not hold a slot for long.
+        let authenticate_by = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let result = loop {
-            let body = match reader.next().await {
+            let next = if session.claims.is_none() {
+                match tokio::time::timeout_at(authenticate_by, reader.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let message = "no authentication within the handshake timeout".into();
+                        session.error(None, ErrorCode::Unauthenticated, message).await;
+                        break Ok(());
+                    }
+                }
+            } else {
+                reader.next().await
+            };
+            let body = match next {
                 Ok(body) => body,
                 Err(TransportError::Closed) => break Ok(()),
                 // Framing errors (oversized, garbage) end this connection only.
@@ -372,6 +411,10 @@ impl Session {
 
     /// The chain `name`, if this connection's token allows it.
     async fn chain(&mut self, request: u64, name: &str) -> Option<Arc<Chain>> {
+        if let Err(error) = ate_client::protocol::check_chain_name(name) {
+            self.error(Some(request), ErrorCode::BadRequest, error.to_string()).await;
+            return None;
+        }
         let Some(claims) = &self.claims else {
             self.error(Some(request), ErrorCode::Unauthenticated, "authenticate first".into()).await;
             return None;
@@ -402,6 +445,12 @@ impl Session {
         if !exists && !self.server.chain_policy.read().may_create(name) {
             let message = format!("creating chain '{name}' is not allowed by this server's policy");
             self.error(Some(request), ErrorCode::Forbidden, message).await;
+            return None;
+        }
+        // A new chain preallocates a segment: reading must not create one.
+        if !exists && !claims.may_write() {
+            let message = format!("chain '{name}' does not exist, and creating it needs the 'write' role");
+            self.error(Some(request), ErrorCode::NotFound, message).await;
             return None;
         }
         match self.server.chains.open(&ChainKey::from(name)).await {
@@ -484,6 +533,9 @@ impl Session {
                 let Ok(permit) = Arc::clone(&self.commits_in_flight).acquire_many_owned(permits).await else {
                     return false;
                 };
+                let Ok(server_permit) = Arc::clone(&self.server.commit_bytes).acquire_many_owned(permits).await else {
+                    return false;
+                };
                 let started = std::time::Instant::now();
                 let pending = match chain.submit(converted, Some(durability.into())).await {
                     Ok(pending) => pending,
@@ -502,7 +554,7 @@ impl Session {
                         Err(error) => engine_error_reply(&server.metrics, request, error),
                     };
                     let _ = outbox.send(reply).await;
-                    drop(permit);
+                    drop((permit, server_permit));
                     server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 });
                 true
@@ -524,11 +576,14 @@ impl Session {
                     return false;
                 }
                 self.server.metrics.subscribers_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let valid_until_us = self
+                    .claims
+                    .as_ref()
+                    .map_or(0, |claims| claims.expires_at_us.saturating_add(self.server.token_skew_us));
                 let task = tokio::spawn(stream_records(
                     Arc::clone(&self.server),
                     chain,
-                    from,
-                    subscription,
+                    (from, subscription, valid_until_us),
                     self.outbox.clone(),
                 ));
                 self.subscriptions.insert(subscription, task);
@@ -587,16 +642,27 @@ impl Session {
 /// Streams stored records from `from` on, then live ones as they become
 /// durable. Reads the log at its own pace: a slow client only slows itself
 /// (the bounded outbox makes this task wait), never producers.
+/// Streams a chain's records from `from` to one subscription until the
+/// connection goes or the token expires (`valid_until_us`): a stream is
+/// not a way to keep reading with a token that no longer allows it.
 async fn stream_records(
     server: Arc<Server>,
     chain: Arc<Chain>,
-    mut from: u64,
-    subscription: u64,
+    (mut from, subscription, valid_until_us): (u64, u64, u64),
     outbox: mpsc::Sender<ServerMessage>,
 ) {
     let tracked = server.metrics.track_stream(Arc::clone(&chain), from);
     let mut durable = chain.durable_watch();
+    let expired = || now_us() > valid_until_us;
+    let until_expiry = Duration::from_micros(valid_until_us.saturating_sub(now_us()));
+    let expiry = tokio::time::Instant::now() + until_expiry.min(Duration::from_secs(10 * 365 * 86_400));
     loop {
+        if expired() {
+            let message = format!("token expired: subscription {subscription} ended");
+            let code = ErrorCode::Unauthenticated;
+            let _ = outbox.send(ServerMessage::Error { request: None, code, message, key: None }).await;
+            return;
+        }
         let (records, next) = match chain.read_records(from, EVENTS_BATCH_BYTES) {
             Ok(batch) => batch,
             Err(error) => {
@@ -609,8 +675,13 @@ async fn stream_records(
         };
         if records.is_empty() {
             // Caught up: wait for the durable frontier to pass `from`.
-            if durable.wait_for(|frontier| *frontier > from).await.is_err() {
-                return;
+            tokio::select! {
+                waited = durable.wait_for(|frontier| *frontier > from) => {
+                    if waited.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(expiry) => {}
             }
             continue;
         }

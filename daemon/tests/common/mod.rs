@@ -55,9 +55,14 @@ impl Running {
 
 /// Starts a server in-process.
 pub async fn start() -> Running {
+    start_with(atedb::server::ServerOptions::default()).await
+}
+
+/// Starts a server in-process with `options`.
+pub async fn start_with(options: atedb::server::ServerOptions) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let data = atedb::server::DataDirectory { root: dir.path().join("data") };
-    let server = atedb::server::Server::open(&data).await.unwrap();
+    let server = atedb::server::Server::open_with(&data, options).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::watch::channel(false);

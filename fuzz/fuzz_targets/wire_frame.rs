@@ -1,0 +1,34 @@
+//! Bytes from a socket: the frame reader and both message decoders return a
+//! message or a typed error for any input, split at any point, and never
+//! buffer more than the frame limit.
+#![no_main]
+
+use ate_client::protocol::{ClientMessage, FrameReader, ServerMessage};
+use libfuzzer_sys::fuzz_target;
+
+const LIMIT: usize = 1 << 20;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, rest)) = data.split_first() else { return };
+    let mut reader = FrameReader::new(LIMIT);
+    let cut = (split as usize).min(rest.len());
+    for chunk in [&rest[..cut], &rest[cut..]] {
+        if reader.push(chunk).is_err() {
+            return;
+        }
+        loop {
+            match reader.next_frame() {
+                Ok(Some((_, body))) => {
+                    assert!(body.len() <= LIMIT);
+                    let _ = ClientMessage::decode(&body);
+                    let _ = ServerMessage::decode(&body);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+    // Bodies without framing too: every message decoder sees raw input.
+    let _ = ClientMessage::decode(rest);
+    let _ = ServerMessage::decode(rest);
+});
