@@ -256,3 +256,55 @@ async fn a_connection_that_never_authenticates_is_closed() {
     idle.expect_error(ErrorCode::Unauthenticated, "no authentication within").await;
     idle.expect_closed().await;
 }
+
+/// `key`'s public key, `events` and one signature event by `key` over all
+/// of them, as a DIO commit builds them.
+fn signed(chain: &str, key: &ate::crypto::PrivateSignKey, events: Vec<NewEvent>) -> Vec<NewEvent> {
+    let timestamp_us = ate::chain::now_us();
+    let key_object = PrimaryKey::from_bytes(key.id().0[..16].try_into().unwrap());
+    let mut events: Vec<NewEvent> =
+        std::iter::once(NewEvent::new(key_object, ate::format::EventKind::PublicKey, key.public().encode()))
+            .chain(events)
+            .collect();
+    for (index, event) in events.iter_mut().enumerate() {
+        event.timestamp_us = timestamp_us;
+        event.nonce = [index as u8 + 1; 12];
+    }
+    let contents: Vec<ate::trust::EventContent> =
+        events.iter().map(|event| event.content(blake3::hash(&event.payload).into(), timestamp_us)).collect();
+    let signature = ate::trust::sign_commit(&ChainKey::from(chain).chain_id(), key, &contents);
+    let payload = postcard::to_stdvec(&signature).unwrap();
+    let mut event = NewEvent::new(events[0].key, ate::format::EventKind::Signature, payload);
+    event.timestamp_us = timestamp_us;
+    events.push(event);
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_signed_commits_over_the_wire() {
+    let running = start().await;
+    let mut good = RemoteConnection::connect(&running.address, &running.fingerprint, &running.admin_token()).await.unwrap();
+    let mut client = RemoteConnection::connect(&running.address, &running.fingerprint, &running.admin_token()).await.unwrap();
+    let key = ate::crypto::PrivateSignKey::generate(ate::crypto::SignatureScheme::MlDsa44);
+    let object = PrimaryKey::from_name("ledger-entry");
+    let commit = signed("ledger", &key, vec![NewEvent::data(object, b"pay 10".to_vec())]);
+
+    // A payload changed after signing: the signature no longer covers it.
+    let mut forged = commit.clone();
+    forged[1].payload = b"pay 10000".to_vec();
+    match client.commit("ledger", &forged).await {
+        Err(RemoteError::Server { code: ErrorCode::Rejected, message, .. }) => {
+            assert!(message.contains("signature"), "{message}")
+        }
+        other => panic!("a forged commit must be rejected, got {other:?}"),
+    }
+
+    // The genuine commit, then the very same bytes again: a replay writes
+    // nothing and answers with the original sequences.
+    let first = client.commit("ledger", &commit).await.unwrap();
+    let again = client.commit("ledger", &commit).await.unwrap();
+    assert_eq!(first, again, "a replayed commit is the original, not a second copy");
+    let opened = client.open("ledger").await.unwrap();
+    assert_eq!(opened, first.1 + 1, "one copy of the commit in the chain");
+    still_served(&mut good, 1).await;
+}
