@@ -283,8 +283,10 @@ fn signed(chain: &str, key: &ate::crypto::PrivateSignKey, events: Vec<NewEvent>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_replayed_signed_commits_over_the_wire() {
     let running = start().await;
-    let mut good = RemoteConnection::connect(&running.address, &running.fingerprint, &running.admin_token()).await.unwrap();
-    let mut client = RemoteConnection::connect(&running.address, &running.fingerprint, &running.admin_token()).await.unwrap();
+    let mut good =
+        RemoteConnection::connect(&running.address, &running.fingerprint, &running.admin_token()).await.unwrap();
+    let mut client =
+        RemoteConnection::connect(&running.address, &running.fingerprint, &running.admin_token()).await.unwrap();
     let key = ate::crypto::PrivateSignKey::generate(ate::crypto::SignatureScheme::MlDsa44);
     let object = PrimaryKey::from_name("ledger-entry");
     let commit = signed("ledger", &key, vec![NewEvent::data(object, b"pay 10".to_vec())]);
