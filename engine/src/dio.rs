@@ -13,6 +13,7 @@ use crate::format::EventKind;
 use crate::key::{CollectionId, PrimaryKey};
 use crate::session::AteSession;
 use crate::trust::events::payload_aad;
+use crate::trust::retention::{RetentionChange, RetentionPolicy};
 use crate::trust::{
     AuthorityRecord, EncryptedPayload, EventContent, IntegrityMode, NodeKeyWrap, ReadAuthority, ReadRule, StagedTrust,
     WriteAuthority, WriteRule,
@@ -93,6 +94,8 @@ pub struct Dio {
     /// Versions this transaction observed: `Some(seq)` for a version it read
     /// or wrote, `None` for "known absent".
     versions: HashMap<PrimaryKey, Option<u64>>,
+    /// Retention changes (WORM), written after the data of the same commit.
+    retention: Vec<NewEvent>,
 }
 
 fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -110,6 +113,7 @@ impl Dio {
             order: Vec::new(),
             staged: HashMap::new(),
             authority: Vec::new(),
+            retention: Vec::new(),
             node_keys: HashMap::new(),
             verify_loads: chain.trust_config().integrity == IntegrityMode::Distributed,
             versions: HashMap::new(),
@@ -323,6 +327,7 @@ impl Dio {
         self.staged.clear();
         self.order.clear();
         self.authority.clear();
+        self.retention.clear();
     }
 
     /// Commits with the chain's default durability.
@@ -348,6 +353,21 @@ impl Dio {
         let centralized = self.chain.trust_config().integrity == IntegrityMode::Centralized;
         let mut signing_keys: Vec<PrivateSignKey> = Vec::new();
         let mut events = Vec::with_capacity(plan.len() + 2);
+        // Retention rules accept designated signers (governance bypass, legal
+        // holds) beyond the write rule: sign with those this session holds.
+        let policy = self.chain.retention_policy();
+        for step in &plan {
+            let designated: Vec<&KeyId> = match step.event.kind {
+                EventKind::Tombstone => policy.bypass_keys.iter().collect(),
+                EventKind::Retention => policy.bypass_keys.iter().chain(&policy.hold_keys).collect(),
+                _ => Vec::new(),
+            };
+            for key in self.session.write_keys().filter(|key| designated.contains(&&key.id())) {
+                if !signing_keys.iter().any(|known| known.id() == key.id()) {
+                    signing_keys.push(key.clone());
+                }
+            }
+        }
         for step in plan {
             if let WriteRule::AnyOf(allowed) = &step.write_rule {
                 let key = self
@@ -503,6 +523,7 @@ impl Dio {
             };
             events.push(event);
         }
+        events.extend(self.retention.iter().cloned());
         // Linters see the plaintext commit, before rules are resolved and
         // payloads encrypted, so what they add is governed like the rest.
         for linter in &self.chain.plugins().linters {
@@ -531,6 +552,26 @@ impl Dio {
                 })
                 .collect()
         }))
+    }
+
+    /// Retains `key` until `retain_until_us` (µs since the epoch): extends
+    /// its retention; shortening needs governance mode and a bypass key in
+    /// this session (`trust::retention`).
+    pub fn set_retention(&mut self, key: &PrimaryKey, retain_until_us: u64) {
+        let change = RetentionChange::Object { retain_until_us: Some(retain_until_us), legal_hold: None };
+        self.retention.push(NewEvent::retention(*key, &change));
+    }
+
+    /// Places or lifts a legal hold on `key` (needs a hold key of the
+    /// chain's policy in this session, when the policy names any).
+    pub fn set_legal_hold(&mut self, key: &PrimaryKey, hold: bool) {
+        let change = RetentionChange::Object { retain_until_us: None, legal_hold: Some(hold) };
+        self.retention.push(NewEvent::retention(*key, &change));
+    }
+
+    /// Sets the chain's retention policy (it may only be tightened).
+    pub fn set_retention_policy(&mut self, policy: RetentionPolicy) {
+        self.retention.push(NewEvent::retention_policy(policy));
     }
 
     /// Sets who may write and read `key` (an existing object, or one staged

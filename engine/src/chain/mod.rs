@@ -82,6 +82,18 @@ impl NewEvent {
         Self::new(key, EventKind::Tombstone, Vec::new())
     }
 
+    /// A retention change: the chain's policy (on `trust::retention::policy_key()`)
+    /// or an object's retain-until date and legal hold (on the object).
+    pub fn retention(key: PrimaryKey, change: &crate::trust::retention::RetentionChange) -> Self {
+        Self::new(key, EventKind::Retention, postcard::to_stdvec(change).expect("retention changes serialize"))
+    }
+
+    /// Sets the chain's retention policy (only ever tightened).
+    pub fn retention_policy(policy: crate::trust::retention::RetentionPolicy) -> Self {
+        let change = crate::trust::retention::RetentionChange::Policy(policy);
+        Self::retention(crate::trust::retention::policy_key(), &change)
+    }
+
     /// The signed fields of this event, given its payload hash and timestamp.
     pub fn content(&self, payload_hash: [u8; 32], timestamp_us: u64) -> EventContent {
         let (parent, collection) = self.parent.map_or(([0u8; 16], 0), |(p, c)| (*p.as_bytes(), c.0));
@@ -853,6 +865,18 @@ impl Chain {
             offset: 0,
             reason: error.to_string(),
         })?
+    }
+
+    /// The chain's retention policy (WORM; `trust::retention`), as of the
+    /// last accepted commit.
+    pub fn retention_policy(&self) -> crate::trust::retention::RetentionPolicy {
+        self.append.lock().trust.retention_policy().clone()
+    }
+
+    /// The retain-until date and legal hold of `key`, as of the last
+    /// accepted commit.
+    pub fn retention(&self, key: &PrimaryKey) -> crate::trust::retention::ObjectRetention {
+        self.append.lock().trust.retention(key.as_u128())
     }
 
     /// The Merkle tree head over every durable event.

@@ -20,6 +20,9 @@ pub enum EventKind {
     PublicKey = 4,
     /// Signature over a commit's Merkle root.
     Signature = 5,
+    /// Changes retention: the chain's policy, or one object's retain-until
+    /// date and legal hold (`trust::retention`).
+    Retention = 6,
 }
 
 impl EventKind {
@@ -30,6 +33,7 @@ impl EventKind {
             3 => Self::Authority,
             4 => Self::PublicKey,
             5 => Self::Signature,
+            6 => Self::Retention,
             _ => return None,
         })
     }

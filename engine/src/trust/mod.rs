@@ -14,6 +14,7 @@
 
 pub mod authority;
 pub mod events;
+pub mod retention;
 mod state;
 
 pub use authority::{AuthorityRecord, NodeKeyWrap, ReadAuthority, WriteAuthority};
@@ -95,6 +96,8 @@ pub enum RejectReason {
     UnknownKind(u8),
     #[error("validator '{validator}' rejected it: {reason}")]
     Custom { validator: &'static str, reason: String },
+    #[error("retention: {0}")]
+    Retention(#[from] retention::RetentionViolation),
 }
 
 /// One event of a commit, as signature checks see it.

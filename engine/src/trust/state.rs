@@ -5,6 +5,7 @@
 
 use super::authority::{AuthorityRecord, NodeKeyWrap, ReadAuthority, WriteAuthority};
 use super::events::EventContent;
+use super::retention::{self, ObjectRetention, RetentionChange, RetentionPolicy};
 use super::{RejectReason, TrustConfig};
 use crate::crypto::{KeyId, PublicSignKey};
 use crate::format::EventKind;
@@ -35,6 +36,7 @@ pub enum ReadRule {
 struct Node {
     parent: Option<u128>,
     record: AuthorityRecord,
+    retention: ObjectRetention,
 }
 
 /// Longest parent chain followed; deeper (or cyclic) trees fall back to the
@@ -59,6 +61,8 @@ pub struct StagedTrust {
     pub node_key_wraps: Vec<NodeKeyWrap>,
     /// Merkle root and timestamp of a signed commit, remembered for anti-replay.
     commit_root: Option<([u8; 32], u64)>,
+    /// A retention policy set by this commit.
+    policy: Option<RetentionPolicy>,
 }
 
 impl StagedTrust {
@@ -83,6 +87,7 @@ pub struct TrustState {
     /// commits are refused outright, so nothing older needs remembering.
     recent: HashMap<[u8; 32], (u64, u64)>,
     recent_order: VecDeque<([u8; 32], u64)>,
+    policy: RetentionPolicy,
 }
 
 impl TrustState {
@@ -100,6 +105,55 @@ impl TrustState {
 
     fn node<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<&'a Node> {
         staged.nodes.get(&key).or_else(|| self.nodes.get(&key))
+    }
+
+    /// The chain's retention policy (as of the last validated commit).
+    pub fn retention_policy(&self) -> &RetentionPolicy {
+        &self.policy
+    }
+
+    /// The retention of `key` (as of the last validated commit).
+    pub fn retention(&self, key: u128) -> ObjectRetention {
+        self.nodes.get(&key).map(|node| node.retention).unwrap_or_default()
+    }
+
+    fn staged_policy<'a>(&'a self, staged: &'a StagedTrust) -> &'a RetentionPolicy {
+        staged.policy.as_ref().unwrap_or(&self.policy)
+    }
+
+    fn stage_retention(&self, staged: &mut StagedTrust, key: u128, parent: Option<u128>, retention: ObjectRetention) {
+        if self.node(staged, key).map_or(ObjectRetention::default(), |node| node.retention) == retention {
+            return;
+        }
+        let mut node = self.node(staged, key).cloned().unwrap_or(Node { parent, ..Node::default() });
+        node.retention = retention;
+        staged.nodes.insert(key, node);
+    }
+
+    /// Applies a `Retention` event: checks it against the policy and stages it.
+    fn check_retention(
+        &self,
+        staged: &mut StagedTrust,
+        event: &EventView<'_>,
+        signers: &HashSet<KeyId>,
+    ) -> Result<(), RejectReason> {
+        let change: RetentionChange =
+            postcard::from_bytes(event.payload).map_err(|error| RejectReason::MalformedPayload(error.to_string()))?;
+        let on_policy_object = event.key == u128::from_le_bytes(*retention::policy_key().as_bytes());
+        match change {
+            RetentionChange::Policy(next) if on_policy_object => {
+                retention::check_policy_change(self.staged_policy(staged), &next)?;
+                staged.policy = Some(next);
+            }
+            RetentionChange::Object { retain_until_us, legal_hold } if !on_policy_object => {
+                let current = self.node(staged, event.key).map(|node| node.retention).unwrap_or_default();
+                let policy = self.staged_policy(staged);
+                let next = retention::apply_object_change(policy, current, retain_until_us, legal_hold, signers)?;
+                self.stage_retention(staged, event.key, event.parent, next);
+            }
+            _ => return Err(retention::RetentionViolation::WrongObject.into()),
+        }
+        Ok(())
     }
 
     fn root_rule(config: &TrustConfig) -> WriteRule {
@@ -207,9 +261,15 @@ impl TrustState {
                 staged.public_keys.push(key);
             }
             EventKind::Signature => {}
-            EventKind::Data | EventKind::Tombstone | EventKind::Authority => {
+            EventKind::Data | EventKind::Tombstone | EventKind::Authority | EventKind::Retention => {
                 self.authorize(config, staged, event.key, event.parent, signers)?;
                 match event.kind {
+                    EventKind::Retention => self.check_retention(staged, event, signers)?,
+                    EventKind::Tombstone => {
+                        let current = self.node(staged, event.key).map(|node| node.retention).unwrap_or_default();
+                        let policy = self.staged_policy(staged);
+                        retention::check_delete(policy, &current, event.content.timestamp_us, signers)?;
+                    }
                     EventKind::Data => {
                         let current = self.node(staged, event.key).map(|node| node.parent);
                         if (current.is_some() || event.parent.is_some()) && current != Some(event.parent) {
@@ -225,6 +285,7 @@ impl TrustState {
                                 return Err(RejectReason::NotEncrypted { node_key_id });
                             }
                         }
+                        self.default_retention(staged, event);
                     }
                     EventKind::Authority => {
                         let record: AuthorityRecord = postcard::from_bytes(event.payload)
@@ -243,6 +304,16 @@ impl TrustState {
             }
         }
         Ok(())
+    }
+
+    /// A new version is retained for the policy's default period.
+    fn default_retention(&self, staged: &mut StagedTrust, event: &EventView<'_>) {
+        let policy = self.staged_policy(staged);
+        if policy.default_retention_us > 0 {
+            let current = self.node(staged, event.key).map(|node| node.retention).unwrap_or_default();
+            let next = retention::after_new_version(policy, current, event.content.timestamp_us);
+            self.stage_retention(staged, event.key, event.parent, next);
+        }
     }
 
     fn authorize(
@@ -296,6 +367,9 @@ impl TrustState {
     /// Applies a validated commit that got sequences `first..=last`.
     pub fn commit(&mut self, staged: StagedTrust, config: &TrustConfig, now_us: u64, first: u64, last: u64) {
         self.nodes.extend(staged.nodes);
+        if let Some(policy) = staged.policy {
+            self.policy = policy;
+        }
         for key in staged.public_keys {
             self.add_public_key(key);
         }
@@ -340,7 +414,25 @@ impl TrustState {
                 } else if let Some(node) = self.nodes.get_mut(&event.key) {
                     node.parent = None;
                 }
+                if self.policy.default_retention_us > 0 {
+                    let node = self.nodes.entry(event.key).or_default();
+                    node.retention =
+                        retention::after_new_version(&self.policy, node.retention, event.content.timestamp_us);
+                }
             }
+            EventKind::Retention => match postcard::from_bytes::<RetentionChange>(event.payload) {
+                Ok(RetentionChange::Policy(policy)) => self.policy = policy,
+                Ok(RetentionChange::Object { retain_until_us, legal_hold }) => {
+                    let node = self.nodes.entry(event.key).or_default();
+                    if let Some(until) = retain_until_us {
+                        node.retention.retain_until_us = until;
+                    }
+                    if let Some(hold) = legal_hold {
+                        node.retention.legal_hold = hold;
+                    }
+                }
+                Err(_) => {}
+            },
             EventKind::Authority => {
                 if let Ok(record) = postcard::from_bytes::<AuthorityRecord>(event.payload) {
                     wraps.extend(record.node_key.iter().cloned());
