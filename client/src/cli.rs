@@ -9,6 +9,7 @@
 use crate::registry::{Registry, RegistryConfig, ServerTrust};
 use ate::messaging::{type_tag, BusEvent, BusEventKind};
 use ate::prelude::*;
+use ate::trust::retention::{RetentionChange, RetentionMode, RetentionPolicy, RetentionViolation};
 use ate::CommitReceipt;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ pub enum CliError {
     Usage(String),
     #[error("I/O error: {0}")]
     Io(String),
+    /// The chain's rules (retention, authority) forbid it.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error(transparent)]
     Engine(#[from] AteError),
 }
@@ -48,8 +52,132 @@ impl CliError {
             CliError::NotFound(_) | CliError::VerifyFailed(_) => 1,
             CliError::Usage(_) => 2,
             CliError::Io(_) | CliError::Engine(_) => 3,
+            CliError::Refused(_) => 4,
         }
     }
+
+    /// A rejection by the chain's rules, told in terms of the named key.
+    fn from_commit(error: AteError, name: &str) -> Self {
+        match error {
+            AteError::Rejected { reason: ate::trust::RejectReason::Retention(violation), .. } => {
+                CliError::Refused(format!("'{name}': {}", describe_violation(&violation)))
+            }
+            AteError::Rejected { reason, .. } => CliError::Refused(format!("'{name}': {reason}")),
+            // The same rejection made by a server (its message names the rule).
+            AteError::Remote { failure: ate::RemoteFailure::Rejected, message } => {
+                CliError::Refused(format!("'{name}': {message}"))
+            }
+            other => CliError::Engine(other),
+        }
+    }
+}
+
+fn describe_violation(violation: &RetentionViolation) -> String {
+    match violation {
+        RetentionViolation::Protected { rule, until_us: Some(until) } => {
+            format!("protected by {rule} until {}", format_instant(*until))
+        }
+        RetentionViolation::Shortened { rule, current_us, requested_us } => format!(
+            "retention may only be extended ({rule}): retained until {}, asked for {}",
+            format_instant(*current_us),
+            format_instant(*requested_us)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `2030-01-01T00:00:00Z` (RFC 3339, any offset) or `2030-01-01` (midnight
+/// UTC), as µs since the epoch.
+pub fn parse_instant(text: &str) -> Result<u64, CliError> {
+    use time::format_description::well_known::Rfc3339;
+    let invalid = || CliError::Usage(format!("'{text}' is not a date (2030-01-01 or 2030-01-01T12:00:00Z)"));
+    let instant = match time::OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(instant) => instant,
+        Err(_) => {
+            let format =
+                time::format_description::parse_borrowed::<2>("[year]-[month]-[day]").map_err(|_| invalid())?;
+            time::Date::parse(text, &format).map_err(|_| invalid())?.midnight().assume_utc()
+        }
+    };
+    u64::try_from(instant.unix_timestamp_nanos() / 1_000).map_err(|_| invalid())
+}
+
+/// µs since the epoch as RFC 3339 in UTC.
+pub fn format_instant(us: u64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .ok()
+        .and_then(|instant| instant.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("{us} µs"))
+}
+
+/// `90s`, `15m`, `12h`, `30d`, `7y` (365 days) as µs.
+pub fn parse_period(text: &str) -> Result<u64, CliError> {
+    let invalid = || CliError::Usage(format!("'{text}' is not a period (90s, 15m, 12h, 30d, 7y)"));
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?);
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(invalid()),
+    };
+    number.parse::<u64>().ok().and_then(|n| n.checked_mul(seconds)?.checked_mul(1_000_000)).ok_or_else(invalid)
+}
+
+/// Stores `value` under the named key, retained until `retain_until_us` if given
+/// (one commit: the value never exists without its retention).
+pub async fn put_retained(
+    chain: &Chain,
+    name: &str,
+    value: Vec<u8>,
+    retain_until_us: Option<u64>,
+) -> Result<CommitReceipt, CliError> {
+    let mut events = vec![named_event(name, value)?];
+    if let Some(until) = retain_until_us {
+        let change = RetentionChange::Object { retain_until_us: Some(until), legal_hold: None };
+        events.push(NewEvent::retention(PrimaryKey::from_name(name), &change));
+    }
+    chain.append(events, None).await.map_err(|error| CliError::from_commit(error, name))
+}
+
+/// Changes the retention of an existing named key.
+pub async fn change_retention(
+    chain: &Chain,
+    name: &str,
+    retain_until_us: Option<u64>,
+    legal_hold: Option<bool>,
+) -> Result<CommitReceipt, CliError> {
+    let key = PrimaryKey::from_name(name);
+    if chain.get(&key).is_none() {
+        return Err(CliError::NotFound(format!("key '{name}'")));
+    }
+    let event = NewEvent::retention(key, &RetentionChange::Object { retain_until_us, legal_hold });
+    chain.append(vec![event], None).await.map_err(|error| CliError::from_commit(error, name))
+}
+
+/// Sets (tightens) the chain's retention policy.
+pub async fn set_policy(chain: &Chain, policy: RetentionPolicy) -> Result<CommitReceipt, CliError> {
+    chain
+        .append(vec![NewEvent::retention_policy(policy)], None)
+        .await
+        .map_err(|error| CliError::from_commit(error, "retention policy"))
+}
+
+/// The policy in one line, for `stat` and `retention show`.
+pub fn describe_policy(policy: &RetentionPolicy) -> String {
+    if policy.mode == RetentionMode::None && policy.default_retention_us == 0 {
+        return "none".into();
+    }
+    let days = policy.default_retention_us as f64 / 86_400e6;
+    format!(
+        "{:?}, default {days:.2} days, {} bypass key(s), {} hold key(s)",
+        policy.mode,
+        policy.bypass_keys.len(),
+        policy.hold_keys.len()
+    )
+    .to_lowercase()
 }
 
 /// Where a command works.
@@ -163,7 +291,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Stores `value` under the named key (a blind write).
 pub async fn put(chain: &Chain, name: &str, value: Vec<u8>) -> Result<CommitReceipt, CliError> {
-    Ok(chain.append(vec![named_event(name, value)?], None).await?)
+    put_retained(chain, name, value, None).await
 }
 
 /// The stored value of a named key. Objects not written by the CLI are
@@ -179,7 +307,7 @@ pub async fn delete(chain: &Chain, name: &str) -> Result<CommitReceipt, CliError
     let Some(version) = chain.version(&key) else { return Err(CliError::NotFound(format!("key '{name}'"))) };
     let mut event = NewEvent::tombstone(key);
     event.expect = Expect::Version(version);
-    Ok(chain.append(vec![event], None).await?)
+    chain.append(vec![event], None).await.map_err(|error| CliError::from_commit(error, name))
 }
 
 /// Names of the live keys written by the CLI, sorted.

@@ -114,3 +114,49 @@ fn keys_tokens_and_usage_errors() {
     assert_eq!(ate(&["get", "no-slash", "k"], None).status.code(), Some(2));
     assert_eq!(ate(&["frobnicate"], None).status.code(), Some(2));
 }
+
+fn refused(output: &Output, containing: &str) {
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains(containing), "{error:?} lacks {containing:?}");
+}
+
+#[test]
+fn worm_retention_policy_holds_and_refusals_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("{}/archive", dir.path().display());
+    let ok = |arguments: &[&str]| {
+        let output = ate(arguments, None);
+        assert!(output.status.success(), "{arguments:?}: {output:?}");
+        output
+    };
+
+    ok(&["retention", "policy", &target, "--mode", "compliance", "--default-retention", "30d"]);
+    let stat = ok(&["stat", &target]);
+    assert!(text(&stat).contains("retention    compliance, default 30.00 days"), "{}", text(&stat));
+    ok(&["put", &target, "report", "q3 numbers"]);
+
+    // Deleting early and shortening are refused with the date, exit code 4.
+    refused(&ate(&["del", &target, "report"], None), "protected by compliance-mode retention until 20");
+    refused(&ate(&["retention", "extend", &target, "report", "--until", "2001-01-01"], None), "may only be extended");
+    ok(&["retention", "extend", &target, "report", "--until", "2099-06-30T12:00:00Z"]);
+    refused(&ate(&["retention", "policy", &target, "--mode", "governance"], None), "may only be tightened");
+
+    // Legal holds, shown with the retention of the key.
+    ok(&["hold", "set", &target, "report"]);
+    let show = ok(&["retention", "show", &target, "report"]);
+    let shown = text(&show);
+    assert!(shown.contains("retain until  2099-06-30T12:00:00Z") && shown.contains("legal hold    yes"), "{shown}");
+    let json = ok(&["--json", "retention", "show", &target, "report"]);
+    assert!(text(&json).contains("\"legal_hold\":true"), "{}", text(&json));
+    ok(&["hold", "clear", &target, "report"]);
+    assert_eq!(ate(&["hold", "set", &target, "missing"], None).status.code(), Some(1), "absent keys are not found");
+
+    // Without a policy, an explicit date still binds.
+    let loose = format!("{}/loose", dir.path().display());
+    ok(&["put", &loose, "contract", "signed", "--retain-until", "2099-01-01"]);
+    refused(&ate(&["del", &loose, "contract"], None), "until 2099-01-01T00:00:00Z");
+    assert_eq!(ate(&["put", &loose, "x", "y", "--retain-until", "next tuesday"], None).status.code(), Some(2));
+    ok(&["verify", &target]);
+    ok(&["verify", &loose]);
+}

@@ -53,6 +53,19 @@ fn ate_put_get_del_against_atedb_solo() {
     assert!(lines[0].starts_with("0 put ") && lines[0].ends_with("hello=world"), "{lines:?}");
     assert!(lines[1].starts_with("1 del "), "{lines:?}");
 
+    // WORM over the network: the server enforces the chain's policy, and the
+    // CLI reports the refusal with exit code 4.
+    let archive = format!("tcp://{address}/archive");
+    let policy = ate(&["retention", "policy", &archive, "--mode", "compliance", "--default-retention", "1d"]);
+    assert!(policy.status.success(), "{policy:?}");
+    assert!(ate(&["put", &archive, "ledger", "entry"]).status.success());
+    let delete = ate(&["del", &archive, "ledger"]);
+    assert_eq!(delete.status.code(), Some(4), "{delete:?}");
+    assert!(String::from_utf8_lossy(&delete.stderr).contains("compliance-mode retention"), "{delete:?}");
+    assert!(ate(&["hold", "set", &archive, "ledger"]).status.success());
+    let shown = ate(&["retention", "show", &archive, "ledger"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("legal hold    yes"), "{shown:?}");
+
     // A server whose certificate changed is refused, not trusted again.
     std::fs::write(&known, format!("{address} {}\n", "ab".repeat(32))).unwrap();
     let refused = ate(&["get", &target, "hello"]);

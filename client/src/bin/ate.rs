@@ -11,6 +11,7 @@
 use ate::crypto::{PrivateSignKey, SignatureScheme};
 use ate::messaging::StartAt;
 use ate::prelude::*;
+use ate::trust::retention::RetentionMode;
 use ate_client::cli::{self, CliError, Target};
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Read, Write};
@@ -46,6 +47,10 @@ enum Command {
         key: String,
         /// The value; read from standard input when omitted.
         value: Option<String>,
+        /// Retain it (no deletion, no shortening) until this date:
+        /// 2030-01-01 or 2030-01-01T12:00:00Z.
+        #[arg(long)]
+        retain_until: Option<String>,
     },
     /// Print the value of a named key (exit 1 when absent).
     Get { target: String, key: String },
@@ -67,12 +72,60 @@ enum Command {
     Verify { target: String },
     /// Print the tree head and the inclusion proof of one event.
     Proof { target: String, sequence: u64 },
+    /// Legal holds: a held key cannot be deleted, whatever its dates.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// WORM retention: show, extend, or tighten the chain's policy.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Generate an ML-DSA-65 signing key into FILE; prints its key id.
     Keygen { file: PathBuf },
     /// Tokens for atedb.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HoldCommand {
+    /// Place a legal hold on a named key.
+    Set { target: String, key: String },
+    /// Lift the legal hold of a named key.
+    Clear { target: String, key: String },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArgument {
+    None,
+    Governance,
+    Compliance,
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// The chain's policy, and a named key's retain-until date and hold.
+    Show { target: String, key: Option<String> },
+    /// Retain a named key until a later date (never earlier).
+    Extend {
+        target: String,
+        key: String,
+        /// 2030-01-01 or 2030-01-01T12:00:00Z.
+        #[arg(long)]
+        until: String,
+    },
+    /// Set or tighten the chain's policy (it can never be loosened).
+    Policy {
+        target: String,
+        #[arg(long, value_enum)]
+        mode: ModeArgument,
+        /// Retain every new version this long: 90s, 12h, 30d, 7y.
+        #[arg(long)]
+        default_retention: Option<String>,
     },
 }
 
@@ -114,6 +167,55 @@ fn main() -> ExitCode {
     }
 }
 
+async fn retention(command: RetentionCommand, options: &cli::ConnectOptions<'_>, json: bool) -> Result<(), CliError> {
+    match command {
+        RetentionCommand::Show { target, key } => {
+            let chain = Target::parse(&target)?.open(options).await?;
+            let policy = cli::describe_policy(&chain.retention_policy());
+            let object = key.map(|key| {
+                let retention = chain.retention(&PrimaryKey::from_name(&key));
+                let until = (retention.retain_until_us > 0).then(|| cli::format_instant(retention.retain_until_us));
+                (key, until, retention.legal_hold)
+            });
+            if json {
+                let object = object.map_or(String::new(), |(key, until, hold)| {
+                    let until = until.map_or("null".into(), |until| cli::json_string(&until));
+                    format!(",\"key\":{},\"retain_until\":{until},\"legal_hold\":{hold}", cli::json_string(&key))
+                });
+                print_json(&format!("{{\"policy\":{}{object}}}", cli::json_string(&policy)));
+            } else {
+                println!("policy        {policy}");
+                if let Some((key, until, hold)) = object {
+                    println!("key           {key}");
+                    println!("retain until  {}", until.as_deref().unwrap_or("-"));
+                    println!("legal hold    {}", if hold { "yes" } else { "no" });
+                }
+            }
+        }
+        RetentionCommand::Extend { target, key, until } => {
+            let until_us = cli::parse_instant(&until)?;
+            let chain = Target::parse(&target)?.open(options).await?;
+            let sequence = cli::change_retention(&chain, &key, Some(until_us), None).await?.last_sequence;
+            println!("{sequence}");
+        }
+        RetentionCommand::Policy { target, mode, default_retention } => {
+            let chain = Target::parse(&target)?.open(options).await?;
+            let mut policy = chain.retention_policy();
+            policy.mode = match mode {
+                ModeArgument::None => RetentionMode::None,
+                ModeArgument::Governance => RetentionMode::Governance,
+                ModeArgument::Compliance => RetentionMode::Compliance,
+            };
+            if let Some(period) = default_retention {
+                policy.default_retention_us = cli::parse_period(&period)?;
+            }
+            let sequence = cli::set_policy(&chain, policy).await?.last_sequence;
+            println!("{sequence}");
+        }
+    }
+    Ok(())
+}
+
 fn print_json(value: &str) {
     println!("{value}");
 }
@@ -126,7 +228,8 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         ca_file: arguments.ca_file.as_deref(),
     };
     match arguments.command {
-        Command::Put { target, key, value } => {
+        Command::Put { target, key, value, retain_until } => {
+            let retain_until_us = retain_until.as_deref().map(cli::parse_instant).transpose()?;
             let value = match value {
                 Some(value) => value.into_bytes(),
                 None => {
@@ -136,7 +239,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                 }
             };
             let chain = Target::parse(&target)?.open(&options).await?;
-            let sequence = cli::put(&chain, &key, value).await?.last_sequence;
+            let sequence = cli::put_retained(&chain, &key, value, retain_until_us).await?.last_sequence;
             if json {
                 print_json(&format!("{{\"key\":{},\"sequence\":{sequence}}}", cli::json_string(&key)));
             } else {
@@ -185,12 +288,13 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             let root = cli::to_hex(&head.root);
             if json {
                 print_json(&format!(
-                    "{{\"chain\":{},\"events\":{},\"objects\":{},\"segments\":{},\"merkle_root\":\"{root}\",\"path\":{}}}",
+                    "{{\"chain\":{},\"events\":{},\"objects\":{},\"segments\":{},\"merkle_root\":\"{root}\",\"path\":{},\"retention\":{}}}",
                     cli::json_string(chain.key().name()),
                     chain.durable_sequence(),
                     chain.len(),
                     chain.segment_count(),
-                    cli::json_string(&chain.path().display().to_string())
+                    cli::json_string(&chain.path().display().to_string()),
+                    cli::json_string(&cli::describe_policy(&chain.retention_policy()))
                 ));
             } else {
                 println!("chain        {}", chain.key());
@@ -199,8 +303,26 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                 println!("objects      {}", chain.len());
                 println!("segments     {}", chain.segment_count());
                 println!("merkle root  {root} (tree size {})", head.tree_size);
+                println!("retention    {}", cli::describe_policy(&chain.retention_policy()));
             }
         }
+        Command::Hold { command } => {
+            let (target, key, hold) = match command {
+                HoldCommand::Set { target, key } => (target, key, true),
+                HoldCommand::Clear { target, key } => (target, key, false),
+            };
+            let chain = Target::parse(&target)?.open(&options).await?;
+            let sequence = cli::change_retention(&chain, &key, None, Some(hold)).await?.last_sequence;
+            if json {
+                print_json(&format!(
+                    "{{\"key\":{},\"legal_hold\":{hold},\"sequence\":{sequence}}}",
+                    cli::json_string(&key)
+                ));
+            } else {
+                println!("{sequence}");
+            }
+        }
+        Command::Retention { command } => retention(command, &options, json).await?,
         Command::Tail { target, from, follow } => {
             let chain = Target::parse(&target)?.open(&options).await?;
             let mut subscription = chain.subscribe(&AteSession::default(), StartAt::Sequence(from))?;
