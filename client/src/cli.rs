@@ -111,6 +111,20 @@ pub fn format_instant(us: u64) -> String {
         .unwrap_or_else(|| format!("{us} µs"))
 }
 
+/// A key id as `ate keygen` prints it (64 hex digits).
+pub fn parse_key_id(text: &str) -> Result<ate::crypto::KeyId, CliError> {
+    let invalid = || CliError::Usage(format!("'{text}' is not a key id (64 hex digits)"));
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(invalid());
+    }
+    let mut bytes = [0u8; 32];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * index..2 * index + 2], 16).map_err(|_| invalid())?;
+    }
+    Ok(ate::crypto::KeyId(bytes))
+}
+
 /// `90s`, `15m`, `12h`, `30d`, `7y` (365 days) as µs.
 pub fn parse_period(text: &str) -> Result<u64, CliError> {
     let invalid = || CliError::Usage(format!("'{text}' is not a period (90s, 15m, 12h, 30d, 7y)"));

@@ -160,3 +160,46 @@ fn worm_retention_policy_holds_and_refusals_from_the_command_line() {
     ok(&["verify", &target]);
     ok(&["verify", &loose]);
 }
+
+#[test]
+fn export_and_verify_bundle_offline_and_a_changed_byte_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("{}/ledger", dir.path().display());
+    for index in 0..5 {
+        assert!(ate(&["put", &target, &format!("entry-{index}"), "value"], None).status.success());
+    }
+    let key = dir.path().join("auditor.key");
+    let keygen = ate(&["keygen", key.to_str().unwrap()], None);
+    let key_id = text(&keygen);
+    let bundle = dir.path().join("ledger.bundle");
+    let export = ate(
+        &[
+            "export",
+            &target,
+            "--from",
+            "1",
+            "--to",
+            "3",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(export.status.success(), "{export:?}");
+    assert!(text(&export).starts_with("3 events"), "{}", text(&export));
+
+    let verified = ate(&["verify-bundle", bundle.to_str().unwrap(), "--trusted-key", &key_id], None);
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(text(&verified).contains("events 1..=3"), "{}", text(&verified));
+
+    // One byte of a stored value changed: exit 1, naming the event.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.windows(5).position(|window| window == b"value").expect("a stored value");
+    bytes[at] ^= 0x20;
+    std::fs::write(&bundle, &bytes).unwrap();
+    let tampered = ate(&["verify-bundle", bundle.to_str().unwrap()], None);
+    assert_eq!(tampered.status.code(), Some(1), "{tampered:?}");
+    assert!(String::from_utf8_lossy(&tampered.stderr).contains("event 1"), "{tampered:?}");
+}

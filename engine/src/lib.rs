@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod chain;
 pub mod config;
 pub mod crypto;

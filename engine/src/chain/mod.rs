@@ -1017,6 +1017,19 @@ impl Chain {
         Ok(cursor)
     }
 
+    /// First and last sequence of the durable commit that holds `sequence`.
+    pub(crate) fn commit_bounds(&self, sequence: u64) -> Option<(u64, u64)> {
+        let ends = self.shared.commit_ends.read();
+        let index = ends.partition_point(|(end, _)| *end < sequence);
+        let &(last, _) = ends.get(index)?;
+        Some((if index == 0 { 0 } else { ends[index - 1].0 + 1 }, last))
+    }
+
+    /// A public signing key published in this chain.
+    pub(crate) fn published_key(&self, id: &crate::crypto::KeyId) -> Option<crate::crypto::PublicSignKey> {
+        self.shared.keys.public_keys.get(id).map(|key| key.clone())
+    }
+
     /// Checks that the commit holding event `sequence` is authentic, from the
     /// stored bytes: its checksums, and its signatures over the Merkle root
     /// of its events by keys published in the chain (or configured as root
