@@ -185,6 +185,12 @@ pub(crate) fn check_commit(
         if state.replayed_commit(root).is_some() {
             return Err((0, "this signed commit appears twice (replay)".into()));
         }
+        // A copy of an old signed commit appended later (by a server, or by
+        // someone writing its disk) is older than the window the live append
+        // enforces against its clock: the same rule, against the log's own time.
+        state
+            .check_replay_window(trust, now, state.latest_commit_us())
+            .map_err(|reason| (0, format!("{reason} (an old signed commit appended again?)")))?;
     }
     let mut staged = StagedTrust::default();
     for (index, (((_, record), content), kind)) in events.iter().zip(&contents).zip(&kinds).enumerate() {

@@ -236,3 +236,68 @@ async fn tampered_reordered_or_forged_streams_are_refused_and_nothing_of_them_is
     assert_eq!(follower.next_sequence(), next, "the honest history was applied, the forgery was not");
     assert_eq!(follower.get(&guarded).unwrap().payload, owner.get(&guarded).unwrap().payload);
 }
+
+/// A server that appends a copy of an old signed commit (to roll an object
+/// back, or to bring back an old read key) is caught by the replica: the
+/// copy is older than the replay window, measured against the log's own
+/// time, exactly as the live append measures it against its clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_signed_commit_appended_again_is_refused() {
+    let writer = PrivateSignKey::generate(SignatureScheme::MlDsa44);
+    let skewed = |dir: &std::path::Path| {
+        let config = AteConfig { log_path: Some(dir.to_path_buf()), ..AteConfig::default() };
+        let writer = writer.public().clone();
+        async move {
+            ChainBuilder::new(&config)
+                .await
+                .timestamp_skew(Duration::from_millis(200))
+                .add_root_public_key(&writer)
+                .build()
+                .open(&ChainKey::from("shared"))
+                .await
+                .unwrap()
+        }
+    };
+    let owner_dir = tempfile::tempdir().unwrap();
+    let owner = skewed(owner_dir.path()).await;
+    let mut session = AteSession::default();
+    session.add_user_write_key(writer.clone());
+    let mut dio = owner.dio(&session).await;
+    let balance = *dio.store(100u32).unwrap().key();
+    dio.commit().await.unwrap();
+    let first_commit_end = owner.next_sequence();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut update = dio.load::<u32>(&balance).await.unwrap();
+    *update = 5;
+    dio.update(&update).unwrap();
+    dio.commit().await.unwrap();
+    drop(dio);
+
+    // The honest history, then the first commit's records again on top.
+    let (history, next) = owner.read_records(0, usize::MAX).unwrap();
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(&history);
+    let mut records = Vec::new();
+    let (mut offset, mut last_hash) = (0, [0u8; 32]);
+    while let Some(record) = ate::format::decode_record(&aligned, offset).unwrap() {
+        if record.sequence() < first_commit_end {
+            let header: ate::format::EventHeader = rkyv::deserialize::<_, rkyv::rancor::Error>(record.header).unwrap();
+            records.push((header, record.payload.to_vec()));
+        }
+        last_hash = record.event_hash();
+        offset = record.next_offset;
+    }
+    let mut replayed = aligned.clone();
+    for (index, (mut header, payload)) in records.into_iter().enumerate() {
+        header.sequence = next + index as u64;
+        header.prev_hash = last_hash;
+        last_hash = ate::format::encode_record(&mut replayed, &header, &payload);
+    }
+    let replica_dir = tempfile::tempdir().unwrap();
+    let replica = skewed(replica_dir.path()).await;
+    match replica.ingest(&replayed).await {
+        Err(AteError::Corrupt { reason, .. }) => assert!(reason.contains("replay window"), "{reason}"),
+        other => panic!("an old signed commit appended again must be refused, got {other:?}"),
+    }
+    assert_eq!(replica.next_sequence(), next, "the honest history was applied, the replay was not");
+}

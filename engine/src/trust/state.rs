@@ -88,6 +88,9 @@ pub struct TrustState {
     recent: HashMap<[u8; 32], (u64, u64)>,
     recent_order: VecDeque<([u8; 32], u64)>,
     policy: RetentionPolicy,
+    /// The latest commit time seen (verification: the commits' own times),
+    /// against which a signed commit must not be older than the replay window.
+    latest_commit_us: u64,
 }
 
 impl TrustState {
@@ -342,6 +345,11 @@ impl TrustState {
         }
     }
 
+    /// The latest commit time this state has seen.
+    pub fn latest_commit_us(&self) -> u64 {
+        self.latest_commit_us
+    }
+
     /// The sequences a signed commit with this Merkle root got, if it was
     /// written recently: a client retrying a commit whose acknowledgement it
     /// lost gets the original receipt (idempotent), never a duplicate.
@@ -366,6 +374,7 @@ impl TrustState {
 
     /// Applies a validated commit that got sequences `first..=last`.
     pub fn commit(&mut self, staged: StagedTrust, config: &TrustConfig, now_us: u64, first: u64, last: u64) {
+        self.latest_commit_us = self.latest_commit_us.max(now_us);
         self.nodes.extend(staged.nodes);
         if let Some(policy) = staged.policy {
             self.policy = policy;
