@@ -190,6 +190,10 @@ fn export_and_verify_bundle_offline_and_a_changed_byte_is_named() {
     assert!(export.status.success(), "{export:?}");
     assert!(text(&export).starts_with("3 events"), "{}", text(&export));
 
+    let compact = ate(&["compact", &target], None);
+    assert!(compact.status.success() && text(&compact).contains("sealed segments"), "{compact:?}");
+    assert_eq!(ate(&["compact", "tcp://127.0.0.1:1/ledger"], None).status.code(), Some(2), "compaction is local");
+
     let verified = ate(&["verify-bundle", bundle.to_str().unwrap(), "--trusted-key", &key_id], None);
     assert!(verified.status.success(), "{verified:?}");
     assert!(text(&verified).contains("events 1..=3"), "{}", text(&verified));

@@ -50,6 +50,10 @@ pub enum AteError {
     Crypto(#[from] crate::crypto::CryptoError),
     #[error(transparent)]
     Proof(#[from] crate::proof::ProofError),
+    /// A superseded version whose payload compaction removed: its header
+    /// (and so its place in the hash chain and the Merkle tree) remains.
+    #[error("event {sequence} was compacted: a later version superseded it and its payload was removed")]
+    Compacted { sequence: u64 },
     /// A stored event failed verification on read (distributed integrity).
     #[error("event {sequence} failed verification: {reason}")]
     Unverified { sequence: u64, reason: String },

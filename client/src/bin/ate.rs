@@ -97,6 +97,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Remove the payloads of superseded versions from sealed segments
+    /// (cache and queue chains); retained objects, the latest versions,
+    /// deletions and the chain's proofs are untouched.
+    Compact { target: String },
     /// Check an exported bundle offline; exit 1 naming the item that fails.
     VerifyBundle {
         file: PathBuf,
@@ -433,6 +437,32 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                 ));
             } else {
                 println!("{events} events, {} bytes, tree head signed by {}", encoded.len(), signer.id());
+            }
+        }
+        Command::Compact { target } => {
+            let target = Target::parse(&target)?;
+            if matches!(target, Target::Remote { .. }) {
+                return Err(CliError::Usage(
+                    "compaction runs where the chain is stored (DIR/CHAIN, not tcp://)".into(),
+                ));
+            }
+            let chain = target.open(&options).await?;
+            let report = chain.compact(cli::now_us()).await?;
+            if json {
+                print_json(&format!(
+                    "{{\"segments_rewritten\":{},\"events_compacted\":{},\"events_retained\":{},\"bytes_before\":{},\"bytes_after\":{}}}",
+                    report.segments_rewritten, report.events_compacted, report.events_retained, report.bytes_before, report.bytes_after
+                ));
+            } else {
+                println!(
+                    "{} of {} sealed segments rewritten, {} superseded versions compacted ({} kept under retention), {} -> {} bytes",
+                    report.segments_rewritten,
+                    report.segments_scanned,
+                    report.events_compacted,
+                    report.events_retained,
+                    report.bytes_before,
+                    report.bytes_after
+                );
             }
         }
         Command::VerifyBundle { file, trusted_key } => {

@@ -1,6 +1,8 @@
 //! Chains and the builder that opens them.
 
+mod compaction;
 mod replica;
+pub use compaction::CompactionReport;
 pub use replica::{CommitScope, Upstream, UpstreamFuture};
 
 use crate::config::{AteConfig, Durability, StorageBackend};
@@ -1129,7 +1131,13 @@ impl Chain {
                     let location = crate::view::EventLocation::new(cursor.segment, cursor.offset as u32);
                     cursor.offset = record.next_offset;
                     cursor.next_sequence = record.sequence() + 1;
-                    return Ok(Some(crate::EventRef { header: record.header, payload: record.payload, location }));
+                    let compacted = record.compacted;
+                    return Ok(Some(crate::EventRef {
+                        header: record.header,
+                        payload: record.payload,
+                        location,
+                        compacted,
+                    }));
                 }
                 Ok(None) => {
                     cursor.segment += 1;

@@ -6,7 +6,11 @@
 //!  u32 LE u32 LE     u64 LE        rkyv, 184 B       len-184 B
 //! ```
 //! `len` counts header + payload (never 0: a zero length marks the end of the
-//! written part of a preallocated segment). `crc` is CRC32C over bytes
+//! written part of a preallocated segment). A *compacted* record keeps its
+//! header and drops its payload (`len` = header only while the header's
+//! payload length is not 0): its event hash, the hash chain, commit
+//! signatures and Merkle proofs all still check; only superseded Data
+//! versions are ever compacted (`log::compaction`). `crc` is CRC32C over bytes
 //! `8 .. 16 + len`, i.e. the sequence and the whole body, so a record can be
 //! checked, and its sequence trusted, before any field of the body is read.
 
@@ -49,6 +53,8 @@ pub enum RecordError {
     UnknownFlags(u8),
     #[error("payload hash does not match the header")]
     PayloadHash,
+    #[error("a compacted record of kind {0}: only superseded data versions may lose their payload")]
+    CompactedTrustEvent(u8),
 }
 
 /// Appends one record to `out` and returns the event hash (BLAKE3 of the
@@ -79,12 +85,29 @@ pub fn encode_record(out: &mut AlignedVec<16>, header: &EventHeader, payload: &[
     event_hash
 }
 
+/// Appends the compacted form of a decoded record to `out`: its frame and
+/// header, no payload. The event hash is unchanged (it covers the header).
+pub fn encode_compacted(out: &mut AlignedVec<16>, record: &DecodedRecord<'_>) {
+    assert_eq!(out.len() % RECORD_ALIGN, 0, "record buffer misaligned");
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_LEN]);
+    out.extend_from_slice(record.header_bytes);
+    out.resize(start + padded_record_len(HEADER_LEN), 0);
+    out[start + 8..start + 16].copy_from_slice(&record.sequence().to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + 8..start + FRAME_LEN + HEADER_LEN]);
+    out[start..start + 4].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// A record validated in place: frame, checksum, header layout and kind.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodedRecord<'a> {
     pub header: &'a ArchivedEventHeader,
     pub header_bytes: &'a [u8],
+    /// Empty for a compacted record.
     pub payload: &'a [u8],
+    /// The payload was removed by compaction (the header is whole).
+    pub compacted: bool,
     /// Offset just past this record's padding.
     pub next_offset: usize,
 }
@@ -98,7 +121,16 @@ impl DecodedRecord<'_> {
     }
     /// Checks the payload against the header's payload hash (costs a BLAKE3
     /// pass over the payload; recovery does it for the unsealed tail only).
+    /// A compacted record has no payload to check: it passes if it is a
+    /// Data event (the only kind compaction touches; the others carry what
+    /// trust needs).
     pub fn verify_payload_hash(&self) -> Result<(), RecordError> {
+        if self.compacted {
+            return match self.header.kind() {
+                Some(EventKind::Data) => Ok(()),
+                _ => Err(RecordError::CompactedTrustEvent(self.header.kind)),
+            };
+        }
         let computed: [u8; 32] = blake3::hash(self.payload).into();
         if computed == self.header.payload_hash {
             Ok(())
@@ -146,7 +178,8 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Result<Option<DecodedRecord
         return Err(RecordError::SequenceMismatch { frame: frame_sequence, header: header.sequence() });
     }
     let payload = &bytes[offset + FRAME_LEN + HEADER_LEN..body_end];
-    if header.payload_len() as usize != payload.len() {
+    let compacted = payload.is_empty() && header.payload_len() > 0;
+    if header.payload_len() as usize != payload.len() && !compacted {
         return Err(RecordError::PayloadLength { header: header.payload_len(), record: payload.len() });
     }
     if EventKind::from_u8(header.kind).is_none() {
@@ -156,7 +189,7 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Result<Option<DecodedRecord
         return Err(RecordError::UnknownFlags(header.flags));
     }
     let next_offset = offset + padded_record_len(body_len as usize);
-    Ok(Some(DecodedRecord { header, header_bytes, payload, next_offset: next_offset.min(bytes.len()) }))
+    Ok(Some(DecodedRecord { header, header_bytes, payload, compacted, next_offset: next_offset.min(bytes.len()) }))
 }
 
 /// The header of the record at `offset` and the offset after it, checking

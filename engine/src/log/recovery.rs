@@ -11,9 +11,7 @@
 //! * only whole commits reach the view.
 
 use super::{view_change_for, ChainShared, Segment};
-use crate::format::{
-    decode_record, header_at, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN,
-};
+use crate::format::{decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN};
 use crate::view::{EventLocation, ViewChange};
 use crate::{AteError, Result};
 use std::path::{Path, PathBuf};
@@ -59,6 +57,20 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     }
     found.sort();
     Ok(found)
+}
+
+/// A compaction killed before it renamed its rewritten segment leaves
+/// `NAME.compacting` beside the intact original: remove it.
+fn remove_interrupted_compactions(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|extension| extension == "compacting") {
+            tracing::warn!(file = %path.display(), "removing the leftover of an interrupted compaction");
+            std::fs::remove_file(&path).map_err(|e| AteError::io(format!("removing {}", path.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates and makes durable a new, empty segment.
@@ -115,6 +127,7 @@ fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) ->
 /// `on_commit` sees the events of every kept commit, in order, once the
 /// commit is known to be whole (the trust layer rebuilds its state from it).
 pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEvent<'_>])) -> Result<Recovered> {
+    remove_interrupted_compactions(&chain.dir)?;
     let mut files = list_segments(&chain.dir)?;
     let torn_window = 2 * chain.config.max_write_bytes.max(chain.config.max_commit_bytes);
     let unacknowledged_from = super::unacknowledged_from(&chain.dir).unwrap_or(u64::MAX);
@@ -220,9 +233,9 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                         let commit: Vec<StoredEvent<'_>> = pending_offsets
                             .drain(..)
                             .map(|at| {
-                                let (header, _) = header_at(bytes, at).expect("validated above");
-                                let start = at + FRAME_LEN + HEADER_LEN;
-                                StoredEvent { header, payload: &bytes[start..start + header.payload_len() as usize] }
+                                // Decoded above; a compacted record has an empty payload.
+                                let record = decode_record(bytes, at).ok().flatten().expect("validated above");
+                                StoredEvent { header: record.header, payload: record.payload }
                             })
                             .collect();
                         on_commit(&commit);

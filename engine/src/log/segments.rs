@@ -52,8 +52,11 @@ pub(crate) struct SegmentTable {
 #[derive(Debug, Clone, Copy)]
 pub struct EventRef<'a> {
     pub header: &'a ArchivedEventHeader,
+    /// Empty when `compacted`.
     pub payload: &'a [u8],
     pub location: EventLocation,
+    /// A superseded version whose payload compaction removed.
+    pub compacted: bool,
 }
 
 impl SegmentTable {
@@ -88,9 +91,12 @@ impl SegmentTable {
     pub fn event(&self, location: EventLocation) -> Option<EventRef<'_>> {
         let bytes = self.get(location.segment())?.bytes();
         let offset = location.offset() as usize;
+        let body_len = u32::from_le_bytes(bytes.get(offset..offset + 4)?.try_into().ok()?) as usize;
         let body = bytes.get(offset + FRAME_LEN..)?;
         let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(body.get(..HEADER_LEN)?).ok()?;
-        let payload = body.get(HEADER_LEN..HEADER_LEN + header.payload_len() as usize)?;
-        Some(EventRef { header, payload, location })
+        let compacted = body_len == HEADER_LEN && header.payload_len() > 0;
+        let payload_len = if compacted { 0 } else { header.payload_len() as usize };
+        let payload = body.get(HEADER_LEN..HEADER_LEN + payload_len)?;
+        Some(EventRef { header, payload, location, compacted })
     }
 }

@@ -120,6 +120,7 @@ impl Subscription {
             }
             let key = PrimaryKey::from_bytes(header.key);
             let payload = match kind {
+                BusEventKind::Data if event.compacted => Err(AteError::Compacted { sequence: header.sequence() }),
                 BusEventKind::Data => self.reader.open_payload(key, header, event.payload),
                 BusEventKind::Deleted => Ok(Vec::new()),
             };

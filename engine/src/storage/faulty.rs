@@ -21,6 +21,10 @@ pub struct FaultPlan {
     /// When set, a write of more than this many bytes writes only a prefix
     /// and fails (a short write that the caller must not mistake for success).
     pub short_write_at_bytes: Option<usize>,
+    /// Renames fail with EIO (and do nothing).
+    pub fail_renames: bool,
+    /// Directory syncs fail with EIO.
+    pub fail_dir_syncs: bool,
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +117,16 @@ impl Storage for FaultyStorage {
         self.inner.sync_data(file)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.state.lock().plan.fail_dir_syncs {
+            return Err(Self::injected(libc::EIO));
+        }
         self.inner.sync_dir(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.state.lock().plan.fail_renames {
+            return Err(Self::injected(libc::EIO));
+        }
+        self.inner.rename(from, to)
     }
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>> {
         Ok(Box::new(SynchronousDevice::new(self)))

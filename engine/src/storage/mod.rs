@@ -43,6 +43,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std_sync_dir(dir)
     }
+    /// Atomically replaces `to` with `from` (compaction installs a rewritten segment).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
     /// The device the log writer appends through.
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>>;
 }

@@ -1,0 +1,157 @@
+//! Compaction: sealed segments are rewritten with the payload of every
+//! superseded Data version removed (the record keeps its header), for cache
+//! and queue chains whose old versions are dead weight.
+//!
+//! What stays true afterwards, and why:
+//! - every event keeps its place: the header, and so the event hash, the
+//!   hash chain, commit signatures (which cover content hashes, computed
+//!   from headers) and every Merkle proof and tree head, are unchanged;
+//! - the latest version of every object, every tombstone (the horizon is
+//!   forever: a replica that was offline still learns every deletion), and
+//!   every trust event (authority, keys, signatures, retention) stay whole;
+//! - an object under retention or legal hold keeps all of its versions.
+//!
+//! Crash safety: a segment is rewritten into `NAME.compacting` through the
+//! storage seam, synced, renamed over the original and the directory
+//! synced. A kill at any point leaves the old file or the new one, never a
+//! mix; recovery deletes a leftover `.compacting` file. The live chain keeps
+//! reading its mapping of the old file (sealed segments never change for
+//! it); the space is reclaimed when the chain is next opened.
+
+use super::Chain;
+use crate::format::{decode_record, encode_compacted, EventKind, SegmentHeader, FRAME_LEN, SEGMENT_HEADER_LEN};
+use crate::key::PrimaryKey;
+use crate::view::EventLocation;
+use crate::{AteError, Result};
+use rkyv::util::AlignedVec;
+
+/// Suffix of a segment being rewritten.
+pub(crate) const COMPACTING_SUFFIX: &str = "compacting";
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Sealed segments looked at, and rewritten.
+    pub segments_scanned: u32,
+    pub segments_rewritten: u32,
+    /// Superseded versions whose payload was removed.
+    pub events_compacted: u64,
+    /// Superseded versions kept because their object is under retention or a legal hold.
+    pub events_retained: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl Chain {
+    /// Compacts every sealed segment (see the module docs). `now_us` decides
+    /// which retention dates have passed.
+    pub async fn compact(&self, now_us: u64) -> Result<CompactionReport> {
+        if self.is_replica() {
+            return Err(AteError::InvalidInput("a replica is compacted by its owner".into()));
+        }
+        let files = crate::log::list_segments(&self.shared.dir)?;
+        // The active segment (the last) is never touched.
+        let sealed = (self.shared.segments.len() as usize).saturating_sub(1).min(files.len());
+        let mut report = CompactionReport::default();
+        for (index, (_, path)) in files.iter().take(sealed).enumerate() {
+            report.segments_scanned += 1;
+            let segment = self.shared.segments.get(index as u32).expect("sealed segments are in the table");
+            let bytes = segment.bytes();
+            let Some((rewritten, compacted, retained)) = self.compacted_segment(index as u32, bytes, now_us)? else {
+                continue;
+            };
+            report.events_retained += retained;
+            if compacted == 0 {
+                continue;
+            }
+            report.bytes_before += written_len(bytes) as u64;
+            report.bytes_after += rewritten.len() as u64;
+            self.install(path, &rewritten)?;
+            report.segments_rewritten += 1;
+            report.events_compacted += compacted;
+        }
+        tracing::info!(chain = %self.key, ?report, "compacted");
+        Ok(report)
+    }
+
+    /// The segment's bytes with superseded versions compacted, and how many
+    /// were compacted and kept for retention; `None` if it holds nothing to do.
+    fn compacted_segment(&self, index: u32, bytes: &[u8], now_us: u64) -> Result<Option<(AlignedVec<16>, u64, u64)>> {
+        let corrupt = |offset: usize, reason: String| AteError::Corrupt {
+            chain: self.key.to_string(),
+            segment: self.shared.dir.clone(),
+            offset: offset as u64,
+            sequence: None,
+            reason,
+        };
+        let header = SegmentHeader::decode(bytes).map_err(|error| corrupt(0, error.to_string()))?;
+        let mut out = AlignedVec::<16>::with_capacity(bytes.len().min(64 << 20));
+        let (mut compacted, mut retained, mut offset) = (0u64, 0u64, SEGMENT_HEADER_LEN);
+        out.extend_from_slice(&bytes[..SEGMENT_HEADER_LEN]);
+        loop {
+            let record = match decode_record(bytes, offset) {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(error) => return Err(corrupt(offset, error.to_string())),
+            };
+            let superseded = !record.compacted
+                && record.header.kind() == Some(EventKind::Data)
+                && self.shared.view.get(u128::from_le_bytes(record.header.key))
+                    != Some(EventLocation::new(index, offset as u32));
+            if superseded {
+                let protection = self.retention(&PrimaryKey::from_bytes(record.header.key));
+                if protection.legal_hold || protection.retained_at(now_us) {
+                    retained += 1;
+                    out.extend_from_slice(&bytes[offset..record.next_offset]);
+                } else {
+                    compacted += 1;
+                    encode_compacted(&mut out, &record);
+                }
+            } else {
+                out.extend_from_slice(&bytes[offset..record.next_offset]);
+            }
+            offset = record.next_offset;
+        }
+        if compacted == 0 {
+            return Ok(Some((out, 0, retained)));
+        }
+        // The end marker, then the header again with the new length.
+        out.extend_from_slice(&[0u8; FRAME_LEN]);
+        let new_header = SegmentHeader { segment_len: out.len() as u64, ..header };
+        out[..SEGMENT_HEADER_LEN].copy_from_slice(&new_header.encode());
+        Ok(Some((out, compacted, retained)))
+    }
+
+    /// Writes `bytes` beside `path`, syncs, renames over it, syncs the directory.
+    fn install(&self, path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+        let storage = &self.shared.storage;
+        let temporary = path.with_extension(COMPACTING_SUFFIX);
+        let context = |what: &str| format!("compacting {}: {what}", path.display());
+        // A leftover from an interrupted compaction would make create fail.
+        let _ = std::fs::remove_file(&temporary);
+        let file = storage
+            .create_preallocated(&temporary, bytes.len() as u64)
+            .map_err(|error| AteError::io(context("creating the new segment"), error))?;
+        let written = storage
+            .write_all_at(&file, bytes, 0)
+            .and_then(|()| storage.sync_data(&file))
+            .and_then(|()| storage.rename(&temporary, path))
+            .and_then(|()| storage.sync_dir(&self.shared.dir));
+        if let Err(error) = written {
+            // The original is intact until the rename succeeded; after it the
+            // new file is whole (synced before the rename).
+            let _ = std::fs::remove_file(&temporary);
+            return Err(AteError::io(context("installing the new segment"), error));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes up to and including the end marker of a segment's written part.
+fn written_len(bytes: &[u8]) -> usize {
+    let mut offset = SEGMENT_HEADER_LEN;
+    while let Ok(Some(record)) = decode_record(bytes, offset) {
+        offset = record.next_offset;
+    }
+    (offset + FRAME_LEN).min(bytes.len())
+}
