@@ -242,7 +242,11 @@ impl Target {
         match self {
             Target::Local { data_dir, chain } => {
                 let config = AteConfig { log_path: Some(data_dir.clone()), ..AteConfig::default() };
-                Ok(ChainBuilder::new(&config).await.build().open(&ChainKey::from(chain.as_str())).await?)
+                let mut builder = ChainBuilder::new(&config).await;
+                for key in options.root_keys()? {
+                    builder = builder.add_root_public_key(&key);
+                }
+                Ok(builder.build().open(&ChainKey::from(chain.as_str())).await?)
             }
             Target::Remote { address, chain } => {
                 let registry = Registry::new(options.registry_config()?).await;
@@ -260,9 +264,24 @@ pub struct ConnectOptions<'a> {
     pub fingerprint: Option<&'a str>,
     /// CA certificates to verify the server against instead of pinning.
     pub ca_file: Option<&'a Path>,
+    /// Public key files (`ate keygen` writes `FILE.pub`) that must govern
+    /// the chain's root objects; history is verified against them.
+    pub root_keys: &'a [PathBuf],
 }
 
 impl ConnectOptions<'_> {
+    /// The root keys, read from their files.
+    pub fn root_keys(&self) -> Result<Vec<ate::crypto::PublicSignKey>, CliError> {
+        self.root_keys
+            .iter()
+            .map(|path| {
+                let bytes = std::fs::read(path).map_err(|e| CliError::Io(format!("{}: {e}", path.display())))?;
+                ate::crypto::PublicSignKey::decode(&bytes)
+                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+            })
+            .collect()
+    }
+
     /// The [`Registry`] settings these options describe (shared by the
     /// `ate` CLI and `ate-loadgen`): the token from `token_file`, and the
     /// fingerprint, else the CA file, else the known-servers file.
@@ -277,7 +296,9 @@ impl ConnectOptions<'_> {
             (None, Some(roots)) => ServerTrust::CertificateAuthority(roots.to_path_buf()),
             (None, None) => ServerTrust::KnownServers(known_servers_path()),
         };
-        Ok(RegistryConfig::new(token, trust))
+        let mut config = RegistryConfig::new(token, trust);
+        config.root_keys = self.root_keys()?;
+        Ok(config)
     }
 }
 

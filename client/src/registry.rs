@@ -66,6 +66,10 @@ pub struct RegistryConfig {
     /// First and longest wait between reconnection attempts.
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+    /// Root keys the chains must be governed by: replicas verify the
+    /// server's history against them (a server that let anyone write root
+    /// objects is refused). Empty: no anchor beyond the history itself.
+    pub root_keys: Vec<ate::crypto::PublicSignKey>,
 }
 
 impl std::fmt::Debug for RegistryConfig {
@@ -92,6 +96,7 @@ impl RegistryConfig {
             members: Vec::new(),
             reconnect_initial: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
+            root_keys: Vec::new(),
         }
     }
 }
@@ -144,12 +149,15 @@ pub struct Registry {
 
 impl Registry {
     pub async fn new(config: RegistryConfig) -> Self {
-        let replicas = match &config.replica {
+        let mut replicas = match &config.replica {
             ReplicaStorage::Memory => ChainBuilder::in_memory(&AteConfig::default()).await,
             ReplicaStorage::Disk(path) => {
                 ChainBuilder::new(&AteConfig { log_path: Some(path.clone()), ..AteConfig::default() }).await
             }
         };
+        for key in &config.root_keys {
+            replicas = replicas.add_root_public_key(key);
+        }
         Self { config, replicas: replicas.build(), opening: tokio::sync::Mutex::new(()) }
     }
 

@@ -9,6 +9,7 @@
 //!
 //! [chains]
 //! allow_create = ["*"]                 # names (or prefixes ending in *) that may be created
+//! root_keys = ["/etc/atedb/root.pub"]  # writing a root object needs one of these signatures
 //!
 //! [cluster]                            # optional
 //! this = "10.0.0.1:5000"
@@ -22,7 +23,7 @@
 //! directory on first start and clients pin its fingerprint.
 //! Unknown keys are errors, so a typo never silently means a default.
 //! `SIGHUP` re-reads the file and applies `trusted_issuers` and
-//! `chains.allow_create`; the other settings need a restart.
+//! `chains.allow_create`; the other settings (`chains.root_keys` too) need a restart.
 
 use ate::crypto::PublicSignKey;
 use serde::Deserialize;
@@ -81,11 +82,17 @@ pub struct ChainPolicy {
     /// always be opened by a token that allows them).
     #[serde(default = "allow_everything")]
     pub allow_create: Vec<String>,
+    /// Public signing keys (`ate keygen` writes `FILE.pub`) that govern the
+    /// root objects of every chain: with any, writing a root object (or
+    /// its authority) needs a signature by one of them. Without, anyone
+    /// with the `write` role may write roots (docs/security.md, G3).
+    #[serde(default)]
+    pub root_keys: Vec<PathBuf>,
 }
 
 impl Default for ChainPolicy {
     fn default() -> Self {
-        Self { allow_create: allow_everything() }
+        Self { allow_create: allow_everything(), root_keys: Vec::new() }
     }
 }
 
@@ -142,15 +149,23 @@ impl Config {
 
     /// The trusted issuer keys the configuration names.
     pub fn issuer_keys(&self) -> Result<Vec<PublicSignKey>, ConfigError> {
-        self.trusted_issuers
-            .iter()
-            .map(|path| {
-                let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                PublicSignKey::decode(&bytes)
-                    .map_err(|error| ConfigError::Invalid { path: path.clone(), message: error.to_string() })
-            })
-            .collect()
+        read_public_keys(&self.trusted_issuers)
     }
+
+    pub fn root_keys(&self) -> Result<Vec<PublicSignKey>, ConfigError> {
+        read_public_keys(&self.chains.root_keys)
+    }
+}
+
+fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<PublicSignKey>, ConfigError> {
+    paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            PublicSignKey::decode(&bytes)
+                .map_err(|error| ConfigError::Invalid { path: path.clone(), message: error.to_string() })
+        })
+        .collect()
 }
 
 #[cfg(test)]

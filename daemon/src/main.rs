@@ -98,6 +98,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         durability: config.durability.into(),
         tls: config.tls.clone().map(|tls| (tls.certificate, tls.key)),
         token_skew: None,
+        root_keys: config.root_keys()?,
     };
     Ok((config, options))
 }

@@ -98,6 +98,8 @@ pub struct ServerOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Clock skew allowed when checking token validity (`None`: 60 s).
     pub token_skew: Option<Duration>,
+    /// Keys that govern the root objects of every chain (`[chains] root_keys`).
+    pub root_keys: Vec<PublicSignKey>,
 }
 
 /// Files a data directory holds besides chains.
@@ -152,7 +154,11 @@ impl Server {
         }
         let config =
             AteConfig { log_path: Some(data.root.clone()), durability: options.durability, ..AteConfig::default() };
-        let chains = ChainBuilder::new(&config).await.build();
+        let mut chains = ChainBuilder::new(&config).await;
+        for key in &options.root_keys {
+            chains = chains.add_root_public_key(key);
+        }
+        let chains = chains.build();
         let mut issuers = vec![issuer.public().clone()];
         issuers.extend(options.trusted_issuers);
         let cluster = options.cluster.map(|(members, this)| (HashRing::new(members, DEFAULT_VIRTUAL_NODES), this));

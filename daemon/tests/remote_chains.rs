@@ -313,3 +313,43 @@ async fn opens_that_cannot_work_fail_instead_of_hanging() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_keys_anchor_chains_on_the_server_and_in_every_replica() {
+    use ate::crypto::{PrivateSignKey, SignatureScheme};
+    use ate::RemoteFailure;
+    let root = PrivateSignKey::generate(SignatureScheme::MlDsa44);
+    let options = atedb::server::ServerOptions { root_keys: vec![root.public().clone()], ..Default::default() };
+    let running = common::start_with(options).await;
+    let url = format!("tcp://{}/anchored", running.address);
+
+    // A write token is not enough to write a root object: the server wants the root's signature.
+    let anonymous = registry(&running).await.open(&url).await.unwrap();
+    let mut dio = anonymous.dio(&AteSession::default()).await;
+    dio.store(String::from("unsigned")).unwrap();
+    match dio.commit().await {
+        Err(AteError::Remote { failure: RemoteFailure::Rejected, message }) => {
+            assert!(message.contains("not signed by an authorised key"), "{message}")
+        }
+        other => panic!("an unsigned root write must be rejected, got {other:?}"),
+    }
+
+    // A client that knows the root key signs with it, and its replica checks it.
+    let mut anchored = config(&running.data, &running.fingerprint);
+    anchored.root_keys = vec![root.public().clone()];
+    let chain = Registry::new(anchored).await.open(&url).await.unwrap();
+    let mut session = AteSession::default();
+    session.add_user_write_key(root.clone());
+    let mut dio = chain.dio(&session).await;
+    let key = *dio.store(String::from("signed by the root")).unwrap().key();
+    dio.commit().await.unwrap();
+    assert_eq!(dio.load::<String>(&key).await.unwrap().as_str(), "signed by the root");
+
+    // A replica anchored to another root refuses this history.
+    let mut elsewhere = config(&running.data, &running.fingerprint);
+    elsewhere.root_keys = vec![PrivateSignKey::generate(SignatureScheme::MlDsa44).public().clone()];
+    let refused = tokio::time::timeout(Duration::from_secs(20), Registry::new(elsewhere).await.open(&url))
+        .await
+        .expect("open returns");
+    assert!(refused.is_err(), "a history under another root must not be accepted: {refused:?}");
+}

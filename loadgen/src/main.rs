@@ -170,6 +170,7 @@ fn parse_target(arguments: &RunArguments, text: Option<&str>) -> Result<Target, 
                 token_file: arguments.token_file.as_deref(),
                 fingerprint: arguments.fingerprint.as_deref(),
                 ca_file: arguments.ca_file.as_deref(),
+                ..Default::default()
             };
             let config = options.registry_config().map_err(|error| (error.exit_code(), error.to_string()))?;
             Ok(Target::Remote { url: url.to_string(), config })

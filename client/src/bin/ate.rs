@@ -35,6 +35,10 @@ struct Arguments {
     /// bundle or DER) and the target's host name, instead of pinning.
     #[arg(long, global = true, env = "ATE_CA_FILE", conflicts_with = "fingerprint")]
     ca_file: Option<PathBuf>,
+    /// A root key the chain must be governed by (`ate keygen` writes
+    /// FILE.pub); repeat for several. History is verified against them.
+    #[arg(long = "root-key", global = true)]
+    root_keys: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,7 +112,7 @@ enum Command {
         #[arg(long)]
         trusted_key: Option<String>,
     },
-    /// Generate an ML-DSA-65 signing key into FILE; prints its key id.
+    /// Generate an ML-DSA-65 signing key into FILE (public key: FILE.pub); prints its key id.
     Keygen { file: PathBuf },
     /// Tokens for atedb.
     Token {
@@ -252,6 +256,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         token_file: arguments.token_file.as_deref(),
         fingerprint: arguments.fingerprint.as_deref(),
         ca_file: arguments.ca_file.as_deref(),
+        root_keys: &arguments.root_keys,
     };
     match arguments.command {
         Command::Put { target, key, value, retain_until } => {
@@ -498,6 +503,10 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         Command::Keygen { file } => {
             let key = PrivateSignKey::generate(SignatureScheme::MlDsa65);
             cli::write_secret_file(&file, &key.encode())?;
+            // The public half, for `--root-key`, `[chains] root_keys` and `trusted_issuers`.
+            let public = PathBuf::from(format!("{}.pub", file.display()));
+            std::fs::write(&public, key.public().encode())
+                .map_err(|e| CliError::Io(format!("{}: {e}", public.display())))?;
             println!("{}", key.id());
         }
         Command::Token { command: TokenCommand::Create { issuer_key, subject, chains, roles, ttl } } => {
