@@ -153,10 +153,11 @@ pub trait Backend: Send + Sync {
     fn put(&self, worker: usize, key: String, payload: Vec<u8>) -> BackendFuture<'_, ()>;
     /// The size of the value under `key`, if any.
     fn get(&self, worker: usize, key: String) -> BackendFuture<'_, Option<usize>>;
-    /// Adds a work item.
-    fn push(&self, worker: usize, payload: Vec<u8>) -> BackendFuture<'_, ()>;
-    /// Takes one work item and acknowledges it; `None` when none is free now.
-    fn take(&self, worker: usize) -> BackendFuture<'_, Option<usize>>;
+    /// Adds work items together (one round trip where the system allows).
+    fn push(&self, worker: usize, payloads: Vec<Vec<u8>>) -> BackendFuture<'_, ()>;
+    /// Takes up to `max` work items and acknowledges them; returns their
+    /// sizes (empty when none is free now).
+    fn take(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>>;
     /// Prepares worker `worker` to receive what is appended from now on.
     fn subscribe(&self, worker: usize) -> BackendFuture<'_, ()>;
     /// The next appended record on `worker`'s subscription: (microseconds
@@ -250,19 +251,22 @@ impl Workload for Driven {
                     1 => self.get(worker, random).await,
                     _ => self.put(worker, random).await,
                 },
-                // Even workers produce, odd workers take and acknowledge.
+                // Even workers produce, odd workers take and acknowledge,
+                // `batch` items at a time.
                 WorkloadKind::Queue if worker % 2 == 0 => {
-                    let payload = self.payload(random);
-                    let bytes = payload.len() as u64;
-                    self.backend.push(worker, payload).await?;
-                    Ok(Outcome { events: 1, bytes, latency_us: None })
+                    let payloads: Vec<Vec<u8>> = (0..self.config.batch.max(1)).map(|_| self.payload(random)).collect();
+                    let (events, bytes) = (payloads.len() as u64, payloads.iter().map(|p| p.len() as u64).sum());
+                    self.backend.push(worker, payloads).await?;
+                    Ok(Outcome { events, bytes, latency_us: None })
                 }
                 WorkloadKind::Queue => loop {
-                    match self.backend.take(worker).await? {
-                        Some(bytes) => return Ok(Outcome { events: 1, bytes: bytes as u64, latency_us: None }),
-                        // Empty, or everything leased: wait for producers.
-                        None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                    let taken = self.backend.take(worker, self.config.batch.max(1)).await?;
+                    if !taken.is_empty() {
+                        let bytes = taken.iter().map(|bytes| *bytes as u64).sum();
+                        return Ok(Outcome { events: taken.len() as u64, bytes, latency_us: None });
                     }
+                    // Empty, or everything leased: wait for producers.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 },
                 // Worker 0 publishes; the others receive, timed end to end.
                 WorkloadKind::Fanout if worker == 0 => self.ingest(worker, random).await,

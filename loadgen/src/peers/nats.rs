@@ -121,21 +121,30 @@ impl Backend for NatsBackend {
         Box::pin(async move { Ok(self.bucket.get(key).await.map_err(text)?.map(|value| value.len())) })
     }
 
-    fn push(&self, worker: usize, payload: Vec<u8>) -> BackendFuture<'_, ()> {
+    fn push(&self, worker: usize, payloads: Vec<Vec<u8>>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            let ack = self.context(worker).publish(QUEUE_SUBJECT, payload.into()).await.map_err(text)?;
-            ack.await.map(drop).map_err(text)
+            // Publish the batch, then await every acknowledgement.
+            let mut acks = Vec::with_capacity(payloads.len());
+            for payload in payloads {
+                acks.push(self.context(worker).publish(QUEUE_SUBJECT, payload.into()).await.map_err(text)?);
+            }
+            for ack in acks {
+                ack.await.map_err(text)?;
+            }
+            Ok(())
         })
     }
 
-    fn take(&self, _worker: usize) -> BackendFuture<'_, Option<usize>> {
+    fn take(&self, _worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>> {
         Box::pin(async move {
-            let mut batch = self.queue.fetch().max_messages(1).messages().await.map_err(text)?;
-            let Some(message) = batch.next().await else { return Ok(None) };
-            let message = message.map_err(text)?;
-            let bytes = message.payload.len();
-            message.double_ack().await.map_err(text)?;
-            Ok(Some(bytes))
+            let mut batch = self.queue.fetch().max_messages(max).messages().await.map_err(text)?;
+            let mut sizes = Vec::new();
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(text)?;
+                sizes.push(message.payload.len());
+                message.double_ack().await.map_err(text)?;
+            }
+            Ok(sizes)
         })
     }
 

@@ -87,29 +87,31 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn push(&self, worker: usize, payload: Vec<u8>) -> BackendFuture<'_, ()> {
+    fn push(&self, worker: usize, payloads: Vec<Vec<u8>>) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            redis::cmd("XADD")
-                .arg(QUEUE)
-                .arg("*")
-                .arg("d")
-                .arg(payload)
-                .query_async::<String>(&mut self.connection(worker))
-                .await
-                .map(drop)
-                .map_err(text)
+            // One pipeline: one round trip for the batch, like ATE's one commit.
+            let mut pipeline = redis::pipe();
+            for payload in payloads {
+                pipeline.cmd("XADD").arg(QUEUE).arg("*").arg("d").arg(payload);
+            }
+            pipeline.query_async::<Vec<String>>(&mut self.connection(worker)).await.map(drop).map_err(text)
         })
     }
 
-    fn take(&self, worker: usize) -> BackendFuture<'_, Option<usize>> {
+    fn take(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>> {
         Box::pin(async move {
             let mut connection = self.connection(worker);
-            let options = StreamReadOptions::default().group(GROUP, format!("c{worker}")).count(1);
+            let options = StreamReadOptions::default().group(GROUP, format!("c{worker}")).count(max);
             let reply: StreamReadReply = connection.xread_options(&[QUEUE], &[">"], &options).await.map_err(text)?;
-            let Some(entry) = reply.keys.first().and_then(|key| key.ids.first()) else { return Ok(None) };
-            let bytes = entry.get::<Vec<u8>>("d").map_or(0, |payload| payload.len());
-            connection.xack::<_, _, _, ()>(QUEUE, GROUP, &[&entry.id]).await.map_err(text)?;
-            Ok(Some(bytes))
+            let Some(key) = reply.keys.first() else { return Ok(Vec::new()) };
+            if key.ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sizes =
+                key.ids.iter().map(|entry| entry.get::<Vec<u8>>("d").map_or(0, |payload| payload.len())).collect();
+            let ids: Vec<&String> = key.ids.iter().map(|entry| &entry.id).collect();
+            connection.xack::<_, _, _, ()>(QUEUE, GROUP, &ids).await.map_err(text)?;
+            Ok(sizes)
         })
     }
 
