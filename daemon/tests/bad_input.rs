@@ -11,7 +11,6 @@ mod common;
 use ate::prelude::*;
 use ate_client::protocol::{encode_frame, ClientMessage, ErrorCode, FrameKind, ServerMessage, PROTOCOL_VERSION};
 use ate_client::remote::{RemoteConnection, RemoteError};
-use ate_client::token::{issue, Claims};
 use ate_client::transport::FramedReader;
 use common::{start, start_with, Running};
 use std::time::Duration;
@@ -90,19 +89,6 @@ impl Raw {
         self.send(&ClientMessage::Ping { nonce }).await;
         assert!(matches!(self.next().await, Some(ServerMessage::Pong { nonce: got }) if got == nonce));
     }
-}
-
-fn token(running: &Running, roles: &[&str], lifetime: Duration) -> String {
-    let issuer = ate::crypto::PrivateSignKey::decode(&std::fs::read(running.data.issuer_key()).unwrap()).unwrap();
-    let now = ate::chain::now_us();
-    let claims = Claims {
-        subject: "matrix".into(),
-        roles: roles.iter().map(|role| role.to_string()).collect(),
-        chains: vec!["*".into()],
-        issued_at_us: now,
-        expires_at_us: now + lifetime.as_micros() as u64,
-    };
-    issue(&claims, &issuer)
 }
 
 /// The bystander: connected before the bad input, checked after it.
@@ -213,7 +199,7 @@ async fn tampered_expired_and_underprivileged_tokens_are_refused() {
 
     // Read-only: may read an existing chain, may not create one.
     good.commit("existing", &[NewEvent::data(PrimaryKey::generate(), vec![1])]).await.unwrap();
-    let reader = token(&running, &["read"], Duration::from_secs(60));
+    let reader = running.token(&["read"], Duration::from_secs(60));
     let mut raw = Raw::authenticated(&running, &reader).await;
     raw.send(&ClientMessage::Open { request: 1, chain: "brand-new".into() }).await;
     raw.expect_error(ErrorCode::NotFound, "needs the 'write' role").await;
@@ -234,7 +220,7 @@ async fn a_subscription_ends_when_its_token_expires() {
     let mut good =
         RemoteConnection::connect(&running.address, &running.fingerprint, &running.admin_token()).await.unwrap();
     good.commit("news", &[NewEvent::data(PrimaryKey::generate(), vec![1])]).await.unwrap();
-    let short = token(&running, &["read"], Duration::from_secs(2));
+    let short = running.token(&["read"], Duration::from_secs(2));
     let mut raw = Raw::authenticated(&running, &short).await;
     raw.send(&ClientMessage::Subscribe { request: 1, chain: "news".into(), from: 0, collection: None }).await;
     assert!(matches!(raw.next().await, Some(ServerMessage::Subscribed { .. })));

@@ -209,21 +209,6 @@ async fn a_disk_replica_reopens_with_what_it_has_and_fetches_only_the_rest() {
 /// Refusals are errors of `open`, not hangs: a token without the read role,
 /// and a disk replica that holds more than the server it is pointed at
 /// (whose history would otherwise be spliced onto the replica's).
-/// A token for every chain with only `roles`, signed by the server's issuer.
-fn token_with_roles(running: &Running, roles: &[&str]) -> String {
-    use ate_client::token::{issue, Claims};
-    let issuer = ate::crypto::PrivateSignKey::decode(&std::fs::read(running.data.issuer_key()).unwrap()).unwrap();
-    let now = ate::chain::now_us();
-    let claims = Claims {
-        subject: "test".into(),
-        roles: roles.iter().map(|role| role.to_string()).collect(),
-        chains: vec!["*".into()],
-        issued_at_us: now,
-        expires_at_us: now + 60_000_000,
-    };
-    issue(&claims, &issuer)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_appends_without_a_replica_and_readers_see_its_events() {
     use ate::RemoteFailure;
@@ -231,7 +216,7 @@ async fn a_producer_appends_without_a_replica_and_readers_see_its_events() {
     let url = format!("tcp://{}/archive", running.address);
     let trust = ServerTrust::Fingerprint(running.fingerprint.clone());
     // Writing needs no read role: a producer never subscribes.
-    let write_only = RegistryConfig::new(token_with_roles(&running, &["write"]), trust.clone());
+    let write_only = RegistryConfig::new(running.token(&["write"], Duration::from_secs(60)), trust.clone());
     let producer = std::sync::Arc::new(Registry::new(write_only).await.producer(&url).await.unwrap());
     assert_eq!(producer.chain(), "archive");
     let named = |index: u32| ate_client::cli::named_event(&format!("doc-{index}"), vec![index as u8; 100]).unwrap();
@@ -259,7 +244,7 @@ async fn a_producer_appends_without_a_replica_and_readers_see_its_events() {
     }
 
     // A read-only token may not produce: refused before anything is written.
-    let read_only = RegistryConfig::new(token_with_roles(&running, &["read"]), trust);
+    let read_only = RegistryConfig::new(running.token(&["read"], Duration::from_secs(60)), trust);
     let refused = Registry::new(read_only).await.producer(&url).await.unwrap().append(vec![named(99)], None).await;
     assert!(matches!(refused, Err(AteError::Remote { failure: RemoteFailure::Forbidden, .. })), "{refused:?}");
     assert!(reader.get(&PrimaryKey::from_name("doc-99")).is_none());
@@ -269,7 +254,7 @@ async fn a_producer_appends_without_a_replica_and_readers_see_its_events() {
 async fn opens_that_cannot_work_fail_instead_of_hanging() {
     use ate::RemoteFailure;
     let running = start().await;
-    let write_only = token_with_roles(&running, &["write"]);
+    let write_only = running.token(&["write"], Duration::from_secs(60));
     let registry =
         Registry::new(RegistryConfig::new(write_only, ServerTrust::Fingerprint(running.fingerprint.clone()))).await;
     let refused =

@@ -51,6 +51,22 @@ impl Running {
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data.admin_token()).expect("atedb wrote an admin token")
     }
+
+    /// A token for every chain with only `roles`, valid for `lifetime`,
+    /// signed by this server's issuer key.
+    pub fn token(&self, roles: &[&str], lifetime: std::time::Duration) -> String {
+        let bytes = std::fs::read(self.data.issuer_key()).expect("atedb wrote an issuer key");
+        let issuer = ate::crypto::PrivateSignKey::decode(&bytes).expect("a valid issuer key");
+        let now = ate::chain::now_us();
+        let claims = ate_client::token::Claims {
+            subject: "test".into(),
+            roles: roles.iter().map(|role| role.to_string()).collect(),
+            chains: vec!["*".into()],
+            issued_at_us: now,
+            expires_at_us: now + lifetime.as_micros() as u64,
+        };
+        ate_client::token::issue(&claims, &issuer)
+    }
 }
 
 /// Starts a server in-process.
