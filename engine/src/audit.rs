@@ -85,8 +85,8 @@ pub fn export(chain: &Chain, from: u64, to: u64, signer: &PrivateSignKey) -> Res
         return Err(AteError::InvalidInput(message));
     }
     let no_commit = |sequence| AteError::InvalidInput(format!("no durable commit holds event {sequence}"));
-    let (first, _) = chain.commit_bounds(from).ok_or_else(|| no_commit(from))?;
-    let (_, last) = chain.commit_bounds(to).ok_or_else(|| no_commit(to))?;
+    let (first, _, _) = chain.commit_bounds(from).ok_or_else(|| no_commit(from))?;
+    let (_, last, _) = chain.commit_bounds(to).ok_or_else(|| no_commit(to))?;
     let mut records = Vec::new();
     let mut next = first;
     while next <= last {

@@ -355,16 +355,19 @@ impl Dio {
         let mut events = Vec::with_capacity(plan.len() + 2);
         // Retention rules accept designated signers (governance bypass, legal
         // holds) beyond the write rule: sign with those this session holds.
-        let policy = self.chain.retention_policy();
-        for step in &plan {
-            let designated: Vec<&KeyId> = match step.event.kind {
-                EventKind::Tombstone => policy.bypass_keys.iter().collect(),
-                EventKind::Retention => policy.bypass_keys.iter().chain(&policy.hold_keys).collect(),
-                _ => Vec::new(),
-            };
-            for key in self.session.write_keys().filter(|key| designated.contains(&&key.id())) {
-                if !signing_keys.iter().any(|known| known.id() == key.id()) {
-                    signing_keys.push(key.clone());
+        // Only deletions and retention changes need them (and the policy).
+        if plan.iter().any(|step| matches!(step.event.kind, EventKind::Tombstone | EventKind::Retention)) {
+            let policy = self.chain.retention_policy();
+            for step in &plan {
+                let designated: Vec<&KeyId> = match step.event.kind {
+                    EventKind::Tombstone => policy.bypass_keys.iter().collect(),
+                    EventKind::Retention => policy.bypass_keys.iter().chain(&policy.hold_keys).collect(),
+                    _ => Vec::new(),
+                };
+                for key in self.session.write_keys().filter(|key| designated.contains(&&key.id())) {
+                    if !signing_keys.iter().any(|known| known.id() == key.id()) {
+                        signing_keys.push(key.clone());
+                    }
                 }
             }
         }

@@ -169,37 +169,19 @@ impl Backend for AteBackend {
     }
 
     fn push(&self, worker: usize, payloads: Vec<Vec<u8>>) -> BackendFuture<'_, ()> {
-        Box::pin(async move {
-            let queue = self.queue(worker)?;
-            match payloads.len() {
-                1 => queue.push(payloads.into_iter().next().expect("one")).await.map(drop),
-                _ => queue.push_many(payloads).await.map(drop),
-            }
-            .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { self.queue(worker)?.push_many(payloads).await.map(drop).map_err(|e| e.to_string()) })
     }
 
     fn take(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>> {
         Box::pin(async move {
             let queue = self.queue(worker)?;
-            if max == 1 {
-                let Some(delivery) = queue.take::<Vec<u8>>().await.map_err(|e| e.to_string())? else {
-                    return Ok(Vec::new());
-                };
-                let bytes = delivery.value.len();
-                queue.ack(delivery).await.map_err(|e| e.to_string())?;
-                return Ok(vec![bytes]);
-            }
             let deliveries = queue.take_many::<Vec<u8>>(max).await.map_err(|e| e.to_string())?;
             let sizes: Vec<usize> = deliveries.iter().map(|delivery| delivery.value.len()).collect();
             if !deliveries.is_empty() {
                 let acknowledged = queue.ack_many(deliveries).await.map_err(|e| e.to_string())?;
                 if acknowledged != sizes.len() {
-                    return Err(format!(
-                        "{} of {} deliveries were lost before their ack",
-                        sizes.len() - acknowledged,
-                        sizes.len()
-                    ));
+                    let lost = sizes.len() - acknowledged;
+                    return Err(format!("{lost} of {} deliveries were lost before their ack", sizes.len()));
                 }
             }
             Ok(sizes)

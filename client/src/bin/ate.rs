@@ -246,6 +246,12 @@ async fn retention(command: RetentionCommand, options: &cli::ConnectOptions<'_>,
     Ok(())
 }
 
+/// A private signing key file as `ate keygen` writes it.
+fn read_sign_key(path: &std::path::Path) -> Result<PrivateSignKey, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| CliError::Io(format!("{}: {e}", path.display())))?;
+    PrivateSignKey::decode(&bytes).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
 fn print_json(value: &str) {
     println!("{value}");
 }
@@ -422,9 +428,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             }
         }
         Command::Export { target, from, to, sign_key, out } => {
-            let bytes = std::fs::read(&sign_key).map_err(|e| CliError::Io(format!("{}: {e}", sign_key.display())))?;
-            let signer =
-                PrivateSignKey::decode(&bytes).map_err(|e| CliError::Usage(format!("{}: {e}", sign_key.display())))?;
+            let signer = read_sign_key(&sign_key)?;
             let chain = Target::parse(&target)?.open(&options).await?;
             let to = match to {
                 Some(to) => to,
@@ -510,10 +514,7 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             println!("{}", key.id());
         }
         Command::Token { command: TokenCommand::Create { issuer_key, subject, chains, roles, ttl } } => {
-            let bytes =
-                std::fs::read(&issuer_key).map_err(|e| CliError::Io(format!("{}: {e}", issuer_key.display())))?;
-            let issuer = PrivateSignKey::decode(&bytes)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", issuer_key.display())))?;
+            let issuer = read_sign_key(&issuer_key)?;
             let now = cli::now_us();
             let claims = ate_client::token::Claims {
                 subject,

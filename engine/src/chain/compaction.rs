@@ -57,26 +57,24 @@ impl Chain {
             report.segments_scanned += 1;
             let segment = self.shared.segments.get(index as u32).expect("sealed segments are in the table");
             let bytes = segment.bytes();
-            let Some((rewritten, compacted, retained)) = self.compacted_segment(index as u32, bytes, now_us)? else {
-                continue;
-            };
-            report.events_retained += retained;
-            if compacted == 0 {
+            let rewrite = self.compacted_segment(index as u32, bytes, now_us)?;
+            report.events_retained += rewrite.retained;
+            if rewrite.compacted == 0 {
                 continue;
             }
-            report.bytes_before += written_len(bytes) as u64;
+            let rewritten = rewrite.bytes;
+            report.bytes_before += rewrite.written_before as u64;
             report.bytes_after += rewritten.len() as u64;
             self.install(path, &rewritten)?;
             report.segments_rewritten += 1;
-            report.events_compacted += compacted;
+            report.events_compacted += rewrite.compacted;
         }
         tracing::info!(chain = %self.key, ?report, "compacted");
         Ok(report)
     }
 
-    /// The segment's bytes with superseded versions compacted, and how many
-    /// were compacted and kept for retention; `None` if it holds nothing to do.
-    fn compacted_segment(&self, index: u32, bytes: &[u8], now_us: u64) -> Result<Option<(AlignedVec<16>, u64, u64)>> {
+    /// The segment's bytes with superseded versions compacted.
+    fn compacted_segment(&self, index: u32, bytes: &[u8], now_us: u64) -> Result<Rewrite> {
         let corrupt = |offset: usize, reason: String| AteError::Corrupt {
             chain: self.key.to_string(),
             segment: self.shared.dir.clone(),
@@ -112,14 +110,15 @@ impl Chain {
             }
             offset = record.next_offset;
         }
-        if compacted == 0 {
-            return Ok(Some((out, 0, retained)));
+        // Up to and including the end marker, as the rewrite has it.
+        let written_before = (offset + FRAME_LEN).min(bytes.len());
+        if compacted > 0 {
+            // The end marker, then the header again with the new length.
+            out.extend_from_slice(&[0u8; FRAME_LEN]);
+            let new_header = SegmentHeader { segment_len: out.len() as u64, ..header };
+            out[..SEGMENT_HEADER_LEN].copy_from_slice(&new_header.encode());
         }
-        // The end marker, then the header again with the new length.
-        out.extend_from_slice(&[0u8; FRAME_LEN]);
-        let new_header = SegmentHeader { segment_len: out.len() as u64, ..header };
-        out[..SEGMENT_HEADER_LEN].copy_from_slice(&new_header.encode());
-        Ok(Some((out, compacted, retained)))
+        Ok(Rewrite { bytes: out, compacted, retained, written_before })
     }
 
     /// Writes `bytes` beside `path`, syncs, renames over it, syncs the directory.
@@ -147,11 +146,12 @@ impl Chain {
     }
 }
 
-/// Bytes up to and including the end marker of a segment's written part.
-fn written_len(bytes: &[u8]) -> usize {
-    let mut offset = SEGMENT_HEADER_LEN;
-    while let Ok(Some(record)) = decode_record(bytes, offset) {
-        offset = record.next_offset;
-    }
-    (offset + FRAME_LEN).min(bytes.len())
+/// One sealed segment, compacted in memory.
+struct Rewrite {
+    bytes: AlignedVec<16>,
+    /// Superseded versions compacted, and kept for retention.
+    compacted: u64,
+    retained: u64,
+    /// Bytes the original's written part takes, end marker included.
+    written_before: usize,
 }

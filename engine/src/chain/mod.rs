@@ -1019,12 +1019,13 @@ impl Chain {
         Ok(cursor)
     }
 
-    /// First and last sequence of the durable commit that holds `sequence`.
-    pub(crate) fn commit_bounds(&self, sequence: u64) -> Option<(u64, u64)> {
+    /// First and last sequence of the durable commit that holds `sequence`,
+    /// and where its first record is.
+    pub(crate) fn commit_bounds(&self, sequence: u64) -> Option<(u64, u64, crate::view::EventLocation)> {
         let ends = self.shared.commit_ends.read();
         let index = ends.partition_point(|(end, _)| *end < sequence);
-        let &(last, _) = ends.get(index)?;
-        Some((if index == 0 { 0 } else { ends[index - 1].0 + 1 }, last))
+        let &(last, location) = ends.get(index)?;
+        Some((if index == 0 { 0 } else { ends[index - 1].0 + 1 }, last, location))
     }
 
     /// A public signing key published in this chain.
@@ -1038,14 +1039,8 @@ impl Chain {
     /// keys). An unsigned commit passes only if the object may, today, be
     /// written by anyone. Each commit is verified once, then remembered.
     pub fn verify_event(&self, sequence: u64) -> Result<()> {
-        let (first, last, location) = {
-            let ends = self.shared.commit_ends.read();
-            let index = ends.partition_point(|(end, _)| *end < sequence);
-            let Some(&(last, location)) = ends.get(index) else {
-                return Err(AteError::InvalidInput(format!("no durable event {sequence}")));
-            };
-            let first = if index == 0 { 0 } else { ends[index - 1].0 + 1 };
-            (first, last, location)
+        let Some((first, last, location)) = self.commit_bounds(sequence) else {
+            return Err(AteError::InvalidInput(format!("no durable event {sequence}")));
         };
         if self.verified_commits.contains(&last) {
             return Ok(());

@@ -9,8 +9,8 @@ mod segment_header;
 
 pub use header::{ArchivedEventHeader, EventFlags, EventHeader, EventKind, HEADER_LEN};
 pub use record::{
-    decode_record, encode_compacted, encode_record, header_at, padded_record_len, DecodedRecord, RecordError,
-    FRAME_LEN, RECORD_ALIGN,
+    decode_record, encode_compacted, encode_record, header_at, is_compacted, padded_record_len, DecodedRecord,
+    RecordError, FRAME_LEN, RECORD_ALIGN,
 };
 pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_LEN};
 

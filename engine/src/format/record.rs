@@ -85,6 +85,12 @@ pub fn encode_record(out: &mut AlignedVec<16>, header: &EventHeader, payload: &[
     event_hash
 }
 
+/// Whether a record whose body is `body_len` bytes, with a header that
+/// says `payload_len`, is compacted: a header alone where a payload was.
+pub fn is_compacted(body_len: usize, payload_len: u32) -> bool {
+    body_len == HEADER_LEN && payload_len > 0
+}
+
 /// Appends the compacted form of a decoded record to `out`: its frame and
 /// header, no payload. The event hash is unchanged (it covers the header).
 pub fn encode_compacted(out: &mut AlignedVec<16>, record: &DecodedRecord<'_>) {
@@ -178,7 +184,7 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Result<Option<DecodedRecord
         return Err(RecordError::SequenceMismatch { frame: frame_sequence, header: header.sequence() });
     }
     let payload = &bytes[offset + FRAME_LEN + HEADER_LEN..body_end];
-    let compacted = payload.is_empty() && header.payload_len() > 0;
+    let compacted = is_compacted(body_len as usize, header.payload_len());
     if header.payload_len() as usize != payload.len() && !compacted {
         return Err(RecordError::PayloadLength { header: header.payload_len(), record: payload.len() });
     }

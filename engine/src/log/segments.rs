@@ -94,7 +94,7 @@ impl SegmentTable {
         let body_len = u32::from_le_bytes(bytes.get(offset..offset + 4)?.try_into().ok()?) as usize;
         let body = bytes.get(offset + FRAME_LEN..)?;
         let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(body.get(..HEADER_LEN)?).ok()?;
-        let compacted = body_len == HEADER_LEN && header.payload_len() > 0;
+        let compacted = crate::format::is_compacted(body_len, header.payload_len());
         let payload_len = if compacted { 0 } else { header.payload_len() as usize };
         let payload = body.get(HEADER_LEN..HEADER_LEN + payload_len)?;
         Some(EventRef { header, payload, location, compacted })

@@ -124,8 +124,13 @@ impl TrustState {
         staged.policy.as_ref().unwrap_or(&self.policy)
     }
 
+    /// The retention of `key` including `staged` changes.
+    fn staged_retention(&self, staged: &StagedTrust, key: u128) -> ObjectRetention {
+        self.node(staged, key).map(|node| node.retention).unwrap_or_default()
+    }
+
     fn stage_retention(&self, staged: &mut StagedTrust, key: u128, parent: Option<u128>, retention: ObjectRetention) {
-        if self.node(staged, key).map_or(ObjectRetention::default(), |node| node.retention) == retention {
+        if self.staged_retention(staged, key) == retention {
             return;
         }
         let mut node = self.node(staged, key).cloned().unwrap_or(Node { parent, ..Node::default() });
@@ -149,7 +154,7 @@ impl TrustState {
                 staged.policy = Some(next);
             }
             RetentionChange::Object { retain_until_us, legal_hold } if !on_policy_object => {
-                let current = self.node(staged, event.key).map(|node| node.retention).unwrap_or_default();
+                let current = self.staged_retention(staged, event.key);
                 let policy = self.staged_policy(staged);
                 let next = retention::apply_object_change(policy, current, retain_until_us, legal_hold, signers)?;
                 self.stage_retention(staged, event.key, event.parent, next);
@@ -269,7 +274,7 @@ impl TrustState {
                 match event.kind {
                     EventKind::Retention => self.check_retention(staged, event, signers)?,
                     EventKind::Tombstone => {
-                        let current = self.node(staged, event.key).map(|node| node.retention).unwrap_or_default();
+                        let current = self.staged_retention(staged, event.key);
                         let policy = self.staged_policy(staged);
                         retention::check_delete(policy, &current, event.content.timestamp_us, signers)?;
                     }
@@ -313,7 +318,7 @@ impl TrustState {
     fn default_retention(&self, staged: &mut StagedTrust, event: &EventView<'_>) {
         let policy = self.staged_policy(staged);
         if policy.default_retention_us > 0 {
-            let current = self.node(staged, event.key).map(|node| node.retention).unwrap_or_default();
+            let current = self.staged_retention(staged, event.key);
             let next = retention::after_new_version(policy, current, event.content.timestamp_us);
             self.stage_retention(staged, event.key, event.parent, next);
         }
