@@ -39,4 +39,9 @@ pub enum ProofError {
     /// A length field is above its bound (path hashes, signature bytes).
     #[error("{what} has length {length}, at most {limit} allowed")]
     TooLong { what: &'static str, length: usize, limit: usize },
+    /// The query needs leaves the tree no longer holds: it was started from the frontier of its
+    /// first `pruned_size` leaves ([`MerkleTree::from_frontier`](super::MerkleTree::from_frontier)),
+    /// after the segments that held them were dropped.
+    #[error("leaves before {pruned_size} were dropped; this needs them")]
+    Pruned { pruned_size: u64 },
 }

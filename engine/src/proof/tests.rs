@@ -797,3 +797,69 @@ fn fixed_test_vectors() {
         )
     );
 }
+
+/// A tree started from the frontier of its first `pruned` leaves answers every query about later
+/// leaves exactly like the full tree, including after a second pruning from its own frontier, and
+/// refuses (rather than mis-answers) queries that need dropped leaves.
+#[test]
+fn a_tree_started_from_a_frontier_answers_like_the_full_tree() {
+    for size in 1..=LARGEST_SIZE {
+        let mut full = MerkleTree::new();
+        for index in 0..size {
+            full.push(&event_hash(index));
+        }
+        for pruned in 0..=size {
+            let mut tree = MerkleTree::from_frontier(pruned, &full.frontier(pruned).unwrap()).unwrap();
+            assert_eq!(tree.root_at(pruned).unwrap(), full.root_at(pruned).unwrap(), "size {size}, pruned {pruned}");
+            for index in pruned..size {
+                tree.push(&event_hash(index));
+                assert_eq!(tree.root(), full.root_at(index + 1).unwrap());
+            }
+            assert_eq!(tree.len(), size);
+            for tree_size in pruned.max(1)..=size {
+                assert_eq!(tree.root_at(tree_size), full.root_at(tree_size));
+                for leaf in pruned..tree_size {
+                    assert_eq!(tree.inclusion_proof(leaf, tree_size), full.inclusion_proof(leaf, tree_size));
+                }
+                for old_size in pruned..=tree_size {
+                    assert_eq!(
+                        tree.consistency_proof(old_size, tree_size),
+                        full.consistency_proof(old_size, tree_size)
+                    );
+                }
+            }
+            // Below the pruned size an answer may still be possible (from frontier subtrees); it
+            // is then the right one.
+            let dropped = Err(ProofError::Pruned { pruned_size: pruned });
+            for old_size in 1..pruned {
+                let root = tree.root_at(old_size);
+                assert!(root == full.root_at(old_size) || root == dropped, "size {size}, pruned {pruned}");
+                let proof = tree.consistency_proof(old_size, size);
+                assert!(
+                    proof == full.consistency_proof(old_size, size) || proof.as_ref().err() == dropped.as_ref().err()
+                );
+                let inclusion = tree.inclusion_proof(old_size - 1, size);
+                assert!(
+                    inclusion == full.inclusion_proof(old_size - 1, size)
+                        || inclusion.as_ref().err() == dropped.as_ref().err()
+                );
+            }
+            if pruned == 3 && size == 3 {
+                assert_eq!(tree.root_at(1), dropped, "leaf 0 alone is not a frontier subtree of 3");
+            }
+            // Pruning again, from the pruned tree's own frontier.
+            for again in pruned..=size {
+                let twice = MerkleTree::from_frontier(again, &tree.frontier(again).unwrap()).unwrap();
+                assert_eq!(twice.root_at(again).unwrap(), full.root_at(again).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_frontier_of_the_wrong_length_is_refused() {
+    assert_eq!(
+        MerkleTree::from_frontier(5, &[[0; 32]]).unwrap_err(),
+        ProofError::BadProofLength { expected: 2, found: 1 }
+    );
+}

@@ -23,12 +23,24 @@ use super::hash::{empty_root, leaf_hash, node_hash, split_point, Hash};
 /// [`root`](Self::root) and [`root_at`](Self::root_at) cost O(log n) node hashes, and
 /// [`inclusion_proof`](Self::inclusion_proof) and [`consistency_proof`](Self::consistency_proof),
 /// which need one range hash per level, O(log² n). Nothing ever rehashes the whole tree.
+///
+/// # Pruning
+///
+/// A chain whose oldest segments were dropped starts its tree from the *frontier* of the dropped
+/// prefix ([`from_frontier`](Self::from_frontier)): one complete subtree per set bit of its size.
+/// That is all any later root, any inclusion proof of a later leaf, and any consistency proof from
+/// a size at or above the prefix needs (each such range splits into frontier subtrees and subtrees
+/// computed from later leaves); queries that need more fail with [`ProofError::Pruned`].
 #[derive(Clone, Default)]
 pub struct MerkleTree {
-    /// `levels[h][j]` is the hash of the complete subtree over leaves `j·2^h .. (j+1)·2^h`.
-    /// Invariant: `levels[h + 1].len() == levels[h].len() / 2`, and no level is empty except when
-    /// the tree is (then `levels` itself is empty).
+    /// `levels[h][j - first[h]]` is the hash of the complete subtree over leaves
+    /// `j·2^h .. (j+1)·2^h`. Invariant, with `count(h) = first[h] + levels[h].len()`:
+    /// `count(h + 1) == count(h) / 2`.
     levels: Vec<Vec<Hash>>,
+    /// Index of the first stored node of each level: 0 unless pruned.
+    first: Vec<u64>,
+    /// Leaves before this were dropped (0: none).
+    pruned_size: u64,
 }
 
 impl std::fmt::Debug for MerkleTree {
@@ -53,7 +65,71 @@ impl MerkleTree {
             levels.push(Vec::with_capacity(count));
             count /= 2;
         }
-        Self { levels }
+        let first = vec![0; levels.len()];
+        Self { levels, first, pruned_size: 0 }
+    }
+
+    /// A tree of `size` leaves of which only the frontier is known: `frontier` holds the root of
+    /// each complete subtree the RFC splits the first `size` leaves into, one per set bit of
+    /// `size`, largest (leftmost) first, as [`frontier`](Self::frontier) returns them. Its root is
+    /// the root the full tree had at `size`, and it grows exactly like the full tree.
+    ///
+    /// Errors: [`ProofError::BadProofLength`] if `frontier` does not hold one hash per set bit.
+    pub fn from_frontier(size: u64, frontier: &[Hash]) -> Result<Self, ProofError> {
+        let expected = size.count_ones() as usize;
+        if frontier.len() != expected {
+            return Err(ProofError::BadProofLength { expected, found: frontier.len() });
+        }
+        let mut tree = Self { levels: Vec::new(), first: Vec::new(), pruned_size: size };
+        // Largest first: the highest set bit comes first.
+        let mut subtrees = frontier.iter();
+        let highest = if size == 0 { 0 } else { 64 - size.leading_zeros() };
+        let mut by_level = vec![None; highest as usize];
+        for level in (0..highest).rev() {
+            if size & (1 << level) != 0 {
+                by_level[level as usize] = subtrees.next().copied();
+            }
+        }
+        for (level, subtree) in by_level.into_iter().enumerate() {
+            let count = size >> level;
+            match subtree {
+                Some(hash) => {
+                    tree.first.push(count - 1);
+                    tree.levels.push(vec![hash]);
+                }
+                None => {
+                    tree.first.push(count);
+                    tree.levels.push(Vec::new());
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    /// The frontier of the first `tree_size` leaves (see [`from_frontier`](Self::from_frontier)).
+    ///
+    /// Errors: [`ProofError::SizeOutOfRange`] above [`len`](Self::len), [`ProofError::Pruned`] if
+    /// the tree no longer holds it.
+    pub fn frontier(&self, tree_size: u64) -> Result<Vec<Hash>, ProofError> {
+        self.check_size(tree_size)?;
+        let mut subtrees = Vec::new();
+        let mut start = 0;
+        for level in (0..64u32).rev() {
+            if tree_size & (1 << level) != 0 {
+                subtrees.push(self.complete_subtree(level, start).ok_or(self.pruned())?);
+                start += 1 << level;
+            }
+        }
+        Ok(subtrees)
+    }
+
+    /// Leaves before this were dropped (see [`from_frontier`](Self::from_frontier)); 0 if none.
+    pub fn pruned_size(&self) -> u64 {
+        self.pruned_size
+    }
+
+    fn pruned(&self) -> ProofError {
+        ProofError::Pruned { pruned_size: self.pruned_size }
     }
 
     /// Appends the leaf for the next event; `event_hash` becomes leaf number [`len`](Self::len).
@@ -62,23 +138,26 @@ impl MerkleTree {
         let mut level = 0;
         loop {
             if level == self.levels.len() {
+                // No node of this size existed yet: the first one starts at leaf 0.
                 self.levels.push(Vec::new());
+                self.first.push(0);
             }
             let nodes = &mut self.levels[level];
             nodes.push(node);
-            let count = nodes.len();
-            if count % 2 == 1 {
+            if (self.first[level] + nodes.len() as u64) % 2 == 1 {
                 break;
             }
-            // This node completed a pair, so their parent is complete too.
-            node = node_hash(&nodes[count - 2], &nodes[count - 1]);
+            // This node completed a pair, so their parent is complete too. Its left sibling is
+            // stored even in a pruned tree: it is a frontier subtree or was pushed after it.
+            let stored = nodes.len();
+            node = node_hash(&nodes[stored - 2], &nodes[stored - 1]);
             level += 1;
         }
     }
 
     /// The number of leaves.
     pub fn len(&self) -> u64 {
-        self.levels.first().map_or(0, |leaves| leaves.len() as u64)
+        self.levels.first().map_or(0, |leaves| self.first[0] + leaves.len() as u64)
     }
 
     /// `true` before the first [`push`](Self::push).
@@ -90,7 +169,8 @@ impl MerkleTree {
     pub fn root(&self) -> Hash {
         match self.len() {
             0 => empty_root(),
-            size => self.range_hash(0, size),
+            // The subtrees of the whole tree that end before the pruned size are frontier subtrees.
+            size => self.range_hash(0, size).expect("a pruned tree keeps what its root needs"),
         }
     }
 
@@ -99,10 +179,10 @@ impl MerkleTree {
     /// Errors: [`ProofError::SizeOutOfRange`] if `tree_size` is above [`len`](Self::len).
     pub fn root_at(&self, tree_size: u64) -> Result<Hash, ProofError> {
         self.check_size(tree_size)?;
-        Ok(match tree_size {
-            0 => empty_root(),
-            size => self.range_hash(0, size),
-        })
+        match tree_size {
+            0 => Ok(empty_root()),
+            size => self.range_hash(0, size).ok_or(self.pruned()),
+        }
     }
 
     /// The proof that leaf `leaf_index` is in the tree of the first `tree_size` leaves
@@ -122,10 +202,10 @@ impl MerkleTree {
         while end - start > 1 {
             let split = start + split_point(end - start);
             if leaf_index < split {
-                path.push(self.range_hash(split, end));
+                path.push(self.range_hash(split, end).ok_or(self.pruned())?);
                 end = split;
             } else {
-                path.push(self.range_hash(start, split));
+                path.push(self.range_hash(start, split).ok_or(self.pruned())?);
                 start = split;
             }
         }
@@ -153,16 +233,16 @@ impl MerkleTree {
             loop {
                 if old_size == end {
                     if !whole_old_tree {
-                        path.push(self.range_hash(start, end));
+                        path.push(self.range_hash(start, end).ok_or(self.pruned())?);
                     }
                     break;
                 }
                 let split = start + split_point(end - start);
                 if old_size <= split {
-                    path.push(self.range_hash(split, end));
+                    path.push(self.range_hash(split, end).ok_or(self.pruned())?);
                     end = split;
                 } else {
-                    path.push(self.range_hash(start, split));
+                    path.push(self.range_hash(start, split).ok_or(self.pruned())?);
                     start = split;
                     whole_old_tree = false;
                 }
@@ -186,8 +266,8 @@ impl MerkleTree {
     /// The RFC splits off the largest power of two that is smaller than the size, so the range is
     /// a row of complete subtrees, one per set bit of its size, largest first, and its hash nests
     /// them to the right: `node(A, node(B, C))`. The fold therefore starts at the smallest one, at
-    /// the end of the range.
-    fn range_hash(&self, start: u64, end: u64) -> Hash {
+    /// the end of the range. `None` if a pruned tree no longer holds one of the subtrees.
+    fn range_hash(&self, start: u64, end: u64) -> Option<Hash> {
         debug_assert!(start < end && end <= self.len(), "range {start}..{end} outside the tree");
         let mut remaining = end - start;
         let mut subtree_end = end;
@@ -195,7 +275,7 @@ impl MerkleTree {
         while remaining != 0 {
             let level = remaining.trailing_zeros();
             let subtree_start = subtree_end - (1 << level);
-            let subtree = self.complete_subtree(level, subtree_start);
+            let subtree = self.complete_subtree(level, subtree_start)?;
             folded = Some(match folded {
                 None => subtree,
                 Some(right) => node_hash(&subtree, &right),
@@ -203,13 +283,15 @@ impl MerkleTree {
             remaining &= remaining - 1;
             subtree_end = subtree_start;
         }
-        folded.unwrap_or_else(empty_root)
+        Some(folded.unwrap_or_else(empty_root))
     }
 
-    /// The stored hash of the complete subtree of `2^level` leaves starting at leaf `start`.
-    fn complete_subtree(&self, level: u32, start: u64) -> Hash {
+    /// The stored hash of the complete subtree of `2^level` leaves starting at leaf `start`;
+    /// `None` if the tree was pruned past it.
+    fn complete_subtree(&self, level: u32, start: u64) -> Option<Hash> {
         debug_assert!(start % (1 << level) == 0, "subtree at {start} is not aligned to level {level}");
-        // Both casts are lossless: the subtree lies inside the tree, whose leaf count is a `usize`.
-        self.levels[level as usize][(start >> level) as usize]
+        let index = (start >> level).checked_sub(*self.first.get(level as usize)?)?;
+        // Lossless: the index is below the stored count of a level, a `usize`.
+        self.levels.get(level as usize)?.get(usize::try_from(index).ok()?).copied()
     }
 }
