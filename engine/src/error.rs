@@ -54,6 +54,10 @@ pub enum AteError {
     /// (and so its place in the hash chain and the Merkle tree) remains.
     #[error("event {sequence} was compacted: a later version superseded it and its payload was removed")]
     Compacted { sequence: u64 },
+    /// The segments that held this sequence were dropped (time-based log
+    /// retention); the log now starts at `first_sequence`.
+    #[error("chain '{chain}': event {sequence} was in a dropped segment; the log starts at {first_sequence}")]
+    HistoryDropped { chain: String, sequence: u64, first_sequence: u64 },
     /// A stored event failed verification on read (distributed integrity).
     #[error("event {sequence} failed verification: {reason}")]
     Unverified { sequence: u64, reason: String },

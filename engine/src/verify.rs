@@ -21,6 +21,11 @@ use std::sync::Arc;
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// Where the verified log starts: 0, or the first sequence kept after
+    /// old segments were dropped (what came before is vouched for by the
+    /// checkpoint: its Merkle frontier and trust records, see `docs/worm.md`).
+    pub first_sequence: u64,
+    /// Events verified (from `first_sequence` on).
     pub events: u64,
     pub commits: u64,
     pub bytes: u64,
@@ -59,7 +64,7 @@ pub fn verify_chain(
         reason,
     };
     let chain_id = chain.chain_id();
-    let files = list_segments(dir).map_err(|error| fail(dir, 0, None, error.to_string()))?;
+    let mut files = list_segments(dir).map_err(|error| fail(dir, 0, None, error.to_string()))?;
     let mut state = TrustState::new();
     for key in root_keys {
         state.add_public_key(key.clone());
@@ -68,6 +73,33 @@ pub fn verify_chain(
     let mut next_sequence = 0u64;
     let mut last_hash = [0u8; 32];
     let mut last_timestamp = 0u64;
+    let checkpoint_path = dir.join(crate::log::checkpoint::CHECKPOINT_FILE);
+    let checkpoint = crate::log::checkpoint::read(dir).map_err(|reason| fail(&checkpoint_path, 0, None, reason))?;
+    if let Some(checkpoint) = &checkpoint {
+        if checkpoint.chain_id != chain_id {
+            return Err(fail(&checkpoint_path, 64, None, "the checkpoint belongs to another chain".into()));
+        }
+        // Segments an interrupted drop left behind are not part of the log.
+        files.retain(|(first, _)| *first >= checkpoint.first_sequence);
+        tree = MerkleTree::from_frontier(checkpoint.first_sequence, &checkpoint.frontier)
+            .map_err(|error| fail(&checkpoint_path, 0, None, error.to_string()))?;
+        next_sequence = checkpoint.first_sequence;
+        last_hash = checkpoint.last_hash;
+        last_timestamp = checkpoint.last_timestamp_us;
+        state.note_commit_time(checkpoint.last_timestamp_us);
+        for record in checkpoint.records() {
+            let Some(kind) = record.header.kind() else { continue };
+            let content = EventContent::of_archived(record.header);
+            state.apply_recovered(&EventView {
+                kind,
+                key: u128::from_le_bytes(record.header.key),
+                parent: record.header.parent().map(u128::from_le_bytes),
+                content: &content,
+                payload: record.payload,
+            });
+        }
+    }
+    let first_sequence = next_sequence;
     let (mut commits, mut bytes) = (0u64, 0u64);
     let mut finished = false;
     for (first_sequence, path) in &files {
@@ -133,7 +165,8 @@ pub fn verify_chain(
         }
     }
     Ok(VerifyReport {
-        events: next_sequence,
+        first_sequence,
+        events: next_sequence - first_sequence,
         commits,
         bytes,
         segments: files.len(),

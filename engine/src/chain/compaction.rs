@@ -49,15 +49,15 @@ impl Chain {
         if self.is_replica() {
             return Err(AteError::InvalidInput("a replica is compacted by its owner".into()));
         }
-        let files = crate::log::list_segments(&self.shared.dir)?;
-        // The active segment (the last) is never touched.
-        let sealed = (self.shared.segments.len() as usize).saturating_sub(1).min(files.len());
         let mut report = CompactionReport::default();
-        for (index, (_, path)) in files.iter().take(sealed).enumerate() {
+        // The active segment is never touched; segments dropped since the
+        // chain was opened are skipped (their files are gone).
+        for sealed in self.sealed_segments()? {
+            let (index, path) = (sealed.index, &sealed.path);
             report.segments_scanned += 1;
-            let segment = self.shared.segments.get(index as u32).expect("sealed segments are in the table");
+            let segment = self.shared.segments.get(index).expect("sealed segments are in the table");
             let bytes = segment.bytes();
-            let rewrite = self.compacted_segment(index as u32, bytes, now_us)?;
+            let rewrite = self.compacted_segment(index, bytes, now_us)?;
             report.events_retained += rewrite.retained;
             if rewrite.compacted == 0 {
                 continue;
@@ -75,13 +75,7 @@ impl Chain {
 
     /// The segment's bytes with superseded versions compacted.
     fn compacted_segment(&self, index: u32, bytes: &[u8], now_us: u64) -> Result<Rewrite> {
-        let corrupt = |offset: usize, reason: String| AteError::Corrupt {
-            chain: self.key.to_string(),
-            segment: self.shared.dir.clone(),
-            offset: offset as u64,
-            sequence: None,
-            reason,
-        };
+        let corrupt = |offset: usize, reason: String| self.corrupt(offset, reason);
         let header = SegmentHeader::decode(bytes).map_err(|error| corrupt(0, error.to_string()))?;
         let mut out = AlignedVec::<16>::with_capacity(bytes.len().min(64 << 20));
         let (mut compacted, mut retained, mut offset) = (0u64, 0u64, SEGMENT_HEADER_LEN);

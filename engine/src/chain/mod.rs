@@ -1,8 +1,10 @@
 //! Chains and the builder that opens them.
 
 mod compaction;
+mod log_retention;
 mod replica;
 pub use compaction::CompactionReport;
+pub use log_retention::{DropReport, DropRule};
 pub use replica::{CommitScope, Upstream, UpstreamFuture};
 
 use crate::config::{AteConfig, Durability, StorageBackend};
@@ -358,6 +360,17 @@ impl ChainBuilder {
         })
         .await
         .map_err(|e| AteError::io("recovering chain", std::io::Error::other(e.to_string())))??;
+        let first_sequence = recovered.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.first_sequence);
+        shared.first_sequence.store(first_sequence, std::sync::atomic::Ordering::Release);
+        let proofs = match &recovered.checkpoint {
+            Some(checkpoint) => ProofCache {
+                tree: MerkleTree::from_frontier(checkpoint.first_sequence, &checkpoint.frontier)?,
+                first_sequence,
+                last_timestamp_us: checkpoint.last_timestamp_us,
+                ..ProofCache::default()
+            },
+            None => ProofCache::default(),
+        };
         shared.durable_sequence.store(recovered.next_sequence, std::sync::atomic::Ordering::Release);
         shared.durable_notify.send_replace(recovered.next_sequence);
         if recovered.truncated_bytes > 0 {
@@ -391,7 +404,7 @@ impl ChainBuilder {
             leases: Default::default(),
             upstream: Default::default(),
             verified_commits: Default::default(),
-            proofs: parking_lot::Mutex::new(ProofCache::default()),
+            proofs: parking_lot::Mutex::new(proofs),
             shared,
             sender: Some(sender),
             writer: Some(writer),
@@ -456,7 +469,9 @@ pub(crate) struct LogCursor {
 #[derive(Debug, Default)]
 struct ProofCache {
     tree: MerkleTree,
+    /// Event hashes from `first_sequence` on (the log's first).
     event_hashes: Vec<[u8; 32]>,
+    first_sequence: u64,
     last_timestamp_us: u64,
     /// Where the next event to add starts.
     segment: u32,
@@ -899,7 +914,8 @@ impl Chain {
         let mut cache = self.proofs.lock();
         self.extend_proofs(&mut cache)?;
         let proof = cache.tree.inclusion_proof(sequence, tree_size)?;
-        Ok((cache.event_hashes[sequence as usize], proof))
+        let index = sequence.checked_sub(cache.first_sequence).ok_or(self.dropped(sequence))?;
+        Ok((cache.event_hashes[index as usize], proof))
     }
 
     /// Proof that the tree of `new_size` events extends the one of `old_size`.
@@ -994,12 +1010,14 @@ impl Chain {
     /// A reading position at `sequence` (the first durable event at or
     /// after it): the commit index gives the first record of the commit
     /// that holds it (O(log commits)); the rest is a scan within that commit.
+    /// Before the log's first sequence (segments were dropped) it starts there.
     pub(crate) fn cursor_at(&self, sequence: u64) -> Result<LogCursor> {
+        let log_first = self.first_sequence();
         let start = {
             let ends = self.shared.commit_ends.read();
             let index = ends.partition_point(|(end, _)| *end < sequence).min(ends.len().saturating_sub(1));
             ends.get(index).map(|&(_, first_record)| {
-                let first_sequence = if index == 0 { 0 } else { ends[index - 1].0 + 1 };
+                let first_sequence = if index == 0 { log_first } else { ends[index - 1].0 + 1 };
                 (first_record, first_sequence)
             })
         };
@@ -1009,7 +1027,7 @@ impl Chain {
                 offset: location.offset() as usize,
                 next_sequence: first_sequence,
             },
-            None => LogCursor { segment: 0, offset: crate::format::SEGMENT_HEADER_LEN, next_sequence: 0 },
+            None => LogCursor { segment: 0, offset: crate::format::SEGMENT_HEADER_LEN, next_sequence: log_first },
         };
         while cursor.next_sequence < sequence {
             if self.read_at(&mut cursor)?.is_none() {
@@ -1025,7 +1043,20 @@ impl Chain {
         let ends = self.shared.commit_ends.read();
         let index = ends.partition_point(|(end, _)| *end < sequence);
         let &(last, location) = ends.get(index)?;
-        Some((if index == 0 { 0 } else { ends[index - 1].0 + 1 }, last, location))
+        if sequence < self.first_sequence() {
+            return None;
+        }
+        Some((if index == 0 { self.first_sequence() } else { ends[index - 1].0 + 1 }, last, location))
+    }
+
+    /// The first sequence the log holds: 0 unless old segments were dropped
+    /// ([`Chain::drop_segments`]) and the chain reopened since.
+    pub fn first_sequence(&self) -> u64 {
+        self.shared.first_sequence.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn dropped(&self, sequence: u64) -> AteError {
+        AteError::HistoryDropped { chain: self.key.to_string(), sequence, first_sequence: self.first_sequence() }
     }
 
     /// A public signing key published in this chain.
@@ -1094,7 +1125,11 @@ impl Chain {
 
     /// Stored records from sequence `from` onwards (durable only), at most
     /// about `max_bytes`, concatenated as on disk; and the next sequence.
+    /// Errors: [`AteError::HistoryDropped`] if `from` is before the log's first sequence.
     pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
+        if from < self.first_sequence() {
+            return Err(self.dropped(from));
+        }
         let mut cursor = self.cursor_at(from)?;
         let mut out = Vec::new();
         while out.len() < max_bytes {

@@ -1,6 +1,7 @@
 //! The segment log of one chain: segment files read through mmap, recovery on
 //! open, and the writer thread that appends with group commit.
 
+pub(crate) mod checkpoint;
 mod recovery;
 mod segments;
 mod writer;
@@ -38,6 +39,9 @@ pub(crate) struct ChainShared {
     /// commit, ascending, 16 bytes a commit: finds the commit an event
     /// belongs to, for verified reads.
     pub commit_ends: parking_lot::RwLock<Vec<(u64, EventLocation)>>,
+    /// The first sequence the log holds: 0 unless segments were dropped
+    /// (set by recovery, before any reader).
+    pub first_sequence: std::sync::atomic::AtomicU64,
     pub metrics: crate::metrics::LogMetrics,
     poison: OnceLock<String>,
 }
@@ -57,6 +61,7 @@ impl ChainShared {
             durable_sequence: Default::default(),
             durable_notify: tokio::sync::watch::Sender::new(0),
             commit_ends: Default::default(),
+            first_sequence: Default::default(),
             metrics: Default::default(),
             poison: OnceLock::new(),
         }

@@ -10,6 +10,7 @@
 //!   groups could cover), so stale bytes can never be read as records later;
 //! * only whole commits reach the view.
 
+use super::checkpoint::{self, Checkpoint, CHECKPOINT_FILE};
 use super::{view_change_for, ChainShared, Segment};
 use crate::format::{decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN};
 use crate::view::{EventLocation, ViewChange};
@@ -26,6 +27,8 @@ pub(crate) struct Recovered {
     /// Timestamp of the last kept event, so timestamps never go backwards
     /// across a reopen.
     pub last_timestamp_us: u64,
+    /// Set once segments were dropped: where the kept log starts.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// One stored event: its header and payload, borrowed from the mmap.
@@ -128,7 +131,26 @@ fn find_valid_record(bytes: &[u8], from: usize, to: usize, min_sequence: u64) ->
 /// commit is known to be whole (the trust layer rebuilds its state from it).
 pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEvent<'_>])) -> Result<Recovered> {
     remove_interrupted_compactions(&chain.dir)?;
+    checkpoint::remove_leftover(&chain.dir)?;
+    let checkpoint = checkpoint::read(&chain.dir)
+        .map_err(|reason| corrupt(chain, &chain.dir.join(CHECKPOINT_FILE), 0, None, reason))?;
     let mut files = list_segments(&chain.dir)?;
+    if let Some(checkpoint) = &checkpoint {
+        if checkpoint.chain_id != chain.chain_id {
+            let reason = "the checkpoint belongs to another chain".to_string();
+            return Err(corrupt(chain, &chain.dir.join(CHECKPOINT_FILE), 64, None, reason));
+        }
+        remove_dropped_segments(chain, &mut files, checkpoint.first_sequence)?;
+        // The prefix's trust records, as one commit before the kept log.
+        let records: Vec<StoredEvent<'_>> =
+            checkpoint.records().map(|record| StoredEvent { header: record.header, payload: record.payload }).collect();
+        if !records.is_empty() {
+            on_commit(&records);
+        }
+    }
+    let start_sequence = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.first_sequence);
+    let start_hash = checkpoint.as_ref().map_or([0; 32], |checkpoint| checkpoint.last_hash);
+    let start_timestamp_us = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.last_timestamp_us);
     let torn_window = 2 * chain.config.max_write_bytes.max(chain.config.max_commit_bytes);
     let unacknowledged_from = super::unacknowledged_from(&chain.dir).unwrap_or(u64::MAX);
 
@@ -152,25 +174,27 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
     }
 
     if files.is_empty() {
-        let segment = create_segment(chain, 0, [0; 32])?;
+        // A new chain, or a replica that starts from its owner's checkpoint.
+        let segment = create_segment(chain, start_sequence, start_hash)?;
         chain.segments.push(segment);
         return Ok(Recovered {
-            next_sequence: 0,
-            last_hash: [0; 32],
+            next_sequence: start_sequence,
+            last_hash: start_hash,
             active_write_offset: SEGMENT_HEADER_LEN as u64,
             truncated_bytes: 0,
-            last_timestamp_us: 0,
+            last_timestamp_us: start_timestamp_us,
+            checkpoint,
         });
     }
 
-    let mut next_sequence = 0u64;
-    let mut last_hash: EventHash = [0; 32];
+    let mut next_sequence = start_sequence;
+    let mut last_hash: EventHash = start_hash;
     let mut pending: Vec<ViewChange> = Vec::new();
     let mut pending_offsets: Vec<usize> = Vec::new();
     let count = files.len();
     let mut active_write_offset = SEGMENT_HEADER_LEN as u64;
     let mut truncated_bytes = 0u64;
-    let mut last_timestamp_us = 0u64;
+    let mut last_timestamp_us = start_timestamp_us;
 
     for (position, (first_sequence, path)) in files.into_iter().enumerate() {
         let active = position + 1 == count;
@@ -319,5 +343,19 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
     // Whatever the marker named is cut (or was never written).
     super::clear_unacknowledged_marker(&chain.dir)
         .map_err(|e| AteError::io("removing the unacknowledged marker", e))?;
-    Ok(Recovered { next_sequence, last_hash, active_write_offset, truncated_bytes, last_timestamp_us })
+    Ok(Recovered { next_sequence, last_hash, active_write_offset, truncated_bytes, last_timestamp_us, checkpoint })
+}
+
+/// Segments wholly before the checkpoint are what an interrupted drop did
+/// not get to delete (the checkpoint is written first): delete them now.
+fn remove_dropped_segments(chain: &ChainShared, files: &mut Vec<(u64, PathBuf)>, first_kept: u64) -> Result<()> {
+    let dropped = files.iter().take_while(|(first, _)| *first < first_kept).count();
+    if dropped == 0 {
+        return Ok(());
+    }
+    for (_, path) in files.drain(..dropped) {
+        tracing::warn!(segment = %path.display(), "removing a segment an interrupted drop left behind");
+        std::fs::remove_file(&path).map_err(|e| AteError::io(format!("removing {}", path.display()), e))?;
+    }
+    chain.storage.sync_dir(&chain.dir).map_err(|e| AteError::io("syncing chain directory", e))
 }

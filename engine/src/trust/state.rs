@@ -351,6 +351,12 @@ impl TrustState {
     }
 
     /// The latest commit time this state has seen.
+    /// Records that commits up to `timestamp_us` were seen (the dropped
+    /// prefix of a chain, which verification does not replay).
+    pub fn note_commit_time(&mut self, timestamp_us: u64) {
+        self.latest_commit_us = self.latest_commit_us.max(timestamp_us);
+    }
+
     pub fn latest_commit_us(&self) -> u64 {
         self.latest_commit_us
     }
