@@ -345,3 +345,70 @@ async fn check_old_or_new(chain: &Chain, head: &ate::proof::TreeHead, step: &str
         assert!(chain.get(&PrimaryKey::from_name(&format!("new-{index}"))).is_some(), "{step}: new-{index}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_dropped_history_refills_from_the_checkpoint_and_resurrects_nothing() {
+    let owner_dir = tempfile::tempdir().unwrap();
+    let owner = open_with(&config(owner_dir.path()), None).await.unwrap();
+    for index in 0..60 {
+        put(&owner, &format!("old-{index}")).await;
+    }
+    // A replica follows up to here (it holds `old-10` live), then goes away.
+    let away_dir = tempfile::tempdir().unwrap();
+    let away_builder = ChainBuilder::new(&config(away_dir.path())).await.build();
+    let key = ChainKey::from("test-chain");
+    let away = away_builder.open(&key).await.unwrap();
+    let (records, away_next) = owner.read_records(0, usize::MAX).unwrap();
+    away.ingest(&records).await.unwrap();
+    assert!(away.get(&PrimaryKey::from_name("old-10")).is_some());
+    // Meanwhile the owner deletes it, writes on, and drops everything old,
+    // the tombstone included (no tombstone horizon).
+    owner.append(vec![NewEvent::tombstone(PrimaryKey::from_name("old-10"))], None).await.unwrap();
+    for index in 60..150 {
+        put(&owner, &format!("old-{index}")).await;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let cutoff = now_us();
+    for index in 0..40 {
+        put(&owner, &format!("new-{index}")).await;
+    }
+    let report = owner.drop_segments(everything_older_than(cutoff), now_us()).await.unwrap();
+    assert!(report.first_sequence > away_next, "the tombstone itself was dropped: {report:?}");
+    drop(owner);
+    let owner = open_with(&config(owner_dir.path()), None).await.unwrap();
+
+    // The returning replica cannot resume across the gap...
+    assert!(matches!(owner.read_records(away_next, 1 << 20), Err(AteError::HistoryDropped { .. })));
+    // ...and may not reset while open.
+    let checkpoint = owner.checkpoint().unwrap().expect("the owner has a checkpoint");
+    assert!(matches!(away_builder.reset_from_checkpoint(&key, &checkpoint).await, Err(AteError::Locked { .. })));
+    drop(away);
+    away_builder.reset_from_checkpoint(&key, &checkpoint).await.unwrap();
+    let away = away_builder.open(&key).await.unwrap();
+    assert_eq!(away.next_sequence(), report.first_sequence);
+    let mut next = away.next_sequence();
+    loop {
+        let (batch, after) = owner.read_records(next, 1 << 16).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        away.ingest(&batch).await.unwrap();
+        next = after;
+    }
+    assert!(away.get(&PrimaryKey::from_name("old-10")).is_none(), "a deleted object came back");
+    let mut owner_keys = owner.keys();
+    let mut away_keys = away.keys();
+    owner_keys.sort();
+    away_keys.sort();
+    assert_eq!(away_keys, owner_keys);
+    assert_eq!(away.tree_head().unwrap().root, owner.tree_head().unwrap().root);
+    away.verify().await.unwrap();
+
+    // A checkpoint of another chain, or a damaged one, is refused.
+    drop(away);
+    let mut damaged = checkpoint.clone();
+    damaged[20] ^= 1;
+    assert!(matches!(away_builder.reset_from_checkpoint(&key, &damaged).await, Err(AteError::Corrupt { .. })));
+    let other = ChainKey::from("other-chain");
+    assert!(matches!(away_builder.reset_from_checkpoint(&other, &checkpoint).await, Err(AteError::Corrupt { .. })));
+}

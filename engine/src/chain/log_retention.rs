@@ -26,12 +26,14 @@
 
 use super::Chain;
 use crate::format::{decode_record, EventKind, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::key::ChainKey;
 use crate::key::PrimaryKey;
 use crate::log::checkpoint::{self, is_trust_record, Checkpoint};
 use crate::trust::{retention, RejectReason};
 use crate::{AteError, Result};
 use rkyv::util::AlignedVec;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Which sealed segments [`Chain::drop_segments`] may drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,4 +229,70 @@ impl Chain {
 enum Verdict {
     Keep,
     Drop { segment_trust_records: AlignedVec<16>, latest_us: u64 },
+}
+
+impl Chain {
+    /// The chain's checkpoint as stored (`None` if no segment was ever
+    /// dropped), for a replica that must start where the log now starts
+    /// ([`ChainBuilder::reset_from_checkpoint`](super::ChainBuilder::reset_from_checkpoint)).
+    pub fn checkpoint(&self) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.shared.dir.join(checkpoint::CHECKPOINT_FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(AteError::io("reading the checkpoint", error)),
+        }
+    }
+}
+
+impl super::ChainBuilder {
+    /// Replaces everything stored for the closed chain `key` with the
+    /// owner's `checkpoint` ([`Chain::checkpoint`]): the next open starts an
+    /// empty log at the checkpoint's first sequence, with the trust state it
+    /// carries, ready to follow the owner from there. For a replica whose
+    /// position the owner dropped (`AteError::HistoryDropped`): its old
+    /// events are discarded, never merged, so nothing the owner deleted in
+    /// the meantime can come back. The checkpoint is taken on the owner's
+    /// word (the events it summarises are gone); everything after it is
+    /// verified as usual.
+    ///
+    /// Errors: `Corrupt` for a checkpoint that does not decode or belongs to
+    /// another chain, `Locked` if the chain is open.
+    pub async fn reset_from_checkpoint(&self, key: &ChainKey, checkpoint_bytes: &[u8]) -> Result<()> {
+        let root = self.root.clone().map_err(AteError::InvalidConfig)?;
+        let open = self.open_chains.lock().await;
+        if open.get(key).is_some_and(|chain| chain.strong_count() > 0) {
+            return Err(AteError::Locked { chain: key.name().to_string() });
+        }
+        let dir = root.join("chains").join(key.directory_name());
+        std::fs::create_dir_all(&dir).map_err(|e| AteError::io(format!("creating {}", dir.display()), e))?;
+        let _lock = super::lock_directory(&dir, key)?;
+        let mut aligned = AlignedVec::<16>::with_capacity(checkpoint_bytes.len());
+        aligned.extend_from_slice(checkpoint_bytes);
+        let bad = |reason: String| AteError::Corrupt {
+            chain: key.name().to_string(),
+            segment: dir.join(checkpoint::CHECKPOINT_FILE),
+            offset: 0,
+            sequence: None,
+            reason,
+        };
+        let decoded = Checkpoint::decode(&aligned).map_err(|reason| bad(format!("checkpoint: {reason}")))?;
+        if decoded.chain_id != key.chain_id() {
+            return Err(bad("the checkpoint belongs to another chain".into()));
+        }
+        let storage: Arc<dyn crate::storage::Storage> = match &self.storage {
+            Some(storage) => Arc::clone(storage),
+            None => Arc::new(crate::storage::PortableStorage),
+        };
+        for entry in std::fs::read_dir(&dir).map_err(|e| AteError::io(format!("listing {}", dir.display()), e))? {
+            let path = entry.map_err(|e| AteError::io(format!("listing {}", dir.display()), e))?.path();
+            let stale = path.extension().is_some_and(|extension| extension == "seg" || extension == "compacting")
+                || path.file_name().is_some_and(|name| name == crate::log::UNACKNOWLEDGED_MARKER);
+            if stale {
+                std::fs::remove_file(&path).map_err(|e| AteError::io(format!("removing {}", path.display()), e))?;
+            }
+        }
+        checkpoint::write(storage.as_ref(), &dir, &decoded)?;
+        tracing::info!(chain = %key, first_sequence = decoded.first_sequence, "replica reset to its owner's checkpoint");
+        Ok(())
+    }
 }

@@ -85,7 +85,7 @@ impl ChainShared {
 /// later group is). With pipelined writes a later group's bytes can land
 /// after the failed group's hole; recovery would otherwise take those valid
 /// records for acknowledged data behind damage and refuse to open.
-const UNACKNOWLEDGED_MARKER: &str = "unacknowledged-from";
+pub(crate) const UNACKNOWLEDGED_MARKER: &str = "unacknowledged-from";
 
 /// Records that nothing from `sequence` on was acknowledged. Best effort and
 /// outside the storage seam on purpose: the segment device just failed, the
