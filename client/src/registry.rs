@@ -166,12 +166,38 @@ impl Registry {
     pub async fn open(&self, url: &str) -> Result<Arc<Chain>, AteError> {
         let url = ChainUrl::parse(url)?;
         let _opening = self.opening.lock().await;
-        let chain = self.replicas.open(&ChainKey::from(url.chain.as_str())).await?;
+        let key = ChainKey::from(url.chain.as_str());
+        let mut chain = self.replicas.open(&key).await?;
         if chain.is_replica() {
             return Ok(chain);
         }
         let connector = Connector { config: self.config.clone(), url };
         let (link, durable_sequence) = connector.connect().await?;
+        // An owner that dropped old segments starts its log at its
+        // checkpoint; a replica behind that point starts over from it (its
+        // old events are discarded, so nothing deleted meanwhile returns).
+        let reply = request_with_deadline(&link, |request| ClientMessage::Checkpoint {
+            request,
+            chain: connector.url.chain.clone(),
+        })
+        .await?;
+        let checkpoint = match reply {
+            ServerMessage::Checkpoint { checkpoint, .. } => checkpoint,
+            other => return Err(to_ate_error(RemoteError::Unexpected(format!("{other:?}")))),
+        };
+        if let Some(checkpoint) = checkpoint {
+            let first_sequence = ate::chain::checkpoint_first_sequence(&checkpoint)?;
+            if chain.next_sequence() < first_sequence {
+                if Arc::strong_count(&chain) > 1 {
+                    return Err(AteError::Locked { chain: key.name().to_string() });
+                }
+                tracing::warn!(chain = %key, local = chain.next_sequence(), first_sequence,
+                    "the owner dropped this replica's position; refilling from its checkpoint");
+                drop(chain);
+                self.replicas.reset_from_checkpoint(&key, &checkpoint).await?;
+                chain = self.replicas.open(&key).await?;
+            }
+        }
         let upstream = Arc::new(RemoteUpstream::new(connector, link));
         // Subscribing before the replica is attached makes refusals (no read
         // role, a replica ahead of the server) errors of this call, and

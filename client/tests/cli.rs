@@ -192,6 +192,14 @@ fn export_and_verify_bundle_offline_and_a_changed_byte_is_named() {
 
     let compact = ate(&["compact", &target], None);
     assert!(compact.status.success() && text(&compact).contains("sealed segments"), "{compact:?}");
+    // One segment, still active: nothing to drop, and the log starts at 0.
+    let dropped = ate(&["compact", &target, "--drop-older-than", "0s", "--tombstone-horizon", "0s"], None);
+    assert!(
+        text(&dropped).contains("0 old segments dropped") && text(&dropped).contains("starts at sequence 0"),
+        "{dropped:?}"
+    );
+    let bad = ate(&["compact", &target, "--drop-older-than", "soon"], None);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert_eq!(ate(&["compact", "tcp://127.0.0.1:1/ledger"], None).status.code(), Some(2), "compaction is local");
 
     let verified = ate(&["verify-bundle", bundle.to_str().unwrap(), "--trusted-key", &key_id], None);

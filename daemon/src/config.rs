@@ -15,6 +15,13 @@
 //! this = "10.0.0.1:5000"
 //! members = ["10.0.0.1:5000", "10.0.0.2:5000"]
 //!
+//! [log]                                # optional: segments and their upkeep
+//! segment_bytes = 268435456            # size of new segment files (default 256 MiB)
+//! drop_older_than = "30d"              # drop sealed segments older than this (default: never)
+//! tombstone_horizon = "7d"             # ...but keep those holding younger deletions
+//! compact = true                       # compact sealed segments too (default: false)
+//! every = "1h"                         # how often (and at each chain's first open)
+//!
 //! [tls]                                # optional: a CA-issued identity
 //! certificate = "/etc/atedb/tls.crt"   # PEM chain (server first) or one DER certificate
 //! key = "/etc/atedb/tls.key"           # PEM (PKCS#8, PKCS#1, SEC1) or PKCS#8 DER
@@ -46,6 +53,62 @@ pub struct Config {
     pub chains: ChainPolicy,
     pub cluster: Option<Cluster>,
     pub tls: Option<TlsIdentity>,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// Segment size and the log upkeep atedb runs on its own (`docs/worm.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub segment_bytes: Option<u64>,
+    pub drop_older_than: Option<String>,
+    #[serde(default = "default_tombstone_horizon")]
+    pub tombstone_horizon: String,
+    #[serde(default)]
+    pub compact: bool,
+    #[serde(default = "default_every")]
+    pub every: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            segment_bytes: None,
+            drop_older_than: None,
+            tombstone_horizon: default_tombstone_horizon(),
+            compact: false,
+            every: default_every(),
+        }
+    }
+}
+
+fn default_tombstone_horizon() -> String {
+    "7d".into()
+}
+
+fn default_every() -> String {
+    "1h".into()
+}
+
+impl LogSettings {
+    /// The upkeep to run, periods parsed; `None` when there is none.
+    pub fn maintenance(&self) -> Result<Option<crate::maintenance::LogMaintenance>, String> {
+        let period = |text: &str| ate_client::cli::parse_period(text).map_err(|error| error.to_string());
+        if self.drop_older_than.is_none() && !self.compact {
+            return Ok(None);
+        }
+        let every = std::time::Duration::from_micros(period(&self.every)?);
+        if every.is_zero() {
+            return Err("log.every must be above zero".into());
+        }
+        Ok(Some(crate::maintenance::LogMaintenance {
+            drop_older_than_us: self.drop_older_than.as_deref().map(period).transpose()?,
+            tombstone_horizon_us: period(&self.tombstone_horizon)?,
+            compact: self.compact,
+            every,
+        }))
+    }
 }
 
 /// Certificate and key files for the server's TLS identity.
@@ -133,6 +196,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text)
             .map_err(|error| ConfigError::Invalid { path: path.into(), message: error.to_string() })?;
+        config.log.maintenance().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
         if let Some(cluster) = &config.cluster {
             if !cluster.members.contains(&cluster.this) {
                 let message = format!("cluster.this ({}) is not among cluster.members", cluster.this);
@@ -184,6 +248,9 @@ mod tests {
             [cluster]
             this = "10.0.0.1:5001"
             members = ["10.0.0.1:5001", "10.0.0.2:5001"]
+            [log]
+            segment_bytes = 1048576
+            drop_older_than = "30d"
         "#;
         let config = Config::parse(text, Path::new("atedb.toml")).unwrap();
         assert_eq!(config.listen, "0.0.0.0:5001".parse::<SocketAddr>().unwrap());
@@ -194,6 +261,13 @@ mod tests {
         assert_eq!(minimal.listen, default_listen());
         assert!(minimal.chains.may_create("anything"));
         assert_eq!(minimal.durability, DurabilitySetting::Batched);
+        assert_eq!(minimal.log.maintenance(), Ok(None), "no upkeep unless asked for");
+        let upkeep = config.log.maintenance().unwrap().unwrap();
+        assert_eq!(upkeep.drop_older_than_us, Some(30 * 86_400 * 1_000_000));
+        assert_eq!(upkeep.tombstone_horizon_us, 7 * 86_400 * 1_000_000);
+        assert_eq!((upkeep.compact, upkeep.every), (false, std::time::Duration::from_secs(3600)));
+        let bad = Config::parse("[log]\ndrop_older_than = \"soon\"", Path::new("bad.toml"));
+        assert!(bad.unwrap_err().to_string().contains("not a period"));
     }
 
     #[test]

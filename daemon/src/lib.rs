@@ -7,6 +7,7 @@
 //! producers back and is never disconnected for lagging.
 
 pub mod config;
+pub mod maintenance;
 pub mod metrics;
 pub mod server;
 pub mod systemd;

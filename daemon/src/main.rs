@@ -99,6 +99,11 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         tls: config.tls.clone().map(|tls| (tls.certificate, tls.key)),
         token_skew: None,
         root_keys: config.root_keys()?,
+        segment_size_bytes: config.log.segment_bytes,
+        maintenance: config
+            .log
+            .maintenance()
+            .map_err(|message| atedb::config::ConfigError::Invalid { path: path.into(), message })?,
     };
     Ok((config, options))
 }

@@ -80,6 +80,7 @@ pub struct Server {
     commit_bytes: Arc<tokio::sync::Semaphore>,
     /// One permit per open connection (`MAX_CONNECTIONS`).
     connections: Arc<tokio::sync::Semaphore>,
+    maintenance: Option<crate::maintenance::LogMaintenance>,
 }
 
 /// Choices beyond the data directory.
@@ -100,6 +101,10 @@ pub struct ServerOptions {
     pub token_skew: Option<Duration>,
     /// Keys that govern the root objects of every chain (`[chains] root_keys`).
     pub root_keys: Vec<PublicSignKey>,
+    /// Size of new segment files (`None`: the engine's default).
+    pub segment_size_bytes: Option<u64>,
+    /// Compaction and old-segment dropping run by atedb itself (`[log]`).
+    pub maintenance: Option<crate::maintenance::LogMaintenance>,
 }
 
 /// Files a data directory holds besides chains.
@@ -152,8 +157,19 @@ impl Server {
             ate_client::cli::write_secret_file(&data.admin_token(), token::issue(&claims, &issuer).as_bytes())
                 .map_err(|error| ServerError::Config(error.to_string()))?;
         }
-        let config =
-            AteConfig { log_path: Some(data.root.clone()), durability: options.durability, ..AteConfig::default() };
+        let defaults = AteConfig::default();
+        let segment_size_bytes = options.segment_size_bytes.unwrap_or(defaults.segment_size_bytes);
+        // Small segments take commits of up to a quarter of a segment.
+        let quarter = usize::try_from(segment_size_bytes / 4).unwrap_or(usize::MAX);
+        let config = AteConfig {
+            log_path: Some(data.root.clone()),
+            durability: options.durability,
+            segment_size_bytes,
+            max_commit_bytes: defaults.max_commit_bytes.min(quarter),
+            max_write_bytes: defaults.max_write_bytes.min(quarter),
+            ..defaults
+        };
+        config.validate().map_err(|error| ServerError::Config(error.to_string()))?;
         let mut chains = ChainBuilder::new(&config).await;
         for key in &options.root_keys {
             chains = chains.add_root_public_key(key);
@@ -162,7 +178,7 @@ impl Server {
         let mut issuers = vec![issuer.public().clone()];
         issuers.extend(options.trusted_issuers);
         let cluster = options.cluster.map(|(members, this)| (HashRing::new(members, DEFAULT_VIRTUAL_NODES), this));
-        Ok(Arc::new(Self {
+        let server = Arc::new(Self {
             chains,
             identity,
             data_root: data.root.clone(),
@@ -175,7 +191,12 @@ impl Server {
             metrics: Default::default(),
             commit_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_COMMIT_BYTES_IN_FLIGHT)),
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-        }))
+            maintenance: options.maintenance,
+        });
+        if let Some(maintenance) = options.maintenance {
+            crate::maintenance::spawn_periodic(Arc::downgrade(&server), maintenance);
+        }
+        Ok(server)
     }
 
     pub fn fingerprint(&self) -> &str {
@@ -373,6 +394,7 @@ fn error_code(error: &AteError) -> ErrorCode {
         AteError::InvalidInput(_) => ErrorCode::BadRequest,
         AteError::NotFound { .. } => ErrorCode::NotFound,
         AteError::Locked { .. } | AteError::Poisoned { .. } | AteError::Closed { .. } => ErrorCode::Unavailable,
+        AteError::HistoryDropped { .. } => ErrorCode::HistoryDropped,
         _ => ErrorCode::Internal,
     }
 }
@@ -459,7 +481,12 @@ impl Session {
             self.error(Some(request), ErrorCode::NotFound, message).await;
             return None;
         }
-        match self.server.chains.open(&ChainKey::from(name)).await {
+        let key = ChainKey::from(name);
+        let opened = match &self.server.maintenance {
+            Some(maintenance) => maintenance.open(&self.server.chains, &key).await,
+            None => self.server.chains.open(&key).await,
+        };
+        match opened {
             Ok(chain) => {
                 self.chains.insert(name.to_string(), Arc::clone(&chain));
                 Some(chain)
@@ -572,6 +599,14 @@ impl Session {
             }
             ClientMessage::Subscribe { request, chain, from, .. } => {
                 let Some(chain) = self.chain_for(request, &chain, false).await else { return true };
+                if from < chain.first_sequence() {
+                    let error = AteError::HistoryDropped {
+                        chain: chain.key().to_string(),
+                        sequence: from,
+                        first_sequence: chain.first_sequence(),
+                    };
+                    return self.engine_error(request, error).await;
+                }
                 if self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
                     let message = format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection");
                     return self.error(Some(request), ErrorCode::TooLarge, message).await;
@@ -627,6 +662,13 @@ impl Session {
                     Err(error) => self.engine_error(request, error).await,
                 }
             }
+            ClientMessage::Checkpoint { request, chain } => {
+                let Some(chain) = self.chain_for(request, &chain, false).await else { return true };
+                match chain.checkpoint() {
+                    Ok(checkpoint) => self.send(ServerMessage::Checkpoint { request, checkpoint }).await,
+                    Err(error) => self.engine_error(request, error).await,
+                }
+            }
             ClientMessage::ConsumerOffset { request, chain, consumer, offset } => {
                 let write = offset.is_some();
                 let Some(chain) = self.chain_for(request, &chain, write).await else { return true };
@@ -672,10 +714,8 @@ async fn stream_records(
         let (records, next) = match chain.read_records(from, EVENTS_BATCH_BYTES) {
             Ok(batch) => batch,
             Err(error) => {
-                let message = error.to_string();
-                let _ = outbox
-                    .send(ServerMessage::Error { request: None, code: ErrorCode::Internal, message, key: None })
-                    .await;
+                let (code, message) = (error_code(&error), error.to_string());
+                let _ = outbox.send(ServerMessage::Error { request: None, code, message, key: None }).await;
                 return;
             }
         };

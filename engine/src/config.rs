@@ -69,7 +69,9 @@ impl Default for AteConfig {
 }
 
 impl AteConfig {
-    pub(crate) fn validate(&self) -> crate::Result<()> {
+    /// Checks the limits fit together (a commit fits in a segment, and so
+    /// on); `ChainBuilder::open` runs it too.
+    pub fn validate(&self) -> crate::Result<()> {
         use crate::format::SEGMENT_HEADER_LEN;
         let invalid = |why: String| Err(crate::AteError::InvalidConfig(why));
         if self.segment_size_bytes < (SEGMENT_HEADER_LEN as u64) + 4096 || self.segment_size_bytes > u32::MAX as u64 {

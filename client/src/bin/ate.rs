@@ -103,8 +103,20 @@ enum Command {
     },
     /// Remove the payloads of superseded versions from sealed segments
     /// (cache and queue chains); retained objects, the latest versions,
-    /// deletions and the chain's proofs are untouched.
-    Compact { target: String },
+    /// deletions and the chain's proofs are untouched. With
+    /// `--drop-older-than`, then drop whole sealed segments older than that
+    /// (time-based log retention; refused, exit 4, if one holds a protected
+    /// version).
+    Compact {
+        target: String,
+        /// Drop sealed segments whose events are all older than this: 90s, 12h, 30d, 7y.
+        #[arg(long)]
+        drop_older_than: Option<String>,
+        /// Keep segments holding a deletion younger than this, so replicas
+        /// away for less than it resume and learn of it.
+        #[arg(long, default_value = "7d")]
+        tombstone_horizon: String,
+    },
     /// Check an exported bundle offline; exit 1 naming the item that fails.
     VerifyBundle {
         file: PathBuf,
@@ -448,18 +460,35 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                 println!("{events} events, {} bytes, tree head signed by {}", encoded.len(), signer.id());
             }
         }
-        Command::Compact { target } => {
+        Command::Compact { target, drop_older_than, tombstone_horizon } => {
             let target = Target::parse(&target)?;
             if matches!(target, Target::Remote { .. }) {
                 return Err(CliError::Usage(
                     "compaction runs where the chain is stored (DIR/CHAIN, not tcp://)".into(),
                 ));
             }
+            let rule = match &drop_older_than {
+                Some(period) => Some(ate::chain::DropRule {
+                    older_than_us: cli::now_us().saturating_sub(cli::parse_period(period)?),
+                    tombstone_horizon_us: cli::parse_period(&tombstone_horizon)?,
+                }),
+                None => None,
+            };
             let chain = target.open(&options).await?;
             let report = chain.compact(cli::now_us()).await?;
+            let dropped = match rule {
+                Some(rule) => Some(chain.drop_segments(rule, cli::now_us()).await?),
+                None => None,
+            };
             if json {
+                let dropped = dropped.as_ref().map_or(String::new(), |dropped| {
+                    format!(
+                        ",\"segments_dropped\":{},\"events_dropped\":{},\"bytes_freed\":{},\"first_sequence\":{}",
+                        dropped.segments_dropped, dropped.events_dropped, dropped.bytes_freed, dropped.first_sequence
+                    )
+                });
                 print_json(&format!(
-                    "{{\"segments_rewritten\":{},\"events_compacted\":{},\"events_retained\":{},\"bytes_before\":{},\"bytes_after\":{}}}",
+                    "{{\"segments_rewritten\":{},\"events_compacted\":{},\"events_retained\":{},\"bytes_before\":{},\"bytes_after\":{}{dropped}}}",
                     report.segments_rewritten, report.events_compacted, report.events_retained, report.bytes_before, report.bytes_after
                 ));
             } else {
@@ -472,6 +501,12 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                     report.bytes_before,
                     report.bytes_after
                 );
+                if let Some(dropped) = dropped {
+                    println!(
+                        "{} old segments dropped ({} events, {} bytes); the log now starts at sequence {}",
+                        dropped.segments_dropped, dropped.events_dropped, dropped.bytes_freed, dropped.first_sequence
+                    );
+                }
             }
         }
         Command::VerifyBundle { file, trusted_key } => {

@@ -120,6 +120,9 @@ pub enum ErrorCode {
     NotOwner,
     Unavailable,
     Internal,
+    /// The events asked for were in segments the owner dropped (time-based
+    /// log retention); a replica must restart from the chain's checkpoint.
+    HistoryDropped,
 }
 
 /// From client to server. Requests carry an id echoed by their response.
@@ -198,6 +201,12 @@ pub enum ClientMessage {
         key: [u8; 16],
         token: u64,
     },
+    /// The chain's checkpoint (where its log starts after old segments were
+    /// dropped): answered by `Checkpoint`.
+    Checkpoint {
+        request: u64,
+        chain: String,
+    },
 }
 
 /// From server to client.
@@ -269,6 +278,12 @@ pub enum ServerMessage {
         request: u64,
         held: bool,
     },
+    /// `None`: the chain's log starts at 0.
+    Checkpoint {
+        request: u64,
+        #[serde(with = "serde_bytes")]
+        checkpoint: Option<Vec<u8>>,
+    },
 }
 
 impl ServerMessage {
@@ -283,7 +298,8 @@ impl ServerMessage {
             | ServerMessage::Leased { request, .. }
             | ServerMessage::Released { request, .. }
             | ServerMessage::Offset { request, .. }
-            | ServerMessage::LeaseHeld { request, .. } => Some(*request),
+            | ServerMessage::LeaseHeld { request, .. }
+            | ServerMessage::Checkpoint { request, .. } => Some(*request),
             ServerMessage::Error { request, .. } => *request,
             ServerMessage::Pong { nonce } => Some(*nonce),
             ServerMessage::HelloAck { .. } | ServerMessage::Authenticated { .. } | ServerMessage::Events { .. } => None,
@@ -350,6 +366,7 @@ mod tests {
             ClientMessage::LeaseHolds { request: 5, chain: "c".into(), key: [5; 16], token: 3 },
             ClientMessage::ConsumerOffset { request: 6, chain: "c".into(), consumer: "billing".into(), offset: None },
             ClientMessage::Ping { nonce: 99 },
+            ClientMessage::Checkpoint { request: 7, chain: "c".into() },
         ]
     }
 

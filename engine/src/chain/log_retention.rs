@@ -244,6 +244,16 @@ impl Chain {
     }
 }
 
+/// The sequence a checkpoint ([`Chain::checkpoint`]) starts the log at,
+/// after checking it decodes. Errors: `InvalidInput` naming what is wrong.
+pub fn checkpoint_first_sequence(checkpoint_bytes: &[u8]) -> Result<u64> {
+    let mut aligned = AlignedVec::<16>::with_capacity(checkpoint_bytes.len());
+    aligned.extend_from_slice(checkpoint_bytes);
+    Checkpoint::decode(&aligned)
+        .map(|checkpoint| checkpoint.first_sequence)
+        .map_err(|reason| AteError::InvalidInput(format!("checkpoint: {reason}")))
+}
+
 impl super::ChainBuilder {
     /// Replaces everything stored for the closed chain `key` with the
     /// owner's `checkpoint` ([`Chain::checkpoint`]): the next open starts an

@@ -4,7 +4,7 @@ mod compaction;
 mod log_retention;
 mod replica;
 pub use compaction::CompactionReport;
-pub use log_retention::{DropReport, DropRule};
+pub use log_retention::{checkpoint_first_sequence, DropReport, DropRule};
 pub use replica::{CommitScope, Upstream, UpstreamFuture};
 
 use crate::config::{AteConfig, Durability, StorageBackend};
