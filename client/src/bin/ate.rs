@@ -337,9 +337,10 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             let root = cli::to_hex(&head.root);
             if json {
                 print_json(&format!(
-                    "{{\"chain\":{},\"events\":{},\"objects\":{},\"segments\":{},\"merkle_root\":\"{root}\",\"path\":{},\"retention\":{}}}",
+                    "{{\"chain\":{},\"events\":{},\"first_sequence\":{},\"objects\":{},\"segments\":{},\"merkle_root\":\"{root}\",\"path\":{},\"retention\":{}}}",
                     cli::json_string(chain.key().name()),
                     chain.durable_sequence(),
+                    chain.first_sequence(),
                     chain.len(),
                     chain.segment_count(),
                     cli::json_string(&chain.path().display().to_string()),
@@ -349,6 +350,9 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                 println!("chain        {}", chain.key());
                 println!("path         {}", chain.path().display());
                 println!("events       {}", chain.durable_sequence());
+                if chain.first_sequence() > 0 {
+                    println!("log starts   {} (older segments dropped)", chain.first_sequence());
+                }
                 println!("objects      {}", chain.len());
                 println!("segments     {}", chain.segment_count());
                 println!("merkle root  {root} (tree size {})", head.tree_size);
