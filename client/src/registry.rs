@@ -553,6 +553,53 @@ impl Upstream for RemoteUpstream {
         })
     }
 
+    fn lease_many(
+        &self,
+        candidates: Vec<PrimaryKey>,
+        token: u64,
+        lease: Duration,
+        max: usize,
+    ) -> UpstreamFuture<'_, Vec<(PrimaryKey, u32)>> {
+        Box::pin(async move {
+            let mut leased = Vec::new();
+            // The owner takes at most MAX_LEASE_CANDIDATES keys per request.
+            for chunk in candidates.chunks(ate::messaging::MAX_LEASE_CANDIDATES) {
+                if leased.len() >= max {
+                    break;
+                }
+                let chain = self.chain.clone();
+                let keys = chunk.iter().map(|key| *key.as_bytes()).collect();
+                let lease_ms = lease.as_millis().min(u64::MAX as u128) as u64;
+                let remaining = u32::try_from(max - leased.len()).unwrap_or(u32::MAX);
+                let message =
+                    |request| ClientMessage::LeaseMany { request, chain, keys, token, lease_ms, max: remaining };
+                match self.request(message).await? {
+                    ServerMessage::LeasedMany { leased: batch, .. } => leased
+                        .extend(batch.into_iter().map(|(key, deliveries)| (PrimaryKey::from_bytes(key), deliveries))),
+                    other => return Err(unexpected(other)),
+                }
+            }
+            Ok(leased)
+        })
+    }
+
+    fn lease_holds_many(&self, leases: Vec<(PrimaryKey, u64)>) -> UpstreamFuture<'_, Vec<bool>> {
+        Box::pin(async move {
+            let mut held = Vec::with_capacity(leases.len());
+            for chunk in leases.chunks(ate::messaging::MAX_LEASE_CANDIDATES) {
+                let chain = self.chain.clone();
+                let leases = chunk.iter().map(|(key, token)| (*key.as_bytes(), *token)).collect();
+                match self.request(|request| ClientMessage::LeaseHoldsMany { request, chain, leases }).await? {
+                    ServerMessage::LeaseHeldMany { held: batch, .. } if batch.len() == chunk.len() => {
+                        held.extend(batch)
+                    }
+                    other => return Err(unexpected(other)),
+                }
+            }
+            Ok(held)
+        })
+    }
+
     fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> UpstreamFuture<'_, bool> {
         Box::pin(async move {
             if forget {

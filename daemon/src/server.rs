@@ -648,6 +648,36 @@ impl Session {
                     Err(error) => self.engine_error(request, error).await,
                 }
             }
+            ClientMessage::LeaseMany { request, chain, keys, token, lease_ms, max } => {
+                if keys.len() > ate::messaging::MAX_LEASE_CANDIDATES {
+                    let message = format!("at most {} keys per lease request", ate::messaging::MAX_LEASE_CANDIDATES);
+                    return self.error(Some(request), ErrorCode::TooLarge, message).await;
+                }
+                let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
+                let keys: Vec<PrimaryKey> = keys.into_iter().map(PrimaryKey::from_bytes).collect();
+                let lease = Duration::from_millis(lease_ms.min(MAX_LEASE_MS));
+                match chain.lease_acquire_many(&keys, token, lease, max as usize).await {
+                    Ok(leased) => {
+                        let leased =
+                            leased.into_iter().map(|(key, deliveries)| (*key.as_bytes(), deliveries)).collect();
+                        self.send(ServerMessage::LeasedMany { request, leased }).await
+                    }
+                    Err(error) => self.engine_error(request, error).await,
+                }
+            }
+            ClientMessage::LeaseHoldsMany { request, chain, leases } => {
+                if leases.len() > ate::messaging::MAX_LEASE_CANDIDATES {
+                    let message = format!("at most {} leases per request", ate::messaging::MAX_LEASE_CANDIDATES);
+                    return self.error(Some(request), ErrorCode::TooLarge, message).await;
+                }
+                let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
+                let leases: Vec<(PrimaryKey, u64)> =
+                    leases.into_iter().map(|(key, token)| (PrimaryKey::from_bytes(key), token)).collect();
+                match chain.lease_holds_many(&leases).await {
+                    Ok(held) => self.send(ServerMessage::LeaseHeldMany { request, held }).await,
+                    Err(error) => self.engine_error(request, error).await,
+                }
+            }
             ClientMessage::Release { request, chain, key, token, forget } => {
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 match chain.lease_release(PrimaryKey::from_bytes(key), token, forget).await {

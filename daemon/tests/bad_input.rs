@@ -139,6 +139,16 @@ async fn malformed_frames_messages_and_versions_get_typed_answers() {
     raw.bytes(&(64u32 << 20).to_le_bytes()).await;
     raw.expect_closed().await;
     still_served(&mut good, 4).await;
+
+    // A lease request naming more keys than the bound: refused, connection usable.
+    let mut raw = Raw::authenticated(&running, &running.admin_token()).await;
+    let keys = vec![[7u8; 16]; ate::messaging::MAX_LEASE_CANDIDATES + 1];
+    raw.send(&ClientMessage::LeaseMany { request: 1, chain: "c".into(), keys, token: 1, lease_ms: 10, max: 1 }).await;
+    raw.expect_error(ErrorCode::TooLarge, "at most 1024 keys").await;
+    let leases = vec![([7u8; 16], 1); ate::messaging::MAX_LEASE_CANDIDATES + 1];
+    raw.send(&ClientMessage::LeaseHoldsMany { request: 2, chain: "c".into(), leases }).await;
+    raw.expect_error(ErrorCode::TooLarge, "at most 1024 leases").await;
+    raw.ping(8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,12 +120,25 @@ async fn queues_consumers_and_services_work_across_applications() {
     second.wait_applied(first.next_sequence() - 1).await.unwrap();
     let workers = [Queue::new(&first, &session, "work", config), Queue::new(&second, &session, "work", config)];
     let mut handles = Vec::new();
-    for worker in workers {
+    for (index, worker) in workers.into_iter().enumerate() {
         handles.push(tokio::spawn(async move {
             let mut done = Vec::new();
-            while let Some(delivery) = worker.take::<u32>().await.unwrap() {
-                done.push(delivery.key);
-                worker.ack(delivery).await.unwrap();
+            if index == 0 {
+                while let Some(delivery) = worker.take::<u32>().await.unwrap() {
+                    done.push(delivery.key);
+                    worker.ack(delivery).await.unwrap();
+                }
+            } else {
+                // Batches: one lease request and one lease check per batch.
+                loop {
+                    let batch = worker.take_many::<u32>(5).await.unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    done.extend(batch.iter().map(|delivery| delivery.key));
+                    let count = batch.len();
+                    assert_eq!(worker.ack_many(batch).await.unwrap(), count, "every lease in the batch was held");
+                }
             }
             done
         }));

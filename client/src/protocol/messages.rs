@@ -207,6 +207,22 @@ pub enum ClientMessage {
         request: u64,
         chain: String,
     },
+    /// Lease up to `max` of `keys` (at most `MAX_LEASE_CANDIDATES`), in
+    /// order, under `token`: answered by `LeasedMany`.
+    LeaseMany {
+        request: u64,
+        chain: String,
+        keys: Vec<[u8; 16]>,
+        token: u64,
+        lease_ms: u64,
+        max: u32,
+    },
+    /// Whether each `(key, token)` lease is still held: answered by `LeaseHeldMany`.
+    LeaseHoldsMany {
+        request: u64,
+        chain: String,
+        leases: Vec<([u8; 16], u64)>,
+    },
 }
 
 /// From server to client.
@@ -284,6 +300,16 @@ pub enum ServerMessage {
         #[serde(with = "serde_bytes")]
         checkpoint: Option<Vec<u8>>,
     },
+    /// The keys leased, with their delivery counts.
+    LeasedMany {
+        request: u64,
+        leased: Vec<([u8; 16], u32)>,
+    },
+    /// One answer per lease asked about, in order.
+    LeaseHeldMany {
+        request: u64,
+        held: Vec<bool>,
+    },
 }
 
 impl ServerMessage {
@@ -299,7 +325,9 @@ impl ServerMessage {
             | ServerMessage::Released { request, .. }
             | ServerMessage::Offset { request, .. }
             | ServerMessage::LeaseHeld { request, .. }
-            | ServerMessage::Checkpoint { request, .. } => Some(*request),
+            | ServerMessage::Checkpoint { request, .. }
+            | ServerMessage::LeasedMany { request, .. }
+            | ServerMessage::LeaseHeldMany { request, .. } => Some(*request),
             ServerMessage::Error { request, .. } => *request,
             ServerMessage::Pong { nonce } => Some(*nonce),
             ServerMessage::HelloAck { .. } | ServerMessage::Authenticated { .. } | ServerMessage::Events { .. } => None,
@@ -367,6 +395,15 @@ mod tests {
             ClientMessage::ConsumerOffset { request: 6, chain: "c".into(), consumer: "billing".into(), offset: None },
             ClientMessage::Ping { nonce: 99 },
             ClientMessage::Checkpoint { request: 7, chain: "c".into() },
+            ClientMessage::LeaseMany {
+                request: 8,
+                chain: "c".into(),
+                keys: vec![[1; 16], [2; 16]],
+                token: 3,
+                lease_ms: 10,
+                max: 1,
+            },
+            ClientMessage::LeaseHoldsMany { request: 9, chain: "c".into(), leases: vec![([1; 16], 3)] },
         ]
     }
 

@@ -964,22 +964,64 @@ impl Chain {
         match self.upstream() {
             Some((upstream, _)) => upstream.lease(key, token, lease).await,
             None => {
-                // Only live objects can be leased, counting deletions still
-                // on their way to the disk: an item whose acknowledgement is
-                // being written must not be handed out again (and the lease
-                // table stays as small as the queues).
                 let state = self.append.lock();
-                let live = match state.in_flight.get(&key.as_u128()) {
-                    Some(&(_, deleted)) => !deleted,
-                    None => self.version(&key).is_some(),
-                };
-                if !live {
-                    return Ok(None);
-                }
-                // Under the append lock: no deletion can be assigned between
-                // the check and the lease.
-                Ok(self.leases.acquire(key.as_u128(), token, lease))
+                Ok(self.lease_locally(&state, key, token, lease))
             }
+        }
+    }
+
+    /// Only live objects can be leased, counting deletions still on their
+    /// way to the disk: an item whose acknowledgement is being written must
+    /// not be handed out again (and the lease table stays as small as the
+    /// queues). Under the append lock: no deletion can be assigned between
+    /// the check and the lease.
+    fn lease_locally(
+        &self,
+        state: &AppendState,
+        key: PrimaryKey,
+        token: u64,
+        lease: std::time::Duration,
+    ) -> Option<u32> {
+        let live = match state.in_flight.get(&key.as_u128()) {
+            Some(&(_, deleted)) => !deleted,
+            None => self.version(&key).is_some(),
+        };
+        live.then(|| self.leases.acquire(key.as_u128(), token, lease)).flatten()
+    }
+
+    /// Leases up to `max` of `candidates`, in order, under one `token`,
+    /// skipping items that are gone or held by someone else: the leased keys
+    /// and their delivery counts. On a replica, one request to the owner.
+    pub async fn lease_acquire_many(
+        &self,
+        candidates: &[PrimaryKey],
+        token: u64,
+        lease: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<(PrimaryKey, u32)>> {
+        match self.upstream() {
+            Some((upstream, _)) => upstream.lease_many(candidates.to_vec(), token, lease, max).await,
+            None => {
+                let state = self.append.lock();
+                let mut leased = Vec::new();
+                for key in candidates {
+                    if leased.len() >= max {
+                        break;
+                    }
+                    if let Some(deliveries) = self.lease_locally(&state, *key, token, lease) {
+                        leased.push((*key, deliveries));
+                    }
+                }
+                Ok(leased)
+            }
+        }
+    }
+
+    /// [`Chain::lease_holds`] for many leases; on a replica, one request.
+    pub async fn lease_holds_many(&self, leases: &[(PrimaryKey, u64)]) -> Result<Vec<bool>> {
+        match self.upstream() {
+            Some((upstream, _)) => upstream.lease_holds_many(leases.to_vec()).await,
+            None => Ok(leases.iter().map(|(key, token)| self.leases.holds(key.as_u128(), *token)).collect()),
         }
     }
 

@@ -50,6 +50,41 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     /// object's lease as it applies the deletion, so an upstream may answer
     /// a `forget` without asking.
     fn lease_release(&self, key: PrimaryKey, token: u64, forget: bool) -> UpstreamFuture<'_, bool>;
+
+    /// Leases up to `max` of `candidates`, in order, skipping those someone
+    /// else holds, all under `token`: the leased keys with their delivery
+    /// counts. One request instead of one per key; the default asks key by key.
+    fn lease_many(
+        &self,
+        candidates: Vec<PrimaryKey>,
+        token: u64,
+        lease: Duration,
+        max: usize,
+    ) -> UpstreamFuture<'_, Vec<(PrimaryKey, u32)>> {
+        Box::pin(async move {
+            let mut leased = Vec::new();
+            for key in candidates {
+                if leased.len() >= max {
+                    break;
+                }
+                if let Some(deliveries) = self.lease(key, token, lease).await? {
+                    leased.push((key, deliveries));
+                }
+            }
+            Ok(leased)
+        })
+    }
+
+    /// [`Upstream::lease_holds`] for many leases at once.
+    fn lease_holds_many(&self, leases: Vec<(PrimaryKey, u64)>) -> UpstreamFuture<'_, Vec<bool>> {
+        Box::pin(async move {
+            let mut held = Vec::with_capacity(leases.len());
+            for (key, token) in leases {
+                held.push(self.lease_holds(key, token).await?);
+            }
+            Ok(held)
+        })
+    }
 }
 
 /// Longest wait for an acknowledged commit to reach the replica.

@@ -105,6 +105,9 @@ pub struct Delivery<T> {
     version: u64,
 }
 
+/// Most candidates one lease request names (a bound the owner enforces too).
+pub const MAX_LEASE_CANDIDATES: usize = 1024;
+
 /// A queue named `name` on a chain.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -183,39 +186,46 @@ impl Queue {
         Ok(self.take_many(1).await?.pop())
     }
 
-    /// Takes up to `max` available items, oldest first, each under its own lease.
+    /// Takes up to `max` available items, oldest first, each under a lease
+    /// (one token for the batch). On a replica, leases are asked for in
+    /// batches of candidates: one round trip for the usual take, not one per item.
     pub async fn take_many<T: DeserializeOwned>(&self, max: usize) -> Result<Vec<Delivery<T>>> {
         let chain = &self.chain;
         let mut taken = Vec::new();
         let mut dio = self.chain.dio(&self.session).await;
-        for key in self.chain.children(&self.items, CollectionId::default()) {
+        let token = random_token()?;
+        let candidates = self.chain.children(&self.items, CollectionId::default());
+        // Some candidates are held by other consumers: ask for a few more than needed.
+        let per_request = max.saturating_mul(2).clamp(16, MAX_LEASE_CANDIDATES);
+        for chunk in candidates.chunks(per_request) {
             if taken.len() >= max {
                 break;
             }
-            let token = random_token()?;
-            let Some(deliveries) = chain.lease_acquire(key, token, self.config.lease).await? else { continue };
-            let Some(version) = self.chain.version(&key) else {
-                chain.lease_release(key, token, true).await?;
-                continue;
-            };
-            if deliveries > self.config.max_deliveries {
-                self.dead_letter_item(key, token).await?;
-                continue;
-            }
-            match dio.load::<T>(&key).await {
-                Ok(value) => taken.push(Delivery { key, value: value.into_inner(), deliveries, token, version }),
-                // Acknowledged by someone else in the meantime.
-                Err(AteError::NotFound { .. }) => {
+            let leased = chain.lease_acquire_many(chunk, token, self.config.lease, max - taken.len()).await?;
+            for (key, deliveries) in leased {
+                let Some(version) = self.chain.version(&key) else {
                     chain.lease_release(key, token, true).await?;
+                    continue;
+                };
+                if deliveries > self.config.max_deliveries {
+                    self.dead_letter_item(key, token).await?;
+                    continue;
                 }
-                // A value that cannot be read is poison: straight to the dead letters.
-                Err(AteError::Deserialization { .. }) => self.dead_letter_item(key, token).await?,
-                Err(error) => {
-                    chain.lease_release(key, token, false).await?;
-                    for delivery in taken {
-                        chain.lease_release(delivery.key, delivery.token, false).await?;
+                match dio.load::<T>(&key).await {
+                    Ok(value) => taken.push(Delivery { key, value: value.into_inner(), deliveries, token, version }),
+                    // Acknowledged by someone else in the meantime.
+                    Err(AteError::NotFound { .. }) => {
+                        chain.lease_release(key, token, true).await?;
                     }
-                    return Err(error);
+                    // A value that cannot be read is poison: straight to the dead letters.
+                    Err(AteError::Deserialization { .. }) => self.dead_letter_item(key, token).await?,
+                    Err(error) => {
+                        chain.lease_release(key, token, false).await?;
+                        for delivery in taken {
+                            chain.lease_release(delivery.key, delivery.token, false).await?;
+                        }
+                        return Err(error);
+                    }
                 }
             }
         }
@@ -226,12 +236,10 @@ impl Queue {
     /// meanwhile, each is acknowledged on its own instead, so the others
     /// still go through; returns how many were acknowledged.
     pub async fn ack_many<T>(&self, deliveries: Vec<Delivery<T>>) -> Result<usize> {
-        let mut held = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            if self.chain.lease_holds(delivery.key, delivery.token).await? {
-                held.push(delivery);
-            }
-        }
+        let leases: Vec<(PrimaryKey, u64)> = deliveries.iter().map(|delivery| (delivery.key, delivery.token)).collect();
+        let holds = self.chain.lease_holds_many(&leases).await?;
+        let held: Vec<Delivery<T>> =
+            deliveries.into_iter().zip(holds).filter_map(|(delivery, held)| held.then_some(delivery)).collect();
         let mut dio = self.chain.dio(&self.session).await;
         for delivery in &held {
             let placement = Some((self.items, CollectionId::default()));
