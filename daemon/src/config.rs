@@ -17,6 +17,7 @@
 //!
 //! [log]                                # optional: segments and their upkeep
 //! segment_bytes = 268435456            # size of new segment files (default 256 MiB)
+//! backend = "io_uring"                 # io_uring (default) | pwrite
 //! drop_older_than = "30d"              # drop sealed segments older than this (default: never)
 //! tombstone_horizon = "7d"             # ...but keep those holding younger deletions
 //! compact = true                       # compact sealed segments too (default: false)
@@ -62,6 +63,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub segment_bytes: Option<u64>,
+    #[serde(default)]
+    pub backend: BackendSetting,
     pub drop_older_than: Option<String>,
     #[serde(default = "default_tombstone_horizon")]
     pub tombstone_horizon: String,
@@ -75,6 +78,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         Self {
             segment_bytes: None,
+            backend: BackendSetting::default(),
             drop_older_than: None,
             tombstone_horizon: default_tombstone_horizon(),
             compact: false,
@@ -117,6 +121,25 @@ impl LogSettings {
 pub struct TlsIdentity {
     pub certificate: PathBuf,
     pub key: PathBuf,
+}
+
+/// How segments are appended to (`ate::StorageBackend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum BackendSetting {
+    #[default]
+    #[serde(rename = "io_uring")]
+    IoUring,
+    #[serde(rename = "pwrite")]
+    Pwrite,
+}
+
+impl From<BackendSetting> for ate::StorageBackend {
+    fn from(value: BackendSetting) -> Self {
+        match value {
+            BackendSetting::IoUring => ate::StorageBackend::IoUring,
+            BackendSetting::Pwrite => ate::StorageBackend::Portable,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

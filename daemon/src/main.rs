@@ -100,6 +100,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         token_skew: None,
         root_keys: config.root_keys()?,
         segment_size_bytes: config.log.segment_bytes,
+        backend: config.log.backend.into(),
         maintenance: config
             .log
             .maintenance()

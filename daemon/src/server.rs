@@ -103,6 +103,8 @@ pub struct ServerOptions {
     pub root_keys: Vec<PublicSignKey>,
     /// Size of new segment files (`None`: the engine's default).
     pub segment_size_bytes: Option<u64>,
+    /// How segments are appended to.
+    pub backend: ate::StorageBackend,
     /// Compaction and old-segment dropping run by atedb itself (`[log]`).
     pub maintenance: Option<crate::maintenance::LogMaintenance>,
 }
@@ -165,6 +167,7 @@ impl Server {
             log_path: Some(data.root.clone()),
             durability: options.durability,
             segment_size_bytes,
+            backend: options.backend,
             max_commit_bytes: defaults.max_commit_bytes.min(quarter),
             max_write_bytes: defaults.max_write_bytes.min(quarter),
             ..defaults

@@ -369,3 +369,25 @@ async fn subscriptions_start_exactly_where_asked_across_segments_and_restarts() 
     // After a restart the commit index is rebuilt by recovery.
     check(open().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_after_the_lease_passed_to_someone_else_is_refused_alone_or_in_a_batch() {
+    let (_dir, chain) = chain().await;
+    let session = AteSession::default();
+    let config = QueueConfig { lease: Duration::from_millis(50), max_deliveries: 10 };
+    let queue = Queue::new(&chain, &session, "expiring", config);
+    queue.push_many(["a".to_string(), "b".to_string()]).await.unwrap();
+    let stale = queue.take_many::<String>(2).await.unwrap();
+    assert_eq!(stale.len(), 2);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let fresh = queue.take_many::<String>(2).await.unwrap();
+    assert_eq!(fresh.len(), 2, "expired leases made both items available again");
+    // The stale holder's acknowledgements are refused (its leases were
+    // checked: they are past their sure window); the fresh ones go through
+    // without a check.
+    assert_eq!(queue.ack_many(stale).await.unwrap(), 0);
+    let mut fresh = fresh.into_iter();
+    queue.ack(fresh.next().unwrap()).await.unwrap();
+    assert_eq!(queue.ack_many(fresh.collect()).await.unwrap(), 1);
+    assert!(queue.is_empty());
+}

@@ -589,6 +589,29 @@ impl Chain {
         self.shared.view.children(parent.as_u128(), collection.0).into_iter().map(PrimaryKey::from_u128).collect()
     }
 
+    /// At most `limit` children of `parent` in `collection` created at or
+    /// after `from_sequence`, oldest first, each with the sequence that
+    /// created it (pass the last one + 1 for the next page).
+    pub fn children_page(
+        &self,
+        parent: &PrimaryKey,
+        collection: CollectionId,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Vec<(u64, PrimaryKey)> {
+        self.shared
+            .view
+            .children_page(parent.as_u128(), collection.0, from_sequence, limit)
+            .into_iter()
+            .map(|(sequence, key)| (sequence, PrimaryKey::from_u128(key)))
+            .collect()
+    }
+
+    /// How many children `parent` has in `collection`.
+    pub fn child_count(&self, parent: &PrimaryKey, collection: CollectionId) -> usize {
+        self.shared.view.child_count(parent.as_u128(), collection.0)
+    }
+
     /// Number of live objects in the view.
     pub fn len(&self) -> usize {
         self.shared.view.len()

@@ -103,6 +103,16 @@ pub struct Delivery<T> {
     pub deliveries: u32,
     token: u64,
     version: u64,
+    /// Until when the lease is certainly held: measured from before the
+    /// lease was asked for, so it ends before the owner's lease does.
+    surely_held_until: Instant,
+}
+
+impl<T> Delivery<T> {
+    /// Whether the lease must be checked with the owner before acknowledging.
+    fn needs_lease_check(&self) -> bool {
+        Instant::now() >= self.surely_held_until
+    }
 }
 
 /// Most candidates one lease request names (a bound the owner enforces too).
@@ -173,7 +183,7 @@ impl Queue {
 
     /// Items waiting (taken or not).
     pub fn len(&self) -> usize {
-        self.chain.children(&self.items, CollectionId::default()).len()
+        self.chain.child_count(&self.items, CollectionId::default())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,14 +204,18 @@ impl Queue {
         let mut taken = Vec::new();
         let mut dio = self.chain.dio(&self.session).await;
         let token = random_token()?;
-        let candidates = self.chain.children(&self.items, CollectionId::default());
-        // Some candidates are held by other consumers: ask for a few more than needed.
+        // A tenth of the lease as margin for clock rate differences.
+        let surely_held_until = Instant::now() + self.config.lease - self.config.lease / 10;
+        // Some candidates are held by other consumers: ask for a few more
+        // than needed, a page of the backlog at a time (oldest first).
         let per_request = max.saturating_mul(2).clamp(16, MAX_LEASE_CANDIDATES);
-        for chunk in candidates.chunks(per_request) {
-            if taken.len() >= max {
-                break;
-            }
-            let leased = chain.lease_acquire_many(chunk, token, self.config.lease, max - taken.len()).await?;
+        let mut from_sequence = 0;
+        while taken.len() < max {
+            let page = self.chain.children_page(&self.items, CollectionId::default(), from_sequence, per_request);
+            let Some(&(last, _)) = page.last() else { break };
+            from_sequence = last + 1;
+            let candidates: Vec<PrimaryKey> = page.into_iter().map(|(_, key)| key).collect();
+            let leased = chain.lease_acquire_many(&candidates, token, self.config.lease, max - taken.len()).await?;
             for (key, deliveries) in leased {
                 let Some(version) = self.chain.version(&key) else {
                     chain.lease_release(key, token, true).await?;
@@ -212,7 +226,14 @@ impl Queue {
                     continue;
                 }
                 match dio.load::<T>(&key).await {
-                    Ok(value) => taken.push(Delivery { key, value: value.into_inner(), deliveries, token, version }),
+                    Ok(value) => taken.push(Delivery {
+                        key,
+                        value: value.into_inner(),
+                        deliveries,
+                        token,
+                        version,
+                        surely_held_until,
+                    }),
                     // Acknowledged by someone else in the meantime.
                     Err(AteError::NotFound { .. }) => {
                         chain.lease_release(key, token, true).await?;
@@ -236,10 +257,18 @@ impl Queue {
     /// meanwhile, each is acknowledged on its own instead, so the others
     /// still go through; returns how many were acknowledged.
     pub async fn ack_many<T>(&self, deliveries: Vec<Delivery<T>>) -> Result<usize> {
-        let leases: Vec<(PrimaryKey, u64)> = deliveries.iter().map(|delivery| (delivery.key, delivery.token)).collect();
-        let holds = self.chain.lease_holds_many(&leases).await?;
-        let held: Vec<Delivery<T>> =
-            deliveries.into_iter().zip(holds).filter_map(|(delivery, held)| held.then_some(delivery)).collect();
+        // Leases taken a moment ago are still held (nobody else can take an
+        // item before its lease expires): only older ones are checked, in
+        // one request. The version guard on each deletion keeps an item from
+        // being acknowledged twice either way.
+        let (mut held, to_check): (Vec<_>, Vec<_>) =
+            deliveries.into_iter().partition(|delivery| !delivery.needs_lease_check());
+        if !to_check.is_empty() {
+            let leases: Vec<(PrimaryKey, u64)> =
+                to_check.iter().map(|delivery| (delivery.key, delivery.token)).collect();
+            let holds = self.chain.lease_holds_many(&leases).await?;
+            held.extend(to_check.into_iter().zip(holds).filter_map(|(delivery, held)| held.then_some(delivery)));
+        }
         let mut dio = self.chain.dio(&self.session).await;
         for delivery in &held {
             let placement = Some((self.items, CollectionId::default()));
@@ -270,7 +299,7 @@ impl Queue {
     /// Acknowledges a delivery: the item is tombstoned, atomically, and only
     /// if this delivery still holds it and nobody acknowledged it first.
     pub async fn ack<T>(&self, delivery: Delivery<T>) -> Result<()> {
-        if !self.chain.lease_holds(delivery.key, delivery.token).await? {
+        if delivery.needs_lease_check() && !self.chain.lease_holds(delivery.key, delivery.token).await? {
             return Err(AteError::LeaseLost { key: delivery.key });
         }
         let mut dio = self.chain.dio(&self.session).await;

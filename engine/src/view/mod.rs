@@ -171,6 +171,21 @@ impl View {
         self.children.get(&(parent, collection)).map(|list| list.values().copied().collect()).unwrap_or_default()
     }
 
+    /// At most `limit` children created at or after `from_sequence`, oldest
+    /// first, with the sequence that created each: a page of a long list
+    /// (a queue's backlog) without copying the whole of it.
+    pub fn children_page(&self, parent: u128, collection: u64, from_sequence: u64, limit: usize) -> Vec<(u64, u128)> {
+        self.children
+            .get(&(parent, collection))
+            .map(|list| list.range(from_sequence..).take(limit).map(|(sequence, key)| (*sequence, *key)).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many children `parent` has in `collection`.
+    pub fn child_count(&self, parent: u128, collection: u64) -> usize {
+        self.children.get(&(parent, collection)).map_or(0, |list| list.len())
+    }
+
     /// Number of live objects.
     pub fn len(&self) -> usize {
         self.objects.len()
@@ -230,6 +245,22 @@ mod tests {
         assert_eq!(view.children(7, 1), vec![1]);
         put(&view, 2, 6, None); // becomes a root
         assert_eq!(view.children(7, 0), vec![3]);
+    }
+
+    #[test]
+    fn children_come_in_pages_in_creation_order() {
+        let view = View::new();
+        for key in 0..10u128 {
+            put(&view, 100 + key, 10 + key as u64, Some((7, 0)));
+        }
+        view.apply(ViewChange::Delete { key: 102 });
+        let first = view.children_page(7, 0, 0, 4);
+        assert_eq!(first, vec![(10, 100), (11, 101), (13, 103), (14, 104)]);
+        let next = view.children_page(7, 0, first.last().unwrap().0 + 1, 4);
+        assert_eq!(next, vec![(15, 105), (16, 106), (17, 107), (18, 108)]);
+        assert_eq!(view.children_page(7, 0, 19, 4), vec![(19, 109)]);
+        assert!(view.children_page(7, 0, 20, 4).is_empty() && view.children_page(8, 0, 0, 4).is_empty());
+        assert_eq!(view.child_count(7, 0), 9);
     }
 
     #[test]
