@@ -3,32 +3,20 @@
 
 mod common;
 
-use ate::crypto::{PrivateSignKey, SignatureScheme};
+use ate::crypto::PrivateSignKey;
 use ate::format::EventKind;
 use ate::prelude::*;
 use ate::trust::{sign_commit, ReadAuthority, RejectReason, WriteAuthority};
 use std::sync::Arc;
 
-fn key() -> PrivateSignKey {
-    PrivateSignKey::generate(SignatureScheme::MlDsa44)
-}
+use common::session_with;
 
-fn session_with(keys: &[&PrivateSignKey]) -> AteSession {
-    let mut session = AteSession::new("tester");
-    for key in keys {
-        session.add_user_write_key((*key).clone());
-    }
-    session
+fn key() -> PrivateSignKey {
+    common::signing_key()
 }
 
 async fn chain_with_root(dir: &std::path::Path, root: &PrivateSignKey) -> Arc<Chain> {
-    ChainBuilder::new(&common::small_config(dir))
-        .await
-        .add_root_public_key(root.public())
-        .build()
-        .open(&ChainKey::from("trusted"))
-        .await
-        .unwrap()
+    common::open_rooted(common::small_config(dir), root.public(), "trusted").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

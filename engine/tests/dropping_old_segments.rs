@@ -6,7 +6,7 @@
 mod common;
 
 use ate::chain::{now_us, DropRule};
-use ate::crypto::{PrivateSignKey, SignatureScheme};
+use ate::crypto::PrivateSignKey;
 use ate::prelude::*;
 use ate::storage::{FaultPlan, FaultyStorage, Storage};
 use ate::trust::retention::{RetentionChange, RetentionMode, RetentionPolicy, RetentionRule, RetentionViolation};
@@ -64,33 +64,15 @@ async fn old_then_new(chain: &Chain) -> u64 {
     cutoff
 }
 
-fn signer() -> PrivateSignKey {
-    PrivateSignKey::generate(SignatureScheme::MlDsa44)
-}
-
-fn session_with(keys: &[&PrivateSignKey]) -> AteSession {
-    let mut session = AteSession::new("tester");
-    for key in keys {
-        session.add_user_write_key((*key).clone());
-    }
-    session
-}
-
-async fn open_rooted(dir: &Path, root: &PrivateSignKey) -> Arc<Chain> {
-    ChainBuilder::new(&config(dir))
-        .await
-        .add_root_public_key(root.public())
-        .build()
-        .open(&ChainKey::from("archive"))
-        .await
-        .unwrap()
+async fn open_archive(dir: &Path, root: &PrivateSignKey) -> Arc<Chain> {
+    open_rooted(config(dir), root.public(), "archive").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kept_chain_opens_verifies_proves_and_enforces_the_dropped_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let (root, editor, stranger) = (signer(), signer(), signer());
-    let chain = open_rooted(dir.path(), &root).await;
+    let (root, editor, stranger) = (signing_key(), signing_key(), signing_key());
+    let chain = open_archive(dir.path(), &root).await;
     // In the part that will be dropped: an authority record naming `editor`,
     // whose key is published there when it first signs.
     let mut dio = chain.dio(&session_with(&[&root, &editor])).await;
@@ -128,7 +110,7 @@ async fn the_kept_chain_opens_verifies_proves_and_enforces_the_dropped_rules() {
     let path = chain.path().to_path_buf();
     drop(chain);
 
-    let chain = open_rooted(dir.path(), &root).await;
+    let chain = open_archive(dir.path(), &root).await;
     assert_eq!(chain.first_sequence(), report.first_sequence);
     assert_eq!(chain.durable_sequence(), head.tree_size, "no kept event moved");
     let after = chain.tree_head().unwrap();

@@ -128,15 +128,7 @@ async fn encrypted_and_signed_commits_survive_reopen_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let root = PrivateSignKey::generate(SignatureScheme::Falcon512);
     let read = ReadKey::generate().unwrap();
-    let open = || async {
-        ChainBuilder::new(&common::small_config(dir.path()))
-            .await
-            .add_root_public_key(root.public())
-            .build()
-            .open(&ChainKey::from("falcon"))
-            .await
-            .unwrap()
-    };
+    let open = || common::open_rooted(common::small_config(dir.path()), root.public(), "falcon");
     let chain = open().await;
     let mut session = AteSession::new("owner");
     session.add_user_write_key(root.clone()).add_user_read_key(read.clone());

@@ -321,13 +321,7 @@ fn signed(chain: &str, keys: &[&PrivateSignKey], mut events: Vec<NewEvent>, time
 }
 
 async fn chain_with_root(dir: &std::path::Path, root: &PrivateSignKey) -> std::sync::Arc<Chain> {
-    ChainBuilder::new(&common::small_config(dir))
-        .await
-        .add_root_public_key(root.public())
-        .build()
-        .open(&ChainKey::from("vectors"))
-        .await
-        .unwrap()
+    common::open_rooted(common::small_config(dir), root.public(), "vectors").await
 }
 
 fn rejection(result: ate::Result<ate::CommitReceipt>) -> (usize, RejectReason) {

@@ -247,15 +247,7 @@ async fn proofs_verify_against_signed_tree_heads() {
 async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = PrivateSignKey::generate(SignatureScheme::MlDsa44);
-    let open = || async {
-        ChainBuilder::new(&common::small_config(dir.path()))
-            .await
-            .add_root_public_key(root.public())
-            .build()
-            .open(&ChainKey::from("audited"))
-            .await
-            .unwrap()
-    };
+    let open = || common::open_rooted(common::small_config(dir.path()), root.public(), "audited");
     let chain = open().await;
     let mut session = AteSession::new("owner");
     session.add_user_write_key(root.clone());

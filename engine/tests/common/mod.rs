@@ -1,7 +1,9 @@
 //! Helpers shared by the scenario tests.
 #![allow(dead_code)]
 
+use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
 use ate::storage::Storage;
+use ate::AteSession;
 use ate::{AteConfig, Chain, ChainBuilder, ChainKey, NewEvent, PrimaryKey, Result, StorageBackend};
 use std::path::Path;
 use std::sync::Arc;
@@ -58,4 +60,23 @@ pub fn commit_events(index: usize) -> Vec<NewEvent> {
 
 pub fn objects_of_commit(index: usize) -> impl Iterator<Item = usize> {
     (0..1 + index % 3).map(move |part| index * 3 + part)
+}
+
+/// A fresh ML-DSA-44 signing key (the fastest to make).
+pub fn signing_key() -> PrivateSignKey {
+    PrivateSignKey::generate(SignatureScheme::MlDsa44)
+}
+
+/// A session that writes with `keys`.
+pub fn session_with(keys: &[&PrivateSignKey]) -> AteSession {
+    let mut session = AteSession::new("tester");
+    for key in keys {
+        session.add_user_write_key((*key).clone());
+    }
+    session
+}
+
+/// Opens chain `name` under `config` with `root` as its root key.
+pub async fn open_rooted(config: AteConfig, root: &PublicSignKey, name: &str) -> Arc<Chain> {
+    ChainBuilder::new(&config).await.add_root_public_key(root).build().open(&ChainKey::from(name)).await.unwrap()
 }
