@@ -93,5 +93,23 @@ async fn main() {
     let mut input = [0u8; 64].to_vec();
     input.extend_from_slice(&signed.encode());
     write("proof_verify", "signed-tree-head", &input);
+    // A checkpoint: small segments, a policy (a trust record), old ones dropped.
+    let small = AteConfig {
+        log_path: Some(dir.path().join("small")),
+        segment_size_bytes: 16 << 10,
+        max_commit_bytes: 4 << 10,
+        max_write_bytes: 4 << 10,
+        ..AteConfig::default()
+    };
+    let trimmed = ChainBuilder::new(&small).await.build().open(&ChainKey::from("trimmed")).await.unwrap();
+    let policy = ate::trust::retention::RetentionPolicy::default();
+    trimmed.append(vec![NewEvent::retention_policy(policy)], None).await.unwrap();
+    for index in 0..60u32 {
+        trimmed.append(vec![NewEvent::data(PrimaryKey::from_name(&format!("old-{index}")), vec![7; 900])], None).await.unwrap();
+    }
+    let rule = ate::chain::DropRule { older_than_us: ate::chain::now_us(), tombstone_horizon_us: 0 };
+    trimmed.drop_segments(rule, ate::chain::now_us()).await.unwrap();
+    write("checkpoint_decode", "checkpoint", &trimmed.checkpoint().unwrap().expect("segments were dropped"));
+
     println!("seeds written to fuzz/seeds/");
 }
