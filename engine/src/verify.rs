@@ -116,48 +116,57 @@ pub fn verify_chain(
         header
             .check_continues(&chain_id, *first_sequence, next_sequence, &last_hash)
             .map_err(|(sequence, reason)| fail(path, 0, sequence, reason))?;
-        let mut offset = SEGMENT_HEADER_LEN;
+        // Pass 1: frame every record (checksums). Pass 2, on every core: the
+        // payload and event hashes, most of the work. Pass 3, in order: the
+        // checks that depend on what came before. Failures are reported in
+        // log order all the same.
+        // A window of records at a time keeps the memory bounded.
         let mut pending: Vec<(usize, crate::format::DecodedRecord<'_>)> = Vec::new();
+        let mut window_start = SEGMENT_HEADER_LEN;
         loop {
-            if stop_before.is_some_and(|stop| next_sequence >= stop) {
-                finished = true;
-                break;
+            let (records, stopped) = frame_records(&map, window_start, next_sequence, stop_before);
+            let hashes = hash_records(&records);
+            for ((offset, record), (payload_check, event_hash)) in records.into_iter().zip(hashes) {
+                let sequence = record.sequence();
+                if sequence != next_sequence {
+                    // The chain is bad from the position where `next_sequence` belongs.
+                    return Err(fail(
+                        path,
+                        offset,
+                        Some(next_sequence),
+                        format!("found sequence {sequence} where {next_sequence} belongs"),
+                    ));
+                }
+                if record.header.prev_hash != last_hash {
+                    let reason =
+                        "hash chain broken: this event does not link to the one before it (either was altered)";
+                    return Err(fail(path, offset, Some(sequence), reason.into()));
+                }
+                payload_check.map_err(|error| fail(path, offset, Some(sequence), error))?;
+                last_hash = event_hash;
+                tree.push(&last_hash);
+                last_timestamp = last_timestamp.max(record.header.timestamp_us());
+                next_sequence += 1;
+                bytes += (record.next_offset - offset) as u64;
+                let commit_end = record.header.is_commit_end();
+                pending.push((offset, record));
+                if commit_end {
+                    check_commit(&mut state, trust, validators, chain.name(), &chain_id, &pending).map_err(
+                        |(index, reason)| fail(path, pending[index].0, Some(pending[index].1.sequence()), reason),
+                    )?;
+                    pending.clear();
+                    commits += 1;
+                    progress(bytes);
+                }
             }
-            let record = match decode_record(&map, offset) {
-                Ok(Some(record)) => record,
-                Ok(None) => break,
-                Err(error) => return Err(fail(path, offset, Some(next_sequence), error.to_string())),
-            };
-            let sequence = record.sequence();
-            if sequence != next_sequence {
-                // The chain is bad from the position where `next_sequence` belongs.
-                return Err(fail(
-                    path,
-                    offset,
-                    Some(next_sequence),
-                    format!("found sequence {sequence} where {next_sequence} belongs"),
-                ));
-            }
-            if record.header.prev_hash != last_hash {
-                let reason = "hash chain broken: this event does not link to the one before it (either was altered)";
-                return Err(fail(path, offset, Some(sequence), reason.into()));
-            }
-            record.verify_payload_hash().map_err(|error| fail(path, offset, Some(sequence), error.to_string()))?;
-            last_hash = record.event_hash();
-            tree.push(&last_hash);
-            last_timestamp = last_timestamp.max(record.header.timestamp_us());
-            next_sequence += 1;
-            bytes += (record.next_offset - offset) as u64;
-            let commit_end = record.header.is_commit_end();
-            pending.push((offset, record));
-            offset = record.next_offset;
-            if commit_end {
-                check_commit(&mut state, trust, validators, chain.name(), &chain_id, &pending).map_err(
-                    |(index, reason)| fail(path, pending[index].0, Some(pending[index].1.sequence()), reason),
-                )?;
-                pending.clear();
-                commits += 1;
-                progress(bytes);
+            match stopped {
+                Stopped::Window { next_offset } => window_start = next_offset,
+                Stopped::End => break,
+                Stopped::Limit => {
+                    finished = true;
+                    break;
+                }
+                Stopped::Damaged { offset, reason } => return Err(fail(path, offset, Some(next_sequence), reason)),
             }
         }
         if let Some((at, record)) = pending.first() {
@@ -171,6 +180,71 @@ pub fn verify_chain(
         bytes,
         segments: files.len(),
         tree_head: TreeHead { chain_id, tree_size: tree.len(), root: tree.root(), timestamp_us: last_timestamp },
+    })
+}
+
+/// Why framing a segment stopped.
+enum Stopped {
+    /// A full window; the next one starts at `next_offset`.
+    Window { next_offset: usize },
+    /// The end marker.
+    End,
+    /// `stop_before` was reached.
+    Limit,
+    /// A record that does not decode, at `offset`.
+    Damaged { offset: usize, reason: String },
+}
+
+/// Records framed and hashed at a time (about 8 MiB of bookkeeping at most).
+const WINDOW_RECORDS: usize = 65_536;
+
+/// The records of a segment from `offset`, checksums checked, up to a full
+/// window, the end marker, `stop_before`, or the first damaged record.
+fn frame_records(
+    map: &[u8],
+    mut offset: usize,
+    first_sequence: u64,
+    stop_before: Option<u64>,
+) -> (Vec<(usize, crate::format::DecodedRecord<'_>)>, Stopped) {
+    let mut records = Vec::new();
+    loop {
+        if stop_before.is_some_and(|stop| first_sequence + records.len() as u64 >= stop) {
+            return (records, Stopped::Limit);
+        }
+        if records.len() == WINDOW_RECORDS {
+            return (records, Stopped::Window { next_offset: offset });
+        }
+        match decode_record(map, offset) {
+            Ok(Some(record)) => {
+                records.push((offset, record));
+                offset = record.next_offset;
+            }
+            Ok(None) => return (records, Stopped::End),
+            Err(error) => return (records, Stopped::Damaged { offset, reason: error.to_string() }),
+        }
+    }
+}
+
+/// Below this many records one thread hashes them all (threads cost more).
+const PARALLEL_HASH_MIN_RECORDS: usize = 4096;
+
+/// For each record: its payload hash check and its event hash, computed on
+/// up to every available core.
+fn hash_records(records: &[(usize, crate::format::DecodedRecord<'_>)]) -> Vec<(Result<(), String>, [u8; 32])> {
+    let hash = |chunk: &[(usize, crate::format::DecodedRecord<'_>)]| -> Vec<(Result<(), String>, [u8; 32])> {
+        chunk
+            .iter()
+            .map(|(_, record)| (record.verify_payload_hash().map_err(|error| error.to_string()), record.event_hash()))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    if threads < 2 || records.len() < PARALLEL_HASH_MIN_RECORDS {
+        return hash(records);
+    }
+    let chunk_len = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = records.chunks(chunk_len).map(|chunk| scope.spawn(move || hash(chunk))).collect();
+        workers.into_iter().flat_map(|worker| worker.join().expect("hashing never panics")).collect()
     })
 }
 

@@ -287,3 +287,58 @@ async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
     dio.set_verify_loads(false);
     assert_eq!(*dio.load::<String>(&honest).await.unwrap(), "pay eve 10000");
 }
+
+/// Large segments are hashed on several threads: damage is still reported
+/// at the first bad sequence, whichever thread hashed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_damage_is_named_when_hashing_runs_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AteConfig { segment_size_bytes: 64 << 20, ..common::small_config(dir.path()) };
+    let chain = common::open_with(&config, None).await.unwrap();
+    for batch in 0..100u64 {
+        let events = (0..100u64)
+            .map(|index| NewEvent::data(PrimaryKey::from_name(&format!("{batch}/{index}")), vec![batch as u8; 200]))
+            .collect();
+        chain.append(events, None).await.unwrap();
+    }
+    let path = chain.path().to_path_buf();
+    drop(chain);
+    let segment = std::fs::read_dir(&path)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let original = aligned(&std::fs::read(&segment).unwrap());
+    let length = original.len();
+    // Rewrite the segment with the payloads of `damaged` changed but their
+    // recorded payload hashes kept; checksums and the hash chain are
+    // recomputed, so only the (parallel) payload hash check can catch it.
+    let rewrite = |damaged: &[u64]| {
+        let header = SegmentHeader::decode(&original).unwrap();
+        let mut out = AlignedVec::<16>::new();
+        out.extend_from_slice(&original[..SEGMENT_HEADER_LEN]);
+        let mut prev_hash = header.prev_hash;
+        let mut offset = SEGMENT_HEADER_LEN;
+        while let Some(record) = decode_record(&original, offset).unwrap() {
+            let mut event = record.header.to_native();
+            let mut payload = record.payload.to_vec();
+            if damaged.contains(&event.sequence) {
+                payload[0] ^= 0xff;
+            }
+            event.prev_hash = prev_hash;
+            prev_hash = encode_record(&mut out, &event, &payload);
+            offset = record.next_offset;
+        }
+        let mut bytes = out.to_vec();
+        bytes.resize(length, 0);
+        std::fs::write(&segment, bytes).unwrap();
+        verify_chain(&path, &ChainKey::from("test-chain"), &TrustConfig::default(), &[], &[], None, &mut |_| {})
+            .unwrap_err()
+    };
+    let later = rewrite(&[8_000]);
+    assert_eq!(later.sequence, Some(8_000), "{later}");
+    assert!(later.reason.contains("payload"), "{later}");
+    let first = rewrite(&[3_000, 8_000]);
+    assert_eq!(first.sequence, Some(3_000), "{first}");
+}

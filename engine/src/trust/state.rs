@@ -11,6 +11,10 @@ use crate::crypto::{KeyId, PublicSignKey};
 use crate::format::EventKind;
 use std::collections::{HashMap, HashSet, VecDeque};
 
+/// Object keys and roots are spread already; SipHash cost 7% of `verify`
+/// (profile in docs/benchmarks.md). Seeded per map, like the view's.
+type FastHash = foldhash::fast::RandomState;
+
 /// Resolved write rule of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteRule {
@@ -56,7 +60,7 @@ pub struct EventView<'a> {
 /// Changes a validated commit makes to the state, applied by [`TrustState::commit`].
 #[derive(Debug, Default)]
 pub struct StagedTrust {
-    nodes: HashMap<u128, Node>,
+    nodes: HashMap<u128, Node, FastHash>,
     public_keys: Vec<PublicSignKey>,
     pub node_key_wraps: Vec<NodeKeyWrap>,
     /// Merkle root and timestamp of a signed commit, remembered for anti-replay.
@@ -78,14 +82,14 @@ impl StagedTrust {
 
 #[derive(Debug, Default)]
 pub struct TrustState {
-    nodes: HashMap<u128, Node>,
+    nodes: HashMap<u128, Node, FastHash>,
     public_keys: HashMap<KeyId, PublicSignKey>,
     /// Content hashes of recent events (within twice the timestamp skew), so
     /// a replayed commit is recognised while its timestamps are still valid.
     /// Merkle roots of recent signed commits → their (first, last) sequences.
     /// One entry per commit, kept for twice the timestamp skew: older signed
     /// commits are refused outright, so nothing older needs remembering.
-    recent: HashMap<[u8; 32], (u64, u64)>,
+    recent: HashMap<[u8; 32], (u64, u64), FastHash>,
     recent_order: VecDeque<([u8; 32], u64)>,
     policy: RetentionPolicy,
     /// The latest commit time seen (verification: the commits' own times),
