@@ -122,11 +122,12 @@ pub fn verify_chain(
         // log order all the same.
         // A window of records at a time keeps the memory bounded.
         let mut pending: Vec<(usize, crate::format::DecodedRecord<'_>)> = Vec::new();
+        let mut pending_content_hashes: Vec<[u8; 32]> = Vec::new();
         let mut window_start = SEGMENT_HEADER_LEN;
         loop {
             let (records, stopped) = frame_records(&map, window_start, next_sequence, stop_before);
             let hashes = hash_records(&records);
-            for ((offset, record), (payload_check, event_hash)) in records.into_iter().zip(hashes) {
+            for ((offset, record), hashes) in records.into_iter().zip(hashes) {
                 let sequence = record.sequence();
                 if sequence != next_sequence {
                     // The chain is bad from the position where `next_sequence` belongs.
@@ -142,19 +143,30 @@ pub fn verify_chain(
                         "hash chain broken: this event does not link to the one before it (either was altered)";
                     return Err(fail(path, offset, Some(sequence), reason.into()));
                 }
-                payload_check.map_err(|error| fail(path, offset, Some(sequence), error))?;
-                last_hash = event_hash;
-                tree.push(&last_hash);
+                hashes.payload_check.map_err(|error| fail(path, offset, Some(sequence), error))?;
+                last_hash = hashes.event_hash;
+                tree.push_leaf_hash(hashes.leaf_hash);
                 last_timestamp = last_timestamp.max(record.header.timestamp_us());
                 next_sequence += 1;
                 bytes += (record.next_offset - offset) as u64;
                 let commit_end = record.header.is_commit_end();
                 pending.push((offset, record));
+                pending_content_hashes.push(hashes.content_hash);
                 if commit_end {
-                    check_commit(&mut state, trust, validators, chain.name(), &chain_id, &pending).map_err(
-                        |(index, reason)| fail(path, pending[index].0, Some(pending[index].1.sequence()), reason),
-                    )?;
+                    check_commit(
+                        &mut state,
+                        trust,
+                        validators,
+                        chain.name(),
+                        &chain_id,
+                        &pending,
+                        &pending_content_hashes,
+                    )
+                    .map_err(|(index, reason)| {
+                        fail(path, pending[index].0, Some(pending[index].1.sequence()), reason)
+                    })?;
                     pending.clear();
+                    pending_content_hashes.clear();
                     commits += 1;
                     progress(bytes);
                 }
@@ -228,13 +240,30 @@ fn frame_records(
 /// Below this many records one thread hashes them all (threads cost more).
 const PARALLEL_HASH_MIN_RECORDS: usize = 4096;
 
-/// For each record: its payload hash check and its event hash, computed on
-/// up to every available core.
-fn hash_records(records: &[(usize, crate::format::DecodedRecord<'_>)]) -> Vec<(Result<(), String>, [u8; 32])> {
-    let hash = |chunk: &[(usize, crate::format::DecodedRecord<'_>)]| -> Vec<(Result<(), String>, [u8; 32])> {
+/// The hashes of one record that do not depend on the records before it.
+struct RecordHashes {
+    payload_check: Result<(), String>,
+    event_hash: [u8; 32],
+    /// Of the event hash, for the Merkle tree.
+    leaf_hash: [u8; 32],
+    /// What commit signatures cover.
+    content_hash: [u8; 32],
+}
+
+/// [`RecordHashes`] of each record, computed on up to every available core.
+fn hash_records(records: &[(usize, crate::format::DecodedRecord<'_>)]) -> Vec<RecordHashes> {
+    let hash = |chunk: &[(usize, crate::format::DecodedRecord<'_>)]| -> Vec<RecordHashes> {
         chunk
             .iter()
-            .map(|(_, record)| (record.verify_payload_hash().map_err(|error| error.to_string()), record.event_hash()))
+            .map(|(_, record)| {
+                let event_hash = record.event_hash();
+                RecordHashes {
+                    payload_check: record.verify_payload_hash().map_err(|error| error.to_string()),
+                    event_hash,
+                    leaf_hash: crate::proof::leaf_hash(&event_hash),
+                    content_hash: EventContent::of_archived(record.header).hash(),
+                }
+            })
             .collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
@@ -266,17 +295,19 @@ pub(crate) fn check_commit(
     chain_name: &str,
     chain_id: &[u8; 32],
     events: &[(usize, crate::format::DecodedRecord<'_>)],
+    content_hashes: &[[u8; 32]],
 ) -> Result<CommitTrustChanges, (usize, String)> {
+    assert_eq!(events.len(), content_hashes.len(), "one content hash per event");
     let mut kinds = Vec::with_capacity(events.len());
     for (index, (_, record)) in events.iter().enumerate() {
         kinds.push(record.header.kind().ok_or((index, "unknown event kind".to_string()))?);
     }
     let contents: Vec<EventContent> =
         events.iter().map(|(_, record)| EventContent::of_archived(record.header)).collect();
-    let hashes: Vec<[u8; 32]> = contents.iter().map(EventContent::hash).collect();
+    let hashes = content_hashes;
     let signed_events: Vec<SignedEvent<'_>> = events
         .iter()
-        .zip(&hashes)
+        .zip(hashes)
         .zip(&kinds)
         .map(|(((_, record), content_hash), kind)| SignedEvent {
             kind: *kind,

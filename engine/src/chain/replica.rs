@@ -10,6 +10,7 @@ use super::{Chain, NewEvent};
 use crate::config::Durability;
 use crate::format::{decode_record, padded_record_len, DecodedRecord, FRAME_LEN};
 use crate::log::{CommitReceipt, CommitRequest};
+use crate::trust::EventContent;
 use crate::{AteError, PrimaryKey, Result};
 use std::future::Future;
 use std::pin::Pin;
@@ -270,6 +271,8 @@ impl Chain {
                 break;
             }
         }
+        let content_hashes: Vec<[u8; 32]> =
+            pending.iter().map(|(_, record)| EventContent::of_archived(record.header).hash()).collect();
         let changes = crate::verify::check_commit(
             &mut state.trust,
             &self.trust,
@@ -277,6 +280,7 @@ impl Chain {
             self.key.name(),
             &self.shared.chain_id,
             &pending,
+            &content_hashes,
         )
         .map_err(|(index, reason)| corrupt(pending[index].0, pending[index].1.sequence(), reason))?;
         for key in changes.public_keys {

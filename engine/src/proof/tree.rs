@@ -134,7 +134,13 @@ impl MerkleTree {
 
     /// Appends the leaf for the next event; `event_hash` becomes leaf number [`len`](Self::len).
     pub fn push(&mut self, event_hash: &Hash) {
-        let mut node = leaf_hash(event_hash);
+        self.push_leaf_hash(leaf_hash(event_hash));
+    }
+
+    /// [`push`](Self::push) with the leaf hash ([`leaf_hash`] of the event
+    /// hash) already computed, say on another thread.
+    pub fn push_leaf_hash(&mut self, leaf: Hash) {
+        let mut node = leaf;
         let mut level = 0;
         loop {
             if level == self.levels.len() {
