@@ -117,70 +117,94 @@ pub fn verify_chain(
             .check_continues(&chain_id, *first_sequence, next_sequence, &last_hash)
             .map_err(|(sequence, reason)| fail(path, 0, sequence, reason))?;
         // Pass 1: frame every record (checksums). Pass 2, on every core: the
-        // payload and event hashes, most of the work. Pass 3, in order: the
-        // checks that depend on what came before. Failures are reported in
-        // log order all the same.
-        // A window of records at a time keeps the memory bounded.
+        // hashes that do not depend on earlier records, most of the work.
+        // Pass 3, in order: the checks that do. A window of records at a
+        // time keeps the memory bounded, and a producer thread frames and
+        // hashes the next window while this one is checked. Failures are
+        // reported in log order all the same.
         let mut pending: Vec<(usize, crate::format::DecodedRecord<'_>)> = Vec::new();
         let mut pending_content_hashes: Vec<[u8; 32]> = Vec::new();
-        let mut window_start = SEGMENT_HEADER_LEN;
-        loop {
-            let (records, stopped) = frame_records(&map, window_start, next_sequence, stop_before);
-            let hashes = hash_records(&records);
-            for ((offset, record), hashes) in records.into_iter().zip(hashes) {
-                let sequence = record.sequence();
-                if sequence != next_sequence {
-                    // The chain is bad from the position where `next_sequence` belongs.
-                    return Err(fail(
-                        path,
-                        offset,
-                        Some(next_sequence),
-                        format!("found sequence {sequence} where {next_sequence} belongs"),
-                    ));
+        let map: &[u8] = &map;
+        std::thread::scope(|scope| -> Result<(), VerifyError> {
+            let (windows, received) = crossbeam_channel::bounded(1);
+            let first_sequence = next_sequence;
+            scope.spawn(move || {
+                let (mut window_start, mut window_sequence) = (SEGMENT_HEADER_LEN, first_sequence);
+                loop {
+                    let (records, stopped) = frame_records(map, window_start, window_sequence, stop_before);
+                    let hashes = hash_records(&records);
+                    window_sequence += records.len() as u64;
+                    let next = match stopped {
+                        Stopped::Window { next_offset } => Some(next_offset),
+                        _ => None,
+                    };
+                    // The checker stopped early (a failure): nothing more to do.
+                    if windows.send((records, hashes, stopped)).is_err() {
+                        return;
+                    }
+                    match next {
+                        Some(next_offset) => window_start = next_offset,
+                        None => return,
+                    }
                 }
-                if record.header.prev_hash != last_hash {
-                    let reason =
-                        "hash chain broken: this event does not link to the one before it (either was altered)";
-                    return Err(fail(path, offset, Some(sequence), reason.into()));
+            });
+            for (records, hashes, stopped) in received {
+                for ((offset, record), hashes) in records.into_iter().zip(hashes) {
+                    let sequence = record.sequence();
+                    if sequence != next_sequence {
+                        // The chain is bad from the position where `next_sequence` belongs.
+                        return Err(fail(
+                            path,
+                            offset,
+                            Some(next_sequence),
+                            format!("found sequence {sequence} where {next_sequence} belongs"),
+                        ));
+                    }
+                    if record.header.prev_hash != last_hash {
+                        let reason =
+                            "hash chain broken: this event does not link to the one before it (either was altered)";
+                        return Err(fail(path, offset, Some(sequence), reason.into()));
+                    }
+                    hashes.payload_check.map_err(|error| fail(path, offset, Some(sequence), error))?;
+                    last_hash = hashes.event_hash;
+                    tree.push_leaf_hash(hashes.leaf_hash);
+                    last_timestamp = last_timestamp.max(record.header.timestamp_us());
+                    next_sequence += 1;
+                    bytes += (record.next_offset - offset) as u64;
+                    let commit_end = record.header.is_commit_end();
+                    pending.push((offset, record));
+                    pending_content_hashes.push(hashes.content_hash);
+                    if commit_end {
+                        check_commit(
+                            &mut state,
+                            trust,
+                            validators,
+                            chain.name(),
+                            &chain_id,
+                            &pending,
+                            &pending_content_hashes,
+                        )
+                        .map_err(|(index, reason)| {
+                            fail(path, pending[index].0, Some(pending[index].1.sequence()), reason)
+                        })?;
+                        pending.clear();
+                        pending_content_hashes.clear();
+                        commits += 1;
+                        progress(bytes);
+                    }
                 }
-                hashes.payload_check.map_err(|error| fail(path, offset, Some(sequence), error))?;
-                last_hash = hashes.event_hash;
-                tree.push_leaf_hash(hashes.leaf_hash);
-                last_timestamp = last_timestamp.max(record.header.timestamp_us());
-                next_sequence += 1;
-                bytes += (record.next_offset - offset) as u64;
-                let commit_end = record.header.is_commit_end();
-                pending.push((offset, record));
-                pending_content_hashes.push(hashes.content_hash);
-                if commit_end {
-                    check_commit(
-                        &mut state,
-                        trust,
-                        validators,
-                        chain.name(),
-                        &chain_id,
-                        &pending,
-                        &pending_content_hashes,
-                    )
-                    .map_err(|(index, reason)| {
-                        fail(path, pending[index].0, Some(pending[index].1.sequence()), reason)
-                    })?;
-                    pending.clear();
-                    pending_content_hashes.clear();
-                    commits += 1;
-                    progress(bytes);
+                match stopped {
+                    Stopped::Window { .. } => {}
+                    Stopped::End => break,
+                    Stopped::Limit => {
+                        finished = true;
+                        break;
+                    }
+                    Stopped::Damaged { offset, reason } => return Err(fail(path, offset, Some(next_sequence), reason)),
                 }
             }
-            match stopped {
-                Stopped::Window { next_offset } => window_start = next_offset,
-                Stopped::End => break,
-                Stopped::Limit => {
-                    finished = true;
-                    break;
-                }
-                Stopped::Damaged { offset, reason } => return Err(fail(path, offset, Some(next_sequence), reason)),
-            }
-        }
+            Ok(())
+        })?;
         if let Some((at, record)) = pending.first() {
             return Err(fail(path, *at, Some(record.sequence()), "segment ends inside a commit".into()));
         }

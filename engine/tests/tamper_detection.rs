@@ -288,16 +288,23 @@ async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
     assert_eq!(*dio.load::<String>(&honest).await.unwrap(), "pay eve 10000");
 }
 
-/// Large segments are hashed on several threads: damage is still reported
-/// at the first bad sequence, whichever thread hashed it.
+/// Large segments are framed and hashed by other threads, a window ahead of
+/// the ordered checks: damage is still reported at the first bad sequence,
+/// whichever thread or window hashed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_damage_is_named_when_hashing_runs_in_parallel() {
     let dir = tempfile::tempdir().unwrap();
-    let config = AteConfig { segment_size_bytes: 64 << 20, ..common::small_config(dir.path()) };
+    // 80,000 events in one segment: two windows of records, each hashed in parallel.
+    let config = AteConfig {
+        segment_size_bytes: 64 << 20,
+        max_commit_bytes: 1 << 20,
+        max_write_bytes: 1 << 20,
+        ..common::small_config(dir.path())
+    };
     let chain = common::open_with(&config, None).await.unwrap();
-    for batch in 0..100u64 {
-        let events = (0..100u64)
-            .map(|index| NewEvent::data(PrimaryKey::from_name(&format!("{batch}/{index}")), vec![batch as u8; 200]))
+    for batch in 0..80u64 {
+        let events = (0..1_000u64)
+            .map(|index| NewEvent::data(PrimaryKey::from_name(&format!("{batch}/{index}")), vec![batch as u8; 64]))
             .collect();
         chain.append(events, None).await.unwrap();
     }
@@ -336,9 +343,24 @@ async fn the_first_damage_is_named_when_hashing_runs_in_parallel() {
         verify_chain(&path, &ChainKey::from("test-chain"), &TrustConfig::default(), &[], &[], None, &mut |_| {})
             .unwrap_err()
     };
-    let later = rewrite(&[8_000]);
-    assert_eq!(later.sequence, Some(8_000), "{later}");
+    let later = rewrite(&[70_000]);
+    assert_eq!(later.sequence, Some(70_000), "{later}");
     assert!(later.reason.contains("payload"), "{later}");
-    let first = rewrite(&[3_000, 8_000]);
+    let first = rewrite(&[3_000, 70_000]);
     assert_eq!(first.sequence, Some(3_000), "{first}");
+    // A record whose checksum fails, in the second window.
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut bytes = original.to_vec();
+    while let Some(record) = decode_record(&original, offset).unwrap() {
+        if record.sequence() == 70_000 {
+            let payload_at = record.payload.as_ptr() as usize - original.as_ptr() as usize;
+            bytes[payload_at] ^= 0xff;
+            break;
+        }
+        offset = record.next_offset;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    let torn = verify_chain(&path, &ChainKey::from("test-chain"), &TrustConfig::default(), &[], &[], None, &mut |_| {})
+        .unwrap_err();
+    assert_eq!(torn.sequence, Some(70_000), "{torn}");
 }
