@@ -698,6 +698,12 @@ impl Session {
             ClientMessage::Checkpoint { request, chain } => {
                 let Some(chain) = self.chain_for(request, &chain, false).await else { return true };
                 match chain.checkpoint() {
+                    // Trust records are few; a checkpoint that would not fit in
+                    // one frame is refused with its size rather than cut.
+                    Ok(Some(checkpoint)) if checkpoint.len() > ate_client::protocol::DEFAULT_MAX_FRAME_BYTES - 1024 => {
+                        let message = format!("the checkpoint is {} bytes, above the frame limit", checkpoint.len());
+                        self.error(Some(request), ErrorCode::TooLarge, message).await
+                    }
                     Ok(checkpoint) => self.send(ServerMessage::Checkpoint { request, checkpoint }).await,
                     Err(error) => self.engine_error(request, error).await,
                 }

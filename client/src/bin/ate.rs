@@ -402,9 +402,15 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
                 Ok(report) => {
                     if json {
                         print_json(&format!(
-                            "{{\"ok\":true,\"events\":{},\"commits\":{}}}",
-                            report.events, report.commits
+                            "{{\"ok\":true,\"events\":{},\"commits\":{},\"first_sequence\":{}}}",
+                            report.events, report.commits, report.first_sequence
                         ));
+                    } else if report.first_sequence > 0 {
+                        println!(
+                            "ok: {} events in {} commits verified, from sequence {} (older segments were dropped; \
+                             the checkpoint vouches for them)",
+                            report.events, report.commits, report.first_sequence
+                        );
                     } else {
                         println!("ok: {} events in {} commits verified", report.events, report.commits);
                     }
