@@ -303,7 +303,20 @@ impl ChainBuilder {
         }
         let dir = root.join("chains").join(key.directory_name());
         std::fs::create_dir_all(&dir).map_err(|e| AteError::io(format!("creating {}", dir.display()), e))?;
-        let lock = lock_directory(&dir, key)?;
+        // A handle of this builder whose last reference was just dropped may
+        // still be closing (its writer finishing, then its lock released):
+        // wait for that rather than report the chain as open elsewhere.
+        let closing_here = open.contains_key(key);
+        let mut waited = std::time::Duration::ZERO;
+        let lock = loop {
+            match lock_directory(&dir, key) {
+                Err(AteError::Locked { .. }) if closing_here && waited < CLOSE_WAIT => {
+                    tokio::time::sleep(CLOSE_POLL).await;
+                    waited += CLOSE_POLL;
+                }
+                locked => break locked?,
+            }
+        };
         let (storage, device) = self.storage_and_device()?;
         let shared = Arc::new(ChainShared::new(key.name().to_string(), dir, storage, self.config.clone()));
         if self.trust.integrity == IntegrityMode::Centralized && self.server_key.is_none() {
@@ -433,6 +446,10 @@ impl ChainBuilder {
         }
     }
 }
+
+/// How long `open` waits for a handle of the same builder to finish closing.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const CLOSE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One process at a time may write a chain: an advisory lock on `LOCK`.
 fn lock_directory(dir: &Path, key: &ChainKey) -> Result<File> {
