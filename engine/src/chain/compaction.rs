@@ -49,6 +49,7 @@ impl Chain {
         if self.is_replica() {
             return Err(AteError::InvalidInput("a replica is compacted by its owner".into()));
         }
+        let _upkeep = self.upkeep.lock().await;
         let mut report = CompactionReport::default();
         // The active segment is never touched; segments dropped since the
         // chain was opened are skipped (their files are gone).

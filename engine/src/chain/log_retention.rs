@@ -102,6 +102,7 @@ impl Chain {
         if self.is_replica() {
             return Err(AteError::InvalidInput("a replica's log is trimmed by its owner".into()));
         }
+        let _upkeep = self.upkeep.lock().await;
         let sealed = self.sealed_segments()?;
         if sealed.first().map(|segment| segment.index).unwrap_or(0) != 0 {
             return Err(AteError::InvalidInput(

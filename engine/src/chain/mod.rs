@@ -418,6 +418,7 @@ impl ChainBuilder {
             upstream: Default::default(),
             verified_commits: Default::default(),
             proofs: parking_lot::Mutex::new(proofs),
+            upkeep: tokio::sync::Mutex::new(()),
             shared,
             sender: Some(sender),
             writer: Some(writer),
@@ -555,6 +556,8 @@ pub struct Chain {
     verified_commits: dashmap::DashSet<u64>,
     /// Merkle tree over event hashes, built on first use and extended after.
     proofs: parking_lot::Mutex<ProofCache>,
+    /// Held by compaction and segment drops: one rewrite of the directory at a time.
+    upkeep: tokio::sync::Mutex<()>,
     shared: Arc<ChainShared>,
     append: parking_lot::Mutex<AppendState>,
     permits: Arc<tokio::sync::Semaphore>,
