@@ -100,6 +100,10 @@ struct RunArguments {
     /// Events per commit.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Fanout: how many of the workers publish (one producer with that
+    /// many commits in flight); the rest subscribe.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
     /// Connections to the server (each with its own replica).
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -208,6 +212,7 @@ impl Settings {
                 DistributionArgument::Zipf => KeyDistribution::Zipf(arguments.zipf_exponent),
             },
             batch: arguments.batch.max(1),
+            publishers: arguments.publishers.max(1),
             read_ratio: arguments.read_ratio,
             durability: Some(durability),
         };

@@ -134,6 +134,9 @@ pub struct WorkloadConfig {
     pub distribution: KeyDistribution,
     /// Events per commit (ingest, mixed, fanout).
     pub batch: usize,
+    /// Fanout: the first this many workers publish (the producer's commits
+    /// in flight); the others subscribe.
+    pub publishers: usize,
     /// Fraction of cache requests that are gets.
     pub read_ratio: f64,
     #[serde(skip)]
@@ -174,10 +177,11 @@ pub async fn build(
     workers: usize,
 ) -> Result<Arc<dyn Workload>, String> {
     if config.kind == WorkloadKind::Fanout {
-        if workers < 2 {
-            return Err("fanout needs at least two workers: one producer and subscribers".into());
+        let publishers = config.publishers.max(1);
+        if workers <= publishers {
+            return Err(format!("fanout needs subscribers: {workers} workers, {publishers} of them publishing"));
         }
-        for worker in 1..workers {
+        for worker in publishers..workers {
             backend.subscribe(worker).await?;
         }
     }
@@ -268,8 +272,8 @@ impl Workload for Driven {
                     // Empty, or everything leased: wait for producers.
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 },
-                // Worker 0 publishes; the others receive, timed end to end.
-                WorkloadKind::Fanout if worker == 0 => self.ingest(worker, random).await,
+                // The first workers publish; the others receive, timed end to end.
+                WorkloadKind::Fanout if worker < self.config.publishers.max(1) => self.ingest(worker, random).await,
                 WorkloadKind::Fanout => {
                     let (sent_us, bytes) = self.backend.receive(worker).await?;
                     let latency_us = ate::chain::now_us().saturating_sub(sent_us);

@@ -41,6 +41,7 @@ fn config(kind: WorkloadKind) -> WorkloadConfig {
         keys: 1_000,
         distribution: KeyDistribution::Zipf(0.99),
         batch: 4,
+        publishers: 1,
         read_ratio: 0.5,
         durability: Some(Durability::Batched),
     }

@@ -1241,7 +1241,8 @@ impl Chain {
                 return Ok(None);
             }
             let Some(segment) = self.shared.segments.get(cursor.segment) else { return Ok(None) };
-            match crate::format::decode_record(segment.bytes(), cursor.offset) {
+            // Below the frontier: checksummed when written or recovered.
+            match crate::format::decode_validated_record(segment.bytes(), cursor.offset) {
                 Ok(Some(record)) => {
                     let location = crate::view::EventLocation::new(cursor.segment, cursor.offset as u32);
                     cursor.offset = record.next_offset;

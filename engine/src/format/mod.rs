@@ -8,6 +8,7 @@ mod record;
 mod segment_header;
 
 pub use header::{ArchivedEventHeader, EventFlags, EventHeader, EventKind, HEADER_LEN};
+pub(crate) use record::decode_validated_record;
 pub use record::{
     decode_record, encode_compacted, encode_record, header_at, is_compacted, padded_record_len, DecodedRecord,
     RecordError, FRAME_LEN, RECORD_ALIGN,
