@@ -29,6 +29,18 @@ async fn every_workload_runs_against_an_in_process_atedb() {
         };
         drive(&target, &config(kind)).await;
     }
+    // A fan-out producer with two commits in flight (of the four workers,
+    // two publish and two subscribe); all four publishing leaves nobody to deliver to.
+    let target = Target::Remote {
+        url: format!("tcp://{address}/load-pipelined-fanout"),
+        config: RegistryConfig::new(token.clone(), ServerTrust::Fingerprint(server.fingerprint().to_string())),
+    };
+    let pipelined = WorkloadConfig { publishers: 2, ..config(WorkloadKind::Fanout) };
+    drive(&target, &pipelined).await;
+    let backend = target.connect(WorkloadKind::Fanout, 1, Durability::Batched, 4, None).await.unwrap();
+    let everyone = WorkloadConfig { publishers: 4, ..config(WorkloadKind::Fanout) };
+    let refused = workload::build(&everyone, backend, 4).await.err().expect("no subscribers left");
+    assert!(refused.contains("needs subscribers"), "{refused}");
 }
 
 const KINDS: [WorkloadKind; 5] =
