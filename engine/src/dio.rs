@@ -493,6 +493,21 @@ impl Dio {
         }
     }
 
+    /// [`Dio::open_payload`] without a copy when there is nothing to undo:
+    /// a plaintext payload on a chain without transformers is lent as stored.
+    pub(crate) fn open_payload_borrowed<'a>(
+        &mut self,
+        key: PrimaryKey,
+        header: &crate::format::ArchivedEventHeader,
+        payload: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>> {
+        if header.read_key_id == [0u8; 32] && self.chain.plugins().transformers.is_empty() {
+            Ok(std::borrow::Cow::Borrowed(payload))
+        } else {
+            self.open_payload(key, header, payload).map(std::borrow::Cow::Owned)
+        }
+    }
+
     /// Undoes the chain's transformers, last first.
     fn untransform(&self, mut payload: Vec<u8>) -> Result<Vec<u8>> {
         for transformer in self.chain.plugins().transformers.iter().rev() {

@@ -391,3 +391,54 @@ async fn an_ack_after_the_lease_passed_to_someone_else_is_refused_alone_or_in_a_
     assert_eq!(queue.ack_many(fresh.collect()).await.unwrap(), 1);
     assert!(queue.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lent_events_borrow_plaintext_from_the_log_and_decrypt_the_rest() {
+    let (_dir, chain) = chain().await;
+    let read = ReadKey::generate().unwrap();
+    let mut owner = AteSession::new("owner");
+    owner.add_user_read_key(read.clone());
+    let mut dio = chain.dio(&owner).await;
+    let open_key = *dio.store("in the clear".to_string()).unwrap().key();
+    let vault = *dio.store("vault".to_string()).unwrap().key();
+    dio.set_authority(&vault, WriteAuthority::Inherit, ReadAuthority::Specific(read.id())).unwrap();
+    dio.commit().await.unwrap();
+    dio.store_child(&vault, "sealed".to_string()).unwrap();
+    dio.delete(&open_key).unwrap();
+    dio.commit().await.unwrap();
+
+    let mut lent = chain.subscribe(&owner, StartAt::Beginning).unwrap();
+    let mut owned = chain.subscribe(&owner, StartAt::Beginning).unwrap();
+    let mut seen = Vec::new();
+    while let Some((borrowed, same)) = lent
+        .try_next_with(|event| {
+            let borrowed = matches!(event.payload, Ok(std::borrow::Cow::Borrowed(_)));
+            (borrowed, event.into_owned())
+        })
+        .unwrap()
+    {
+        let copy = owned.try_next().unwrap().expect("both see the same events");
+        assert_eq!((same.sequence, same.kind, same.key), (copy.sequence, copy.kind, copy.key));
+        assert_eq!(same.payload.as_ref().ok(), copy.payload.as_ref().ok());
+        seen.push((same.decode::<String>().ok(), borrowed));
+    }
+    assert!(owned.try_next().unwrap().is_none());
+    assert_eq!(
+        seen,
+        vec![
+            (Some("in the clear".to_string()), true),
+            (Some("vault".to_string()), false), // under its own read authority: decrypted, owned
+            (Some("sealed".to_string()), false), // the same
+            (None, true),                       // the deletion: empty, borrowed
+        ]
+    );
+    // Without the read key the sealed payload is an error, lent or not.
+    let mut stranger = chain.subscribe(&AteSession::default(), StartAt::Beginning).unwrap();
+    let mut refused = 0;
+    while let Some(denied) =
+        stranger.try_next_with(|event| matches!(event.payload, Err(AteError::NoReadAccess { .. }))).unwrap()
+    {
+        refused += usize::from(denied);
+    }
+    assert_eq!(refused, 2);
+}

@@ -201,8 +201,11 @@ impl Backend for AteBackend {
         Box::pin(async move {
             let mut slot = self.subscriptions[worker].lock().await;
             let subscription = slot.as_mut().ok_or("receive before subscribe")?;
-            let event = subscription.next().await.map_err(|e| e.to_string())?;
-            Ok((event.timestamp_us, event.payload.map_or(0, |payload| payload.len())))
+            // Borrowed: a subscriber that only looks at an event copies nothing.
+            subscription
+                .next_with(|event| (event.timestamp_us, event.payload.map_or(0, |payload| payload.len())))
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }

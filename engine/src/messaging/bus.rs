@@ -61,6 +61,34 @@ impl BusEvent {
     }
 }
 
+/// A committed event lent by [`Subscription::next_with`]: the payload is
+/// borrowed from the log when it is stored in plaintext.
+#[derive(Debug)]
+pub struct BusEventRef<'a> {
+    pub sequence: u64,
+    pub key: PrimaryKey,
+    pub kind: BusEventKind,
+    pub parent: Option<(PrimaryKey, CollectionId)>,
+    pub type_tag: u64,
+    pub timestamp_us: u64,
+    pub payload: std::result::Result<std::borrow::Cow<'a, [u8]>, AteError>,
+}
+
+impl BusEventRef<'_> {
+    /// The event as an owned [`BusEvent`] (copies a borrowed payload).
+    pub fn into_owned(self) -> BusEvent {
+        BusEvent {
+            sequence: self.sequence,
+            key: self.key,
+            kind: self.kind,
+            parent: self.parent,
+            type_tag: self.type_tag,
+            timestamp_us: self.timestamp_us,
+            payload: self.payload.map(std::borrow::Cow::into_owned),
+        }
+    }
+}
+
 /// A live subscription. Dropping it releases everything it holds.
 #[derive(Debug)]
 pub struct Subscription {
@@ -102,6 +130,13 @@ impl Subscription {
 
     /// The next matching event already committed, without waiting.
     pub fn try_next(&mut self) -> Result<Option<BusEvent>> {
+        self.try_next_with(|event| event.into_owned())
+    }
+
+    /// [`Subscription::try_next`] lending the event to `read` instead of
+    /// copying it out: a plaintext payload is borrowed straight from the log
+    /// (zero-copy), an encrypted one decrypted into a buffer.
+    pub fn try_next_with<R>(&mut self, mut read: impl FnMut(BusEventRef<'_>) -> R) -> Result<Option<R>> {
         loop {
             // Disjoint field borrows: the event borrows `chain`, decryption uses `reader`.
             let Some(event) = self.chain.read_at(&mut self.cursor)? else { return Ok(None) };
@@ -121,10 +156,10 @@ impl Subscription {
             let key = PrimaryKey::from_bytes(header.key);
             let payload = match kind {
                 BusEventKind::Data if event.compacted => Err(AteError::Compacted { sequence: header.sequence() }),
-                BusEventKind::Data => self.reader.open_payload(key, header, event.payload),
-                BusEventKind::Deleted => Ok(Vec::new()),
+                BusEventKind::Data => self.reader.open_payload_borrowed(key, header, event.payload),
+                BusEventKind::Deleted => Ok(std::borrow::Cow::Borrowed(&[][..])),
             };
-            return Ok(Some(BusEvent {
+            return Ok(Some(read(BusEventRef {
                 sequence: header.sequence(),
                 key,
                 kind,
@@ -132,7 +167,17 @@ impl Subscription {
                 type_tag: header.type_tag(),
                 timestamp_us: header.timestamp_us(),
                 payload,
-            }));
+            })));
+        }
+    }
+
+    /// [`Subscription::next`] lending the event (see [`Subscription::try_next_with`]).
+    pub async fn next_with<R>(&mut self, mut read: impl FnMut(BusEventRef<'_>) -> R) -> Result<R> {
+        loop {
+            if let Some(result) = self.try_next_with(&mut read)? {
+                return Ok(result);
+            }
+            self.wait_past_cursor().await?;
         }
     }
 
@@ -142,12 +187,16 @@ impl Subscription {
             if let Some(event) = self.try_next()? {
                 return Ok(event);
             }
-            // Nothing new: wait for the durable frontier to pass our cursor.
-            let position = self.cursor.next_sequence;
-            let waited = self.durable.wait_for(|durable| *durable > position).await;
-            if waited.is_err() {
-                return Err(AteError::Closed { chain: self.chain.key().to_string() });
-            }
+            self.wait_past_cursor().await?;
+        }
+    }
+
+    /// Nothing new: waits for the durable frontier to pass the cursor.
+    async fn wait_past_cursor(&mut self) -> Result<()> {
+        let position = self.cursor.next_sequence;
+        match self.durable.wait_for(|durable| *durable > position).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(AteError::Closed { chain: self.chain.key().to_string() }),
         }
     }
 }
