@@ -30,9 +30,10 @@ pub enum BusEventKind {
     Deleted,
 }
 
-/// One committed change, delivered in commit order.
+/// One committed change, delivered in commit order; `P` holds the payload
+/// ([`BusEvent`]: owned, [`BusEventRef`]: lent).
 #[derive(Debug)]
-pub struct BusEvent {
+pub struct BusEventOf<P> {
     pub sequence: u64,
     pub key: PrimaryKey,
     pub kind: BusEventKind,
@@ -41,8 +42,15 @@ pub struct BusEvent {
     pub timestamp_us: u64,
     /// The plaintext payload (empty for deletions), or why this subscriber
     /// cannot read it (for example `AteError::NoReadAccess`): reported, not dropped.
-    pub payload: std::result::Result<Vec<u8>, AteError>,
+    pub payload: std::result::Result<P, AteError>,
 }
+
+/// A committed change with its payload copied out (`Subscription::next`).
+pub type BusEvent = BusEventOf<Vec<u8>>;
+
+/// A committed change lent by [`Subscription::next_with`]: the payload is
+/// borrowed from the log when it is stored in plaintext.
+pub type BusEventRef<'a> = BusEventOf<std::borrow::Cow<'a, [u8]>>;
 
 impl BusEvent {
     /// The payload as a value of `T`.
@@ -59,19 +67,6 @@ impl BusEvent {
             }),
         }
     }
-}
-
-/// A committed event lent by [`Subscription::next_with`]: the payload is
-/// borrowed from the log when it is stored in plaintext.
-#[derive(Debug)]
-pub struct BusEventRef<'a> {
-    pub sequence: u64,
-    pub key: PrimaryKey,
-    pub kind: BusEventKind,
-    pub parent: Option<(PrimaryKey, CollectionId)>,
-    pub type_tag: u64,
-    pub timestamp_us: u64,
-    pub payload: std::result::Result<std::borrow::Cow<'a, [u8]>, AteError>,
 }
 
 impl BusEventRef<'_> {

@@ -10,7 +10,7 @@ mod consumer;
 mod queue;
 mod service;
 
-pub use bus::{BusEvent, BusEventKind, BusEventRef, StartAt, Subscription};
+pub use bus::{BusEvent, BusEventKind, BusEventOf, BusEventRef, StartAt, Subscription};
 pub use cache::Cache;
 pub use consumer::{consumer_offset, set_consumer_offset, Consumer};
 pub(crate) use queue::Leases;
