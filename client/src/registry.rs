@@ -467,12 +467,12 @@ impl RemoteUpstream {
         request_with_deadline(&link, build).await
     }
 
-    fn commit_message(&self, request: u64, events: &[NewEvent], durability: Durability) -> ClientMessage {
+    fn commit_message(&self, request: u64, events: Vec<NewEvent>, durability: Durability) -> ClientMessage {
         ClientMessage::Commit {
             request,
             chain: self.chain.clone(),
             durability: wire_durability(durability),
-            events: events.iter().map(WireEvent::from).collect(),
+            events: events.into_iter().map(WireEvent::from).collect(),
         }
     }
 }
@@ -484,10 +484,11 @@ fn unexpected(message: ServerMessage) -> AteError {
 impl Upstream for RemoteUpstream {
     fn commit(&self, events: Vec<NewEvent>, durability: Durability) -> UpstreamFuture<'_, CommitReceipt> {
         Box::pin(async move {
-            match self.request(|request| self.commit_message(request, &events, durability)).await? {
+            let count = events.len() as u64;
+            match self.request(|request| self.commit_message(request, events, durability)).await? {
                 // One sequence per event, or the server is not telling the truth.
                 ServerMessage::Committed { first_sequence, last_sequence, .. }
-                    if last_sequence >= first_sequence && last_sequence - first_sequence + 1 == events.len() as u64 =>
+                    if last_sequence >= first_sequence && last_sequence - first_sequence + 1 == count =>
                 {
                     Ok(CommitReceipt { first_sequence, last_sequence })
                 }
@@ -500,7 +501,7 @@ impl Upstream for RemoteUpstream {
         Box::pin(async move {
             let link = self.link().await?;
             let reply =
-                link.send(|request| self.commit_message(request, &events, durability)).await.map_err(to_ate_error)?;
+                link.send(|request| self.commit_message(request, events, durability)).await.map_err(to_ate_error)?;
             // The answer is awaited off the caller's path; the first failure
             // is reported by the next commit.
             let (deferred, unanswered) = (Arc::clone(&self.deferred), Arc::clone(&self.unanswered));

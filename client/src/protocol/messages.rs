@@ -61,6 +61,13 @@ pub struct WireEvent {
 
 impl From<&NewEvent> for WireEvent {
     fn from(event: &NewEvent) -> Self {
+        Self::from(event.clone())
+    }
+}
+
+/// Moves the payload (a producer's 1 KiB events are not copied once more).
+impl From<NewEvent> for WireEvent {
+    fn from(event: NewEvent) -> Self {
         Self {
             key: *event.key.as_bytes(),
             kind: event.kind as u8,
@@ -74,7 +81,7 @@ impl From<&NewEvent> for WireEvent {
                 Expect::Absent => WireExpect::Absent,
                 Expect::Version(version) => WireExpect::Version(version),
             },
-            payload: event.payload.clone(),
+            payload: event.payload,
         }
     }
 }
