@@ -248,9 +248,7 @@ impl Chain {
 /// The sequence a checkpoint ([`Chain::checkpoint`]) starts the log at,
 /// after checking it decodes. Errors: `InvalidInput` naming what is wrong.
 pub fn checkpoint_first_sequence(checkpoint_bytes: &[u8]) -> Result<u64> {
-    let mut aligned = AlignedVec::<16>::with_capacity(checkpoint_bytes.len());
-    aligned.extend_from_slice(checkpoint_bytes);
-    Checkpoint::decode(&aligned)
+    Checkpoint::decode(checkpoint_bytes)
         .map(|checkpoint| checkpoint.first_sequence)
         .map_err(|reason| AteError::InvalidInput(format!("checkpoint: {reason}")))
 }
@@ -277,8 +275,6 @@ impl super::ChainBuilder {
         let dir = root.join("chains").join(key.directory_name());
         std::fs::create_dir_all(&dir).map_err(|e| AteError::io(format!("creating {}", dir.display()), e))?;
         let _lock = super::lock_directory(&dir, key)?;
-        let mut aligned = AlignedVec::<16>::with_capacity(checkpoint_bytes.len());
-        aligned.extend_from_slice(checkpoint_bytes);
         let bad = |reason: String| AteError::Corrupt {
             chain: key.name().to_string(),
             segment: dir.join(checkpoint::CHECKPOINT_FILE),
@@ -286,7 +282,7 @@ impl super::ChainBuilder {
             sequence: None,
             reason,
         };
-        let decoded = Checkpoint::decode(&aligned).map_err(|reason| bad(format!("checkpoint: {reason}")))?;
+        let decoded = Checkpoint::decode(checkpoint_bytes).map_err(|reason| bad(format!("checkpoint: {reason}")))?;
         if decoded.chain_id != key.chain_id() {
             return Err(bad("the checkpoint belongs to another chain".into()));
         }

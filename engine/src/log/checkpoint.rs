@@ -92,7 +92,8 @@ impl Checkpoint {
 
     /// Decodes and checks a checkpoint: checksum, layout, frontier size and
     /// every trust record (whole, of a trust kind, before the first kept
-    /// sequence). The error says what is wrong.
+    /// sequence). The error says what is wrong. `bytes` need no alignment:
+    /// the records are copied into an aligned buffer before they are read.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
         let body_len = bytes.len().checked_sub(32).ok_or("shorter than a checksum")?;
         let (body, checksum) = bytes.split_at(body_len);
@@ -175,9 +176,7 @@ pub(crate) fn read(dir: &Path) -> std::result::Result<Option<Checkpoint>, String
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(format!("reading the checkpoint: {error}")),
     };
-    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(&bytes);
-    Checkpoint::decode(&aligned).map(Some).map_err(|reason| format!("checkpoint: {reason}"))
+    Checkpoint::decode(&bytes).map(Some).map_err(|reason| format!("checkpoint: {reason}"))
 }
 
 /// Replaces the chain's checkpoint atomically: written beside, synced,
