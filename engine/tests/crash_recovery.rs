@@ -96,3 +96,39 @@ async fn short_writes_are_errors_not_acknowledgements() {
     drop(chain);
     check_recovered(dir.path(), 1, 0).await;
 }
+
+/// A torn commit whose surviving records are all trust events (here a
+/// retention policy, written before the commit's data) is unfinished like
+/// any other: recovery cuts it, so the next append continues at its place
+/// (it used to keep counting its sequence while appending before it, and
+/// the chain could not be opened again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_commit_of_trust_events_alone_is_cut_too() {
+    use ate::trust::retention::{RetentionMode, RetentionPolicy};
+    use ate::{NewEvent, PrimaryKey};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let chain = open_with(&small_config(dir.path()), Some(storage.clone() as Arc<dyn Storage>)).await.unwrap();
+    chain.append(vec![NewEvent::data(PrimaryKey::from_name("first"), vec![1; 100])], None).await.unwrap();
+    let before = chain.next_sequence();
+    // Exactly the policy record reaches the disk, nothing of the data after
+    // it: the log then simply ends after a record that does not end a commit.
+    let policy = NewEvent::retention_policy(RetentionPolicy { mode: RetentionMode::Governance, ..Default::default() });
+    let policy_record = ate::format::padded_record_len(ate::format::HEADER_LEN + policy.payload.len()) as u64;
+    storage.set_plan(FaultPlan {
+        write_budget_bytes: Some(storage.bytes_written() + policy_record),
+        ..FaultPlan::default()
+    });
+    let torn = vec![policy, NewEvent::data(PrimaryKey::from_name("second"), vec![2; 8192])];
+    assert!(chain.append(torn, None).await.is_err(), "the torn commit is not acknowledged");
+    drop(chain);
+
+    let chain = open(dir.path()).await.unwrap();
+    assert_eq!(chain.next_sequence(), before, "the unfinished commit is cut whole");
+    assert_eq!(chain.retention_policy(), RetentionPolicy::default());
+    chain.append(vec![NewEvent::data(PrimaryKey::from_name("third"), vec![3; 100])], None).await.unwrap();
+    drop(chain);
+    let chain = open(dir.path()).await.expect("reopens after appending where the torn commit was");
+    assert_eq!(chain.next_sequence(), before + 1);
+    chain.verify().await.unwrap();
+}

@@ -190,7 +190,6 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
     let mut next_sequence = start_sequence;
     let mut last_hash: EventHash = start_hash;
     let mut pending: Vec<ViewChange> = Vec::new();
-    let mut pending_offsets: Vec<usize> = Vec::new();
     let count = files.len();
     let mut active_write_offset = SEGMENT_HEADER_LEN as u64;
     let mut truncated_bytes = 0u64;
@@ -211,6 +210,11 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
         // End of the last whole commit, and the chain state at that point.
         let mut committed = (offset, next_sequence, last_hash);
         let mut failure: Option<(usize, String)> = None;
+        // The records of the commit being read, with their offsets. A commit
+        // never spans segments (a sealed one that ends inside a commit is
+        // corrupt), and it counts whatever its kinds: a commit of trust
+        // events alone changes no view but is just as unfinished.
+        let mut pending_events: Vec<(usize, StoredEvent<'_>)> = Vec::new();
         loop {
             match decode_record(bytes, offset) {
                 Ok(None) => break,
@@ -242,7 +246,7 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                     }
                     let location = EventLocation::new(index, offset as u32);
                     pending.extend(view_change_for(record.header, location));
-                    pending_offsets.push(offset);
+                    pending_events.push((offset, StoredEvent { header: record.header, payload: record.payload }));
                     next_sequence += 1;
                     offset = record.next_offset;
                     if record.header.is_commit_end() {
@@ -252,16 +256,9 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                         for change in pending.drain(..) {
                             chain.view.apply(change);
                         }
-                        let first = pending_offsets.first().copied().unwrap_or(offset);
+                        let first = pending_events.first().map_or(offset, |(at, _)| *at);
                         chain.commit_ends.write().push((next_sequence - 1, EventLocation::new(index, first as u32)));
-                        let commit: Vec<StoredEvent<'_>> = pending_offsets
-                            .drain(..)
-                            .map(|at| {
-                                // Decoded above; a compacted record has an empty payload.
-                                let record = decode_record(bytes, at).ok().flatten().expect("validated above");
-                                StoredEvent { header: record.header, payload: record.payload }
-                            })
-                            .collect();
+                        let commit: Vec<StoredEvent<'_>> = pending_events.drain(..).map(|(_, event)| event).collect();
                         on_commit(&commit);
                         committed = (offset, next_sequence, last_hash);
                         last_timestamp_us = last_timestamp_us.max(record.header.timestamp_us());
@@ -277,7 +274,7 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
             if let Some((at, reason)) = failure {
                 return Err(corrupt(chain, &path, at as u64, frame_sequence(bytes, at), reason));
             }
-            if !pending.is_empty() {
+            if !pending_events.is_empty() {
                 return Err(corrupt(
                     chain,
                     &path,
@@ -308,7 +305,7 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                     ));
                 }
             }
-            if failure.is_some() || !pending.is_empty() {
+            if failure.is_some() || !pending_events.is_empty() {
                 let scan_end =
                     failure.as_ref().map_or(offset, |(at, _)| *at).saturating_add(torn_window).min(bytes.len());
                 let dirty_end = bytes[commit_offset..scan_end]
@@ -332,7 +329,7 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                     chain.storage.sync_data(&segment.file).map_err(|e| AteError::io(context(), e))?;
                 }
                 pending.clear();
-                pending_offsets.clear();
+                pending_events.clear();
                 next_sequence = commit_sequence;
                 last_hash = commit_hash;
             }
