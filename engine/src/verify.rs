@@ -88,15 +88,7 @@ pub fn verify_chain(
         last_timestamp = checkpoint.last_timestamp_us;
         state.note_commit_time(checkpoint.last_timestamp_us);
         for record in checkpoint.records() {
-            let Some(kind) = record.header.kind() else { continue };
-            let content = EventContent::of_archived(record.header);
-            state.apply_recovered(&EventView {
-                kind,
-                key: u128::from_le_bytes(record.header.key),
-                parent: record.header.parent().map(u128::from_le_bytes),
-                content: &content,
-                payload: record.payload,
-            });
+            state.apply_recovered(record.header, record.payload);
         }
     }
     let first_sequence = next_sequence;
@@ -328,10 +320,9 @@ pub(crate) fn check_commit(
     }
     let contents: Vec<EventContent> =
         events.iter().map(|(_, record)| EventContent::of_archived(record.header)).collect();
-    let hashes = content_hashes;
     let signed_events: Vec<SignedEvent<'_>> = events
         .iter()
-        .zip(hashes)
+        .zip(content_hashes)
         .zip(&kinds)
         .map(|(((_, record), content_hash), kind)| SignedEvent {
             kind: *kind,

@@ -334,20 +334,10 @@ impl ChainBuilder {
             let now = now_us();
             let recovered = recover(&recovering, &mut |commit| {
                 for event in commit {
-                    let header = event.header;
-                    let Some(kind) = header.kind() else { continue };
-                    let content = EventContent::of_archived(header);
-                    let view = EventView {
-                        kind,
-                        key: u128::from_le_bytes(header.key),
-                        parent: header.parent().map(u128::from_le_bytes),
-                        content: &content,
-                        payload: event.payload,
-                    };
-                    for wrap in trust.apply_recovered(&view) {
+                    for wrap in trust.apply_recovered(event.header, event.payload) {
                         recovering.keys.add_wrap(wrap);
                     }
-                    if kind == EventKind::PublicKey {
+                    if event.header.kind() == Some(EventKind::PublicKey) {
                         if let Ok(key) = PublicSignKey::decode(event.payload) {
                             recovering.keys.public_keys.insert(key.id(), key);
                         }
@@ -378,7 +368,6 @@ impl ChainBuilder {
         let proofs = match &recovered.checkpoint {
             Some(checkpoint) => ProofCache {
                 tree: MerkleTree::from_frontier(checkpoint.first_sequence, &checkpoint.frontier)?,
-                first_sequence,
                 last_timestamp_us: checkpoint.last_timestamp_us,
                 ..ProofCache::default()
             },
@@ -487,9 +476,8 @@ pub(crate) struct LogCursor {
 #[derive(Debug, Default)]
 struct ProofCache {
     tree: MerkleTree,
-    /// Event hashes from `first_sequence` on (the log's first).
+    /// Event hashes from the tree's pruned size (the log's first sequence) on.
     event_hashes: Vec<[u8; 32]>,
-    first_sequence: u64,
     last_timestamp_us: u64,
     /// Where the next event to add starts.
     segment: u32,
@@ -957,7 +945,7 @@ impl Chain {
         let mut cache = self.proofs.lock();
         self.extend_proofs(&mut cache)?;
         let proof = cache.tree.inclusion_proof(sequence, tree_size)?;
-        let index = sequence.checked_sub(cache.first_sequence).ok_or(self.dropped(sequence))?;
+        let index = sequence.checked_sub(cache.tree.pruned_size()).ok_or(self.dropped(sequence))?;
         Ok((cache.event_hashes[index as usize], proof))
     }
 
@@ -1101,10 +1089,7 @@ impl Chain {
         let start = {
             let ends = self.shared.commit_ends.read();
             let index = ends.partition_point(|(end, _)| *end < sequence).min(ends.len().saturating_sub(1));
-            ends.get(index).map(|&(_, first_record)| {
-                let first_sequence = if index == 0 { log_first } else { ends[index - 1].0 + 1 };
-                (first_record, first_sequence)
-            })
+            self.commit_at(&ends, index).map(|(first_sequence, _, first_record)| (first_record, first_sequence))
         };
         let mut cursor = match start {
             Some((location, first_sequence)) => LogCursor {
@@ -1125,13 +1110,23 @@ impl Chain {
     /// First and last sequence of the durable commit that holds `sequence`,
     /// and where its first record is.
     pub(crate) fn commit_bounds(&self, sequence: u64) -> Option<(u64, u64, crate::view::EventLocation)> {
-        let ends = self.shared.commit_ends.read();
-        let index = ends.partition_point(|(end, _)| *end < sequence);
-        let &(last, location) = ends.get(index)?;
         if sequence < self.first_sequence() {
             return None;
         }
-        Some((if index == 0 { self.first_sequence() } else { ends[index - 1].0 + 1 }, last, location))
+        let ends = self.shared.commit_ends.read();
+        self.commit_at(&ends, ends.partition_point(|(end, _)| *end < sequence))
+    }
+
+    /// First and last sequence, and first record, of entry `index` of the
+    /// commit index (the first commit starts at the log's first sequence).
+    fn commit_at(
+        &self,
+        ends: &[(u64, crate::view::EventLocation)],
+        index: usize,
+    ) -> Option<(u64, u64, crate::view::EventLocation)> {
+        let &(last, location) = ends.get(index)?;
+        let first = if index == 0 { self.first_sequence() } else { ends[index - 1].0 + 1 };
+        Some((first, last, location))
     }
 
     /// The first sequence the log holds: 0 unless old segments were dropped

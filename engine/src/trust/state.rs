@@ -8,7 +8,7 @@ use super::events::EventContent;
 use super::retention::{self, ObjectRetention, RetentionChange, RetentionPolicy};
 use super::{RejectReason, TrustConfig};
 use crate::crypto::{KeyId, PublicSignKey};
-use crate::format::EventKind;
+use crate::format::{ArchivedEventHeader, EventKind};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Object keys and roots are spread already; SipHash cost 7% of `verify`
@@ -422,32 +422,35 @@ impl TrustState {
         }
     }
 
-    /// Replays a stored event during recovery: no signature checks (they
-    /// were made before it was written; `verify` re-checks everything).
-    pub fn apply_recovered(&mut self, event: &EventView<'_>) -> Vec<NodeKeyWrap> {
+    /// Replays a stored event during recovery (and from a checkpoint): no
+    /// signature checks (they were made before it was written; `verify`
+    /// re-checks everything). Events of unknown kinds change nothing.
+    pub fn apply_recovered(&mut self, header: &ArchivedEventHeader, payload: &[u8]) -> Vec<NodeKeyWrap> {
         let mut wraps = Vec::new();
-        match event.kind {
+        let Some(kind) = header.kind() else { return wraps };
+        let key = u128::from_le_bytes(header.key);
+        let parent = header.parent().map(u128::from_le_bytes);
+        match kind {
             EventKind::PublicKey => {
-                if let Ok(key) = PublicSignKey::decode(event.payload) {
-                    self.add_public_key(key);
+                if let Ok(public) = PublicSignKey::decode(payload) {
+                    self.add_public_key(public);
                 }
             }
             EventKind::Data => {
-                if let Some(parent) = event.parent {
-                    self.nodes.entry(event.key).or_default().parent = Some(parent);
-                } else if let Some(node) = self.nodes.get_mut(&event.key) {
+                if let Some(parent) = parent {
+                    self.nodes.entry(key).or_default().parent = Some(parent);
+                } else if let Some(node) = self.nodes.get_mut(&key) {
                     node.parent = None;
                 }
                 if self.policy.default_retention_us > 0 {
-                    let node = self.nodes.entry(event.key).or_default();
-                    node.retention =
-                        retention::after_new_version(&self.policy, node.retention, event.content.timestamp_us);
+                    let node = self.nodes.entry(key).or_default();
+                    node.retention = retention::after_new_version(&self.policy, node.retention, header.timestamp_us());
                 }
             }
-            EventKind::Retention => match postcard::from_bytes::<RetentionChange>(event.payload) {
+            EventKind::Retention => match postcard::from_bytes::<RetentionChange>(payload) {
                 Ok(RetentionChange::Policy(policy)) => self.policy = policy,
                 Ok(RetentionChange::Object { retain_until_us, legal_hold }) => {
-                    let node = self.nodes.entry(event.key).or_default();
+                    let node = self.nodes.entry(key).or_default();
                     if let Some(until) = retain_until_us {
                         node.retention.retain_until_us = until;
                     }
@@ -458,13 +461,13 @@ impl TrustState {
                 Err(_) => {}
             },
             EventKind::Authority => {
-                if let Ok(record) = postcard::from_bytes::<AuthorityRecord>(event.payload) {
+                if let Ok(record) = postcard::from_bytes::<AuthorityRecord>(payload) {
                     wraps.extend(record.node_key.iter().cloned());
                     wraps.extend(record.previous_node_keys.iter().cloned());
-                    let node = self.nodes.entry(event.key).or_default();
+                    let node = self.nodes.entry(key).or_default();
                     node.record = record;
                     if node.parent.is_none() {
-                        node.parent = event.parent;
+                        node.parent = parent;
                     }
                 }
             }
