@@ -114,15 +114,8 @@ pub fn format_instant(us: u64) -> String {
 /// A key id as `ate keygen` prints it (64 hex digits).
 pub fn parse_key_id(text: &str) -> Result<ate::crypto::KeyId, CliError> {
     let invalid = || CliError::Usage(format!("'{text}' is not a key id (64 hex digits)"));
-    let text = text.trim();
-    if text.len() != 64 || !text.is_ascii() {
-        return Err(invalid());
-    }
-    let mut bytes = [0u8; 32];
-    for (index, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * index..2 * index + 2], 16).map_err(|_| invalid())?;
-    }
-    Ok(ate::crypto::KeyId(bytes))
+    let bytes = from_hex(text.trim()).ok_or_else(invalid)?;
+    Ok(ate::crypto::KeyId(bytes.try_into().map_err(|_| invalid())?))
 }
 
 /// `90s`, `15m`, `12h`, `30d`, `7y` (365 days) as µs.
@@ -322,6 +315,14 @@ pub fn to_hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{byte:02x}");
         out
     })
+}
+
+/// The bytes of an even-length run of hex digits; `None` for anything else.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok()).collect()
 }
 
 /// Stores `value` under the named key (a blind write).

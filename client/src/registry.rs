@@ -183,7 +183,7 @@ impl Registry {
         .await?;
         let checkpoint = match reply {
             ServerMessage::Checkpoint { checkpoint, .. } => checkpoint,
-            other => return Err(to_ate_error(RemoteError::Unexpected(format!("{other:?}")))),
+            other => return Err(unexpected(other)),
         };
         if let Some(checkpoint) = checkpoint {
             let first_sequence = ate::chain::checkpoint_first_sequence(&checkpoint)?;

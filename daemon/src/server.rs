@@ -602,12 +602,7 @@ impl Session {
             }
             ClientMessage::Subscribe { request, chain, from, .. } => {
                 let Some(chain) = self.chain_for(request, &chain, false).await else { return true };
-                if from < chain.first_sequence() {
-                    let error = AteError::HistoryDropped {
-                        chain: chain.key().to_string(),
-                        sequence: from,
-                        first_sequence: chain.first_sequence(),
-                    };
+                if let Err(error) = chain.ensure_held(from) {
                     return self.engine_error(request, error).await;
                 }
                 if self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {

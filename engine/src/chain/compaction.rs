@@ -76,8 +76,7 @@ impl Chain {
 
     /// The segment's bytes with superseded versions compacted.
     fn compacted_segment(&self, index: u32, bytes: &[u8], now_us: u64) -> Result<Rewrite> {
-        let corrupt = |offset: usize, reason: String| self.corrupt(offset, reason);
-        let header = SegmentHeader::decode(bytes).map_err(|error| corrupt(0, error.to_string()))?;
+        let header = SegmentHeader::decode(bytes).map_err(|error| self.corrupt(0, error.to_string()))?;
         let mut out = AlignedVec::<16>::with_capacity(bytes.len().min(64 << 20));
         let (mut compacted, mut retained, mut offset) = (0u64, 0u64, SEGMENT_HEADER_LEN);
         out.extend_from_slice(&bytes[..SEGMENT_HEADER_LEN]);
@@ -85,7 +84,7 @@ impl Chain {
             let record = match decode_record(bytes, offset) {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
-                Err(error) => return Err(corrupt(offset, error.to_string())),
+                Err(error) => return Err(self.corrupt(offset, error.to_string())),
             };
             let superseded = !record.compacted
                 && record.header.kind() == Some(EventKind::Data)

@@ -1139,6 +1139,15 @@ impl Chain {
         AteError::HistoryDropped { chain: self.key.to_string(), sequence, first_sequence: self.first_sequence() }
     }
 
+    /// Errors: [`AteError::HistoryDropped`] if `sequence` is before the log's
+    /// first sequence (its segment was dropped).
+    pub fn ensure_held(&self, sequence: u64) -> Result<()> {
+        if sequence < self.first_sequence() {
+            return Err(self.dropped(sequence));
+        }
+        Ok(())
+    }
+
     /// A public signing key published in this chain.
     pub(crate) fn published_key(&self, id: &crate::crypto::KeyId) -> Option<crate::crypto::PublicSignKey> {
         self.shared.keys.public_keys.get(id).map(|key| key.clone())
@@ -1207,9 +1216,7 @@ impl Chain {
     /// about `max_bytes`, concatenated as on disk; and the next sequence.
     /// Errors: [`AteError::HistoryDropped`] if `from` is before the log's first sequence.
     pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
-        if from < self.first_sequence() {
-            return Err(self.dropped(from));
-        }
+        self.ensure_held(from)?;
         let mut cursor = self.cursor_at(from)?;
         let mut out = Vec::new();
         while out.len() < max_bytes {
