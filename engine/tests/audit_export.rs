@@ -14,13 +14,7 @@ async fn an_exported_range_verifies_offline_and_any_changed_byte_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     // Root keys: every commit must be signed, so the bundle has signatures to check.
     let writer = PrivateSignKey::generate(SignatureScheme::MlDsa44);
-    let chain = ChainBuilder::new(&small_config(dir.path()))
-        .await
-        .add_root_public_key(writer.public())
-        .build()
-        .open(&ChainKey::from("audited"))
-        .await
-        .unwrap();
+    let chain = common::open_rooted(small_config(dir.path()), writer.public(), "audited").await;
     let mut session = AteSession::default();
     session.add_user_write_key(writer.clone());
     let mut dio = chain.dio(&session).await;

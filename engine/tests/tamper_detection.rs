@@ -28,13 +28,7 @@ async fn fixture() -> Fixture {
     let root = PrivateSignKey::generate(SignatureScheme::MlDsa44);
     let delegate = PrivateSignKey::generate(SignatureScheme::MlDsa44);
     let read = ate::crypto::ReadKey::generate().unwrap();
-    let chain = ChainBuilder::new(&common::small_config(dir.path()))
-        .await
-        .add_root_public_key(root.public())
-        .build()
-        .open(&ChainKey::from("audited"))
-        .await
-        .unwrap();
+    let chain = common::open_rooted(common::small_config(dir.path()), root.public(), "audited").await;
     let mut session = AteSession::new("owner");
     session.add_user_write_key(root.clone()).add_user_write_key(delegate.clone()).add_user_read_key(read.clone());
     let mut dio = chain.dio(&session).await;
