@@ -101,7 +101,7 @@ pub fn export(chain: &Chain, from: u64, to: u64, signer: &PrivateSignKey) -> Res
         }
     }
     // `read_records` may overshoot the last commit: keep exactly first..=last.
-    let stored = aligned(&records);
+    let stored = crate::format::aligned_copy(&records);
     let (mut kept, mut offset) = (0usize, 0usize);
     let mut signing_keys: Vec<PublicSignKey> = Vec::new();
     let mut proofs = Vec::new();
@@ -136,12 +136,6 @@ pub fn export(chain: &Chain, from: u64, to: u64, signer: &PrivateSignKey) -> Res
     })
 }
 
-fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    aligned
-}
-
 /// Checks a bundle offline: the tree head's signature (by `trusted_head_key`
 /// when given), every record (checksum, sequence, payload hash, hash chain),
 /// every event's inclusion in the signed tree, and every commit's
@@ -172,7 +166,7 @@ pub fn verify_bundle(bytes: &[u8], trusted_head_key: Option<&KeyId>) -> std::res
         keys.push(PublicSignKey::decode(key).map_err(|error| fail(format!("signing key {index}"), error))?);
     }
 
-    let records = aligned(&bundle.records);
+    let records = crate::format::aligned_copy(&bundle.records);
     let (mut offset, mut expected, mut commits, mut events) = (0usize, bundle.first_sequence, 0u64, 0u64);
     let mut previous_hash: Option<[u8; 32]> = None;
     let mut commit: Vec<(EventKind, [u8; 32], &[u8])> = Vec::new();

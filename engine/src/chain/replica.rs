@@ -190,9 +190,7 @@ impl Chain {
         if let Some(error) = self.shared.poisoned() {
             return Err(error);
         }
-        // rkyv reads headers in place: one aligned copy.
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(records.len());
-        aligned.extend_from_slice(records);
+        let aligned = crate::format::aligned_copy(records);
         let mut offset = 0usize;
         let mut waiting = Vec::new();
         let outcome = loop {
@@ -290,8 +288,7 @@ impl Chain {
             self.shared.keys.add_wrap(wrap);
         }
         let last_timestamp_us = pending.iter().map(|(_, record)| record.header.timestamp_us()).max().unwrap_or(0);
-        let mut bytes = rkyv::util::AlignedVec::<16>::with_capacity(cursor - offset);
-        bytes.extend_from_slice(&records[offset..cursor]);
+        let bytes = crate::format::aligned_copy(&records[offset..cursor]);
         let (reply, receipt) = tokio::sync::oneshot::channel();
         let request = CommitRequest {
             records: bytes,

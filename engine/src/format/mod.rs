@@ -18,5 +18,13 @@ pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_FORMAT_VERSI
 /// A 16-byte aligned buffer, for decoding records received from elsewhere.
 pub type AlignedBytes = rkyv::util::AlignedVec<16>;
 
+/// `bytes` copied into an [`AlignedBytes`]: rkyv reads record headers in
+/// place, so records that arrive in an ordinary buffer get one aligned copy.
+pub fn aligned_copy(bytes: &[u8]) -> AlignedBytes {
+    let mut aligned = AlignedBytes::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    aligned
+}
+
 /// BLAKE3 hash of an event header: the link of the hash chain.
 pub type EventHash = [u8; 32];

@@ -354,13 +354,13 @@ impl TrustState {
         }
     }
 
-    /// The latest commit time this state has seen.
-    /// Records that commits up to `timestamp_us` were seen (the dropped
-    /// prefix of a chain, which verification does not replay).
+    /// Records that commits up to `timestamp_us` were seen (by `commit`, and
+    /// for the dropped prefix of a chain, which verification does not replay).
     pub fn note_commit_time(&mut self, timestamp_us: u64) {
         self.latest_commit_us = self.latest_commit_us.max(timestamp_us);
     }
 
+    /// The latest commit time this state has seen.
     pub fn latest_commit_us(&self) -> u64 {
         self.latest_commit_us
     }
@@ -389,7 +389,7 @@ impl TrustState {
 
     /// Applies a validated commit that got sequences `first..=last`.
     pub fn commit(&mut self, staged: StagedTrust, config: &TrustConfig, now_us: u64, first: u64, last: u64) {
-        self.latest_commit_us = self.latest_commit_us.max(now_us);
+        self.note_commit_time(now_us);
         self.nodes.extend(staged.nodes);
         if let Some(policy) = staged.policy {
             self.policy = policy;
