@@ -1,7 +1,8 @@
 //! E1: embedded ingest of 1 KiB plaintext events in `Batched` durability,
-//! io_uring and pwrite backends side by side.
+//! io_uring and pwrite backends side by side, each through the page cache
+//! and with direct appends (`O_DIRECT`).
 
-use ate::StorageBackend;
+use ate::{AteConfig, StorageBackend};
 use ate_bench::{config, ingest, open, payload, scratch_dir};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
@@ -12,14 +13,20 @@ fn engine_ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("E1_ingest_1KiB_batched");
     group.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
     for (events_per_commit, committers) in [(1000u64, 4u64), (100, 8), (1, 64)] {
-        for backend in [StorageBackend::IoUring, StorageBackend::Portable] {
+        for (backend, direct_io) in [
+            (StorageBackend::IoUring, false),
+            (StorageBackend::IoUring, true),
+            (StorageBackend::Portable, false),
+            (StorageBackend::Portable, true),
+        ] {
             group.throughput(Throughput::Elements(events_per_commit));
-            let name = format!("{backend:?}/{events_per_commit}_per_commit_{committers}_committers");
+            let appends = if direct_io { "direct" } else { "buffered" };
+            let name = format!("{backend:?}_{appends}/{events_per_commit}_per_commit_{committers}_committers");
             group.bench_function(name, |bencher| {
                 bencher.iter_custom(|commits| {
                     runtime.block_on(async {
                         let dir = scratch_dir();
-                        let chain = open(&config(dir.path(), backend)).await;
+                        let chain = open(&AteConfig { direct_io, ..config(dir.path(), backend) }).await;
                         let start = Instant::now();
                         ingest(&chain, commits, events_per_commit, committers, &value, 0).await;
                         start.elapsed()

@@ -18,6 +18,7 @@
 //! [log]                                # optional: segments and their upkeep
 //! segment_bytes = 268435456            # size of new segment files (default 256 MiB)
 //! backend = "io_uring"                 # io_uring (default) | pwrite
+//! direct_io = true                     # append with O_DIRECT, bypassing the page cache (default: false)
 //! drop_older_than = "30d"              # drop sealed segments older than this (default: never)
 //! tombstone_horizon = "7d"             # ...but keep those holding younger deletions
 //! compact = true                       # compact sealed segments too (default: false)
@@ -65,6 +66,8 @@ pub struct LogSettings {
     pub segment_bytes: Option<u64>,
     #[serde(default)]
     pub backend: BackendSetting,
+    #[serde(default)]
+    pub direct_io: bool,
     pub drop_older_than: Option<String>,
     #[serde(default = "default_tombstone_horizon")]
     pub tombstone_horizon: String,
@@ -79,6 +82,7 @@ impl Default for LogSettings {
         Self {
             segment_bytes: None,
             backend: BackendSetting::default(),
+            direct_io: false,
             drop_older_than: None,
             tombstone_horizon: default_tombstone_horizon(),
             compact: false,

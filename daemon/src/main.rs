@@ -101,6 +101,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         root_keys: config.root_keys()?,
         segment_size_bytes: config.log.segment_bytes,
         backend: config.log.backend.into(),
+        direct_io: config.log.direct_io,
         maintenance: config
             .log
             .maintenance()

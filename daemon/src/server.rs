@@ -105,6 +105,8 @@ pub struct ServerOptions {
     pub segment_size_bytes: Option<u64>,
     /// How segments are appended to.
     pub backend: ate::StorageBackend,
+    /// Appends bypass the page cache (`[log] direct_io`).
+    pub direct_io: bool,
     /// Compaction and old-segment dropping run by atedb itself (`[log]`).
     pub maintenance: Option<crate::maintenance::LogMaintenance>,
 }
@@ -168,6 +170,7 @@ impl Server {
             durability: options.durability,
             segment_size_bytes,
             backend: options.backend,
+            direct_io: options.direct_io,
             max_commit_bytes: defaults.max_commit_bytes.min(quarter),
             max_write_bytes: defaults.max_write_bytes.min(quarter),
             ..defaults

@@ -52,6 +52,14 @@ pub struct AteConfig {
     pub max_write_bytes: usize,
     /// Commits that may wait in the writer's queue before committers wait.
     pub writer_queue_commits: usize,
+    /// Appends bypass the page cache (`O_DIRECT`, whole 4 KiB blocks) where
+    /// the filesystem supports it. Saves the kernel's copy of every byte
+    /// into freshly allocated page-cache pages (most of the CPU of an
+    /// ingest); readers of just-written events then read them from the
+    /// device instead of memory. Falls back to buffered appends when the
+    /// filesystem has no direct I/O or the segment size is not a multiple
+    /// of 4 KiB.
+    pub direct_io: bool,
 }
 
 impl Default for AteConfig {
@@ -64,6 +72,7 @@ impl Default for AteConfig {
             max_commit_bytes: 16 << 20,
             max_write_bytes: 4 << 20,
             writer_queue_commits: 4096,
+            direct_io: false,
         }
     }
 }

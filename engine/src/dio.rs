@@ -433,7 +433,7 @@ impl Dio {
         let mut events = published;
         let mut payload_hashes: Vec<[u8; 32]> = Vec::new();
         if !signing_keys.is_empty() {
-            payload_hashes = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+            payload_hashes = NewEvent::payload_hashes(&events);
             let contents: Vec<EventContent> =
                 events.iter().zip(&payload_hashes).map(|(event, hash)| event.content(*hash, timestamp_us)).collect();
             for key in &signing_keys {

@@ -269,12 +269,14 @@ struct RecordHashes {
 /// [`RecordHashes`] of each record, computed on up to every available core.
 fn hash_records(records: &[(usize, crate::format::DecodedRecord<'_>)]) -> Vec<RecordHashes> {
     let hash = |chunk: &[(usize, crate::format::DecodedRecord<'_>)]| -> Vec<RecordHashes> {
+        let payload_checks = crate::format::verify_payload_hashes(chunk.iter().map(|(_, record)| record));
         chunk
             .iter()
-            .map(|(_, record)| {
+            .zip(payload_checks)
+            .map(|((_, record), payload_check)| {
                 let event_hash = record.event_hash();
                 RecordHashes {
-                    payload_check: record.verify_payload_hash().map_err(|error| error.to_string()),
+                    payload_check: payload_check.map_err(|error| error.to_string()),
                     event_hash,
                     leaf_hash: crate::proof::leaf_hash(&event_hash),
                     content_hash: EventContent::of_archived(record.header).hash(),

@@ -64,6 +64,13 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// BLAKE3 of every event's payload, hashed side by side (see
+    /// `format::payload_hashes`).
+    pub(crate) fn payload_hashes(events: &[NewEvent]) -> Vec<[u8; 32]> {
+        let payloads: Vec<&[u8]> = events.iter().map(|event| event.payload.as_slice()).collect();
+        crate::format::payload_hashes(&payloads)
+    }
+
     pub fn new(key: PrimaryKey, kind: EventKind, payload: Vec<u8>) -> Self {
         Self {
             key,
@@ -655,7 +662,7 @@ impl Chain {
         }
         // Hash payloads before taking the lock: it is the costly part and
         // runs in parallel across committers.
-        let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+        let payload_hashes = NewEvent::payload_hashes(&events);
         self.append_hashed(events, payload_hashes, durability).await
     }
 
@@ -881,7 +888,7 @@ impl Chain {
         if events.is_empty() {
             return Err(AteError::InvalidInput("a commit needs at least one event".into()));
         }
-        let payload_hashes: Vec<[u8; 32]> = events.iter().map(|event| blake3::hash(&event.payload).into()).collect();
+        let payload_hashes = NewEvent::payload_hashes(&events);
         let assigned = self.assign(events, payload_hashes, durability).await?;
         Ok(PendingCommit { chain: Arc::clone(self), assigned })
     }

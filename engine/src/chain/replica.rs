@@ -256,7 +256,6 @@ impl Chain {
             if record.header.prev_hash != last_hash {
                 return Err(corrupt(cursor, next_sequence, "hash chain broken".into()));
             }
-            record.verify_payload_hash().map_err(|error| corrupt(cursor, next_sequence, error.to_string()))?;
             if record.next_offset - offset > self.shared.config.max_commit_bytes {
                 return Err(corrupt(cursor, next_sequence, "commit larger than this chain allows".into()));
             }
@@ -268,6 +267,12 @@ impl Chain {
             if commit_end {
                 break;
             }
+        }
+        // Payloads are checked together (hashed side by side); the first
+        // mismatch is named.
+        let payload_checks = crate::format::verify_payload_hashes(pending.iter().map(|(_, record)| record));
+        if let Some(((at, record), Err(error))) = pending.iter().zip(payload_checks).find(|(_, check)| check.is_err()) {
+            return Err(corrupt(*at, record.sequence(), error.to_string()));
         }
         let content_hashes: Vec<[u8; 32]> =
             pending.iter().map(|(_, record)| EventContent::of_archived(record.header).hash()).collect();

@@ -4,14 +4,16 @@
 //! `docs/design.md` draws these layouts byte by byte; keep the two in step.
 
 mod header;
+mod payload_hash;
 mod record;
 mod segment_header;
 
+pub use payload_hash::payload_hashes;
 pub use header::{ArchivedEventHeader, EventFlags, EventHeader, EventKind, HEADER_LEN};
 pub(crate) use record::decode_validated_record;
 pub use record::{
-    decode_record, encode_compacted, encode_record, header_at, is_compacted, padded_record_len, DecodedRecord,
-    RecordError, FRAME_LEN, RECORD_ALIGN,
+    decode_record, encode_compacted, encode_record, header_at, is_compacted, padded_record_len, verify_payload_hashes,
+    DecodedRecord, RecordError, FRAME_LEN, RECORD_ALIGN,
 };
 pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_LEN};
 

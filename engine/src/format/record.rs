@@ -131,19 +131,35 @@ impl DecodedRecord<'_> {
     /// Data event (the only kind compaction touches; the others carry what
     /// trust needs).
     pub fn verify_payload_hash(&self) -> Result<(), RecordError> {
+        self.payload_hash_is(|| blake3::hash(self.payload).into())
+    }
+
+    /// The check of [`DecodedRecord::verify_payload_hash`] with the payload's
+    /// hash computed elsewhere (only asked for when there is a payload).
+    fn payload_hash_is(&self, computed: impl FnOnce() -> [u8; 32]) -> Result<(), RecordError> {
         if self.compacted {
             return match self.header.kind() {
                 Some(EventKind::Data) => Ok(()),
                 _ => Err(RecordError::CompactedTrustEvent(self.header.kind)),
             };
         }
-        let computed: [u8; 32] = blake3::hash(self.payload).into();
-        if computed == self.header.payload_hash {
+        if computed() == self.header.payload_hash {
             Ok(())
         } else {
             Err(RecordError::PayloadHash)
         }
     }
+}
+
+/// [`DecodedRecord::verify_payload_hash`] of every record, their payloads
+/// hashed side by side (`payload_hashes`).
+pub fn verify_payload_hashes<'r, 'a: 'r>(
+    records: impl IntoIterator<Item = &'r DecodedRecord<'a>>,
+) -> Vec<Result<(), RecordError>> {
+    let records: Vec<&DecodedRecord<'a>> = records.into_iter().collect();
+    let payloads: Vec<&[u8]> = records.iter().map(|record| if record.compacted { &[][..] } else { record.payload }).collect();
+    let hashes = super::payload_hashes(&payloads);
+    records.iter().zip(hashes).map(|(record, hash)| record.payload_hash_is(|| hash)).collect()
 }
 
 /// Reads the frame at `offset`: `Ok(None)` where a zero length marks the end

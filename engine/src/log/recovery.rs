@@ -95,7 +95,7 @@ pub(crate) fn create_segment(chain: &ChainShared, first_sequence: u64, prev_hash
         .map_err(|e| AteError::io(context("writing header of"), e))?;
     chain.storage.sync_data(&file).map_err(|e| AteError::io(context("syncing"), e))?;
     chain.storage.sync_dir(&chain.dir).map_err(|e| AteError::io(context("syncing directory of"), e))?;
-    let (segment, decoded) = Segment::open(file).map_err(|e| AteError::io(context("mapping"), e))?;
+    let (segment, decoded) = Segment::open(file, &path).map_err(|e| AteError::io(context("mapping"), e))?;
     decoded.map_err(|e| corrupt(chain, &path, 0, None, format!("header just written does not read back: {e}")))?;
     Ok(segment)
 }
@@ -160,7 +160,7 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
     if let Some((_, path)) = files.last().cloned() {
         let file = chain.storage.open(&path).map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
         let (segment, header) =
-            Segment::open(file).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
+            Segment::open(file, &path).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
         if header.is_err() {
             let untouched = segment.bytes().get(SEGMENT_HEADER_LEN..).is_none_or(|rest| rest.iter().all(|&b| b == 0));
             if untouched {
@@ -199,7 +199,7 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
         let active = position + 1 == count;
         let file = chain.storage.open(&path).map_err(|e| AteError::io(format!("opening {}", path.display()), e))?;
         let (segment, header) =
-            Segment::open(file).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
+            Segment::open(file, &path).map_err(|e| AteError::io(format!("mapping {}", path.display()), e))?;
         let header = header.map_err(|e| corrupt(chain, &path, 0, None, format!("segment header: {e}")))?;
         header
             .check_continues(&chain.chain_id, first_sequence, next_sequence, &last_hash)

@@ -4,6 +4,7 @@ use crate::format::{ArchivedEventHeader, SegmentHeader, FRAME_LEN, HEADER_LEN};
 use crate::view::EventLocation;
 use memmap2::Mmap;
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -12,18 +13,26 @@ use std::sync::{Arc, OnceLock};
 pub(crate) struct Segment {
     pub file: Arc<File>,
     pub map: Mmap,
+    /// Where the file lives (the log writer opens it a second time for direct appends).
+    pub path: PathBuf,
 }
 
 impl Segment {
-    pub fn open(file: File) -> std::io::Result<(Self, Result<SegmentHeader, crate::format::SegmentHeaderError>)> {
+    pub fn open(
+        file: File,
+        path: &Path,
+    ) -> std::io::Result<(Self, Result<SegmentHeader, crate::format::SegmentHeaderError>)> {
         // SAFETY: the mapping is read-only and shared with our own writer.
         // Readers only dereference bytes below the durable frontier (records
         // that were validated or written by this process); those bytes never
         // change while the chain is open, since the log is append-only and
         // the chain directory is locked against other processes (flock).
+        // Direct appends rewrite the last partial block with the same
+        // leading bytes, and the kernel drops cached pages of a range
+        // written that way, so readers keep seeing those bytes.
         let map = unsafe { Mmap::map(&file)? };
         let header = SegmentHeader::decode(&map);
-        let segment = Self { file: Arc::new(file), map };
+        let segment = Self { file: Arc::new(file), map, path: path.to_path_buf() };
         Ok((segment, header))
     }
 

@@ -8,7 +8,7 @@ use super::recovery::create_segment;
 use super::{view_change_for, ChainShared};
 use crate::config::Durability;
 use crate::format::{header_at, EventHash};
-use crate::storage::LogDevice;
+use crate::storage::{LogDevice, WriteBuffer, DIRECT_BLOCK};
 use crate::view::EventLocation;
 use crate::Result;
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -42,11 +42,48 @@ struct ActiveSegment {
     file: Arc<File>,
     write_offset: u64,
     len: u64,
+    /// Set when appends bypass the page cache.
+    direct: Option<DirectAppends>,
+}
+
+/// Appends through `O_DIRECT` write whole blocks: each write starts with
+/// the bytes already in its first block (kept here, so nothing is read
+/// back) and ends with zeros up to a block boundary, which the next write
+/// overwrites. Rewritten leading bytes are identical to what is on disk,
+/// so a write torn anywhere leaves acknowledged records as they were.
+struct DirectAppends {
+    file: Arc<File>,
+    /// The segment's bytes from the start of the block holding the write
+    /// offset up to the write offset.
+    partial_block: Vec<u8>,
+}
+
+impl DirectAppends {
+    /// `None` when the chain appends through the page cache, the segment
+    /// length is not whole blocks, or the filesystem has no direct I/O.
+    fn open(chain: &ChainShared, segment: &super::segments::Segment, write_offset: u64) -> Result<Option<Self>> {
+        let bytes = segment.bytes();
+        if !chain.config.direct_io || bytes.len() % DIRECT_BLOCK != 0 {
+            return Ok(None);
+        }
+        let opened = chain.storage.open_direct(&segment.path).map_err(|e| {
+            crate::AteError::io(format!("opening {} for direct appends", segment.path.display()), e)
+        })?;
+        let write_offset = write_offset as usize;
+        Ok(opened.map(|file| Self {
+            file: Arc::new(file),
+            partial_block: bytes[write_offset - write_offset % DIRECT_BLOCK..write_offset].to_vec(),
+        }))
+    }
 }
 
 struct Group {
     /// Each commit with the segment offset its records were written at.
     commits: Vec<(u64, CommitRequest)>,
+    /// Where the commits' records start in the written buffer (after the
+    /// rewritten start of a block, for direct appends), and their length.
+    records_at: usize,
+    records_len: usize,
     segment: u32,
     submitted: std::time::Instant,
     synced: bool,
@@ -57,7 +94,7 @@ struct Writer {
     device: Box<dyn LogDevice>,
     active: ActiveSegment,
     in_flight: VecDeque<Group>,
-    spare: Vec<AlignedVec<16>>,
+    spare: Vec<WriteBuffer>,
     /// Bytes written since the last fdatasync was requested. Buffered
     /// commits skip the sync, but never more than one write's worth in a
     /// row: that keeps what a power loss can tear inside the window that
@@ -78,8 +115,14 @@ pub(crate) fn spawn_writer(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let index = chain.segments.len() - 1;
     let segment = chain.segments.get(index).expect("recovery leaves an active segment");
-    let active =
-        ActiveSegment { index, file: Arc::clone(&segment.file), write_offset, len: segment.bytes().len() as u64 };
+    let direct = DirectAppends::open(&chain, segment, write_offset).map_err(std::io::Error::other)?;
+    let active = ActiveSegment {
+        index,
+        file: Arc::clone(&segment.file),
+        write_offset,
+        len: segment.bytes().len() as u64,
+        direct,
+    };
     let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
     let mut writer = Writer {
         chain,
@@ -172,30 +215,48 @@ impl Writer {
     fn submit(&mut self, commits: Vec<CommitRequest>, bytes: usize) {
         let mut buffer = self.spare.pop().unwrap_or_default();
         buffer.clear();
-        buffer.reserve(bytes);
+        buffer.reserve(bytes + 2 * DIRECT_BLOCK);
+        if let Some(direct) = &self.active.direct {
+            buffer.extend_from_slice(&direct.partial_block);
+        }
+        let records_at = buffer.len();
         let mut placed = Vec::with_capacity(commits.len());
         let mut sync = false;
         for request in commits {
-            placed.push((self.active.write_offset + buffer.len() as u64, request));
+            placed.push((self.active.write_offset + (buffer.len() - records_at) as u64, request));
             let request = &placed.last().expect("just pushed").1;
             buffer.extend_from_slice(&request.records);
             sync |= request.durability.needs_sync();
         }
+        let records_len = buffer.len() - records_at;
         let last = &placed.last().expect("a group holds at least one commit").1;
         self.next_sequence = last.receipt.last_sequence + 1;
         self.last_hash = last.last_hash;
-        self.unsynced_bytes += buffer.len() as u64;
+        self.unsynced_bytes += records_len as u64;
         if self.unsynced_bytes >= self.chain.config.max_write_bytes as u64 {
             sync = true;
         }
         if sync {
             self.unsynced_bytes = 0;
         }
-        let offset = self.active.write_offset;
-        self.active.write_offset += buffer.len() as u64;
-        self.device.submit(&self.active.file, offset, buffer, sync);
+        let mut offset = self.active.write_offset;
+        let mut file = &self.active.file;
+        if let Some(direct) = &mut self.active.direct {
+            let end = buffer.len();
+            direct.partial_block.clear();
+            direct.partial_block.extend_from_slice(&buffer[end - end % DIRECT_BLOCK..end]);
+            buffer.resize(end.next_multiple_of(DIRECT_BLOCK), 0);
+            offset -= records_at as u64;
+            file = &direct.file;
+            debug_assert!(offset % DIRECT_BLOCK as u64 == 0 && buffer.len() % DIRECT_BLOCK == 0);
+            debug_assert!(offset + buffer.len() as u64 <= self.active.len, "whole segments are whole blocks");
+        }
+        self.active.write_offset += records_len as u64;
+        self.device.submit(file, offset, buffer, sync);
         self.in_flight.push_back(Group {
             commits: placed,
+            records_at,
+            records_len,
             segment: self.active.index,
             submitted: std::time::Instant::now(),
             synced: sync,
@@ -211,7 +272,7 @@ impl Writer {
             metrics.sync_latency.record(group.submitted.elapsed());
         }
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        metrics.bytes_appended.fetch_add(buffer.len() as u64, relaxed);
+        metrics.bytes_appended.fetch_add(group.records_len as u64, relaxed);
         let events: u64 =
             group.commits.iter().map(|(_, r)| r.receipt.last_sequence - r.receipt.first_sequence + 1).sum();
         metrics.events_appended.fetch_add(events, relaxed);
@@ -233,7 +294,7 @@ impl Writer {
                 let _ = request.reply.send(Err(self.chain.poisoned().expect("poisoned above")));
             }
         } else {
-            self.publish(&group, &buffer);
+            self.publish(&group, &buffer[group.records_at..group.records_at + group.records_len]);
             for (_, request) in group.commits {
                 let _ = request.reply.send(Ok(request.receipt));
             }
@@ -294,11 +355,13 @@ impl Writer {
             self.unsynced_bytes = 0;
         }
         let segment = create_segment(&self.chain, self.next_sequence, self.last_hash)?;
+        let write_offset = crate::format::SEGMENT_HEADER_LEN as u64;
+        let direct = DirectAppends::open(&self.chain, &segment, write_offset)?;
         let file = Arc::clone(&segment.file);
         let len = segment.bytes().len() as u64;
         let index = self.chain.segments.push(segment);
         tracing::debug!(chain = %self.chain.name, index, first_sequence = self.next_sequence, "rolled to a new segment");
-        self.active = ActiveSegment { index, file, write_offset: crate::format::SEGMENT_HEADER_LEN as u64, len };
+        self.active = ActiveSegment { index, file, write_offset, len, direct };
         Ok(())
     }
 }

@@ -33,6 +33,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn open(&self, path: &Path) -> io::Result<File> {
         std_open(path)
     }
+    /// Opens a segment for appends that bypass the page cache (`O_DIRECT`):
+    /// every write through it is then whole [`DIRECT_BLOCK`]s, at a block
+    /// offset, from block-aligned memory. `None` where the filesystem does
+    /// not support it (the log then appends through the page cache).
+    fn open_direct(&self, path: &Path) -> io::Result<Option<File>> {
+        std_open_direct(path)
+    }
     fn write_all_at(&self, file: &File, buffer: &[u8], offset: u64) -> io::Result<()> {
         std_write_all_at(file, buffer, offset)
     }
@@ -51,10 +58,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>>;
 }
 
+/// Block size and alignment of direct appends: the page size, which is a
+/// multiple of every logical block size in use (512 B and 4 KiB).
+pub const DIRECT_BLOCK: usize = 4096;
+
+/// What the log writer hands a device: aligned for direct appends.
+pub type WriteBuffer = AlignedVec<DIRECT_BLOCK>;
+
 /// A finished submission: the buffer comes back for reuse.
 #[derive(Debug)]
 pub struct Completion {
-    pub buffer: AlignedVec<16>,
+    pub buffer: WriteBuffer,
     pub result: io::Result<()>,
 }
 
@@ -64,7 +78,7 @@ pub trait LogDevice: Send {
     fn max_in_flight(&self) -> usize;
     /// Starts writing `buffer` at `offset` of `file`, followed by an
     /// fdatasync of the file when `sync` is set.
-    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: AlignedVec<16>, sync: bool);
+    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool);
     /// Waits for the oldest outstanding submission. Panics if there is none
     /// (a caller bug, not an I/O condition).
     fn wait_oldest(&mut self) -> Completion;
@@ -88,7 +102,7 @@ impl<S: Storage + ?Sized> LogDevice for SynchronousDevice<S> {
     fn max_in_flight(&self) -> usize {
         1
     }
-    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: AlignedVec<16>, sync: bool) {
+    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool) {
         let mut result = self.storage.write_all_at(file, &buffer, offset);
         if result.is_ok() && sync {
             result = self.storage.sync_data(file);
@@ -135,4 +149,14 @@ pub(crate) fn std_write_all_at(file: &File, buffer: &[u8], offset: u64) -> io::R
 
 pub(crate) fn std_open(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new().read(true).write(true).open(path)
+}
+
+pub(crate) fn std_open_direct(path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
+        Ok(file) => Ok(Some(file)),
+        // The filesystem has no direct I/O (EINVAL is how open says so).
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(error) => Err(error),
+    }
 }

@@ -1,9 +1,8 @@
 //! io_uring appends: each group is a linked `write → fdatasync` pair, and the
 //! writer fills the next group while the previous pair is in flight.
 
-use super::{Completion, LogDevice, Storage};
+use super::{Completion, LogDevice, Storage, WriteBuffer};
 use io_uring::{opcode, squeue, types, IoUring};
-use rkyv::util::AlignedVec;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
@@ -30,7 +29,7 @@ const MAX_IN_FLIGHT: usize = 2;
 
 struct Slot {
     id: u64,
-    buffer: AlignedVec<16>,
+    buffer: WriteBuffer,
     file: Arc<File>,
     offset: u64,
     sync: bool,
@@ -92,16 +91,28 @@ impl LogDevice for UringDevice {
         MAX_IN_FLIGHT
     }
 
-    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: AlignedVec<16>, sync: bool) {
+    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool) {
         assert!(self.slots.len() < MAX_IN_FLIGHT, "too many submissions in flight");
         let id = self.next_id;
         self.next_id += 1;
         let fd = types::Fd(file.as_raw_fd());
         let length = u32::try_from(buffer.len()).expect("write larger than 4 GiB");
         let mut write = opcode::Write::new(fd, buffer.as_ptr(), length).offset(offset).build().user_data(id << 1);
+        let mut flags = squeue::Flags::empty();
         if sync {
-            write = write.flags(squeue::Flags::IO_LINK);
+            flags |= squeue::Flags::IO_LINK;
         }
+        // The ring does not order writes. Direct appends rewrite the block
+        // the previous write ended in, so a write overlapping one still in
+        // flight waits for everything before it: otherwise the older write
+        // could land last and zero the newer records in that block.
+        let end = offset + buffer.len() as u64;
+        if self.slots.iter().any(|slot| {
+            Arc::ptr_eq(&slot.file, file) && slot.offset < end && offset < slot.offset + slot.buffer.len() as u64
+        }) {
+            flags |= squeue::Flags::IO_DRAIN;
+        }
+        write = write.flags(flags);
         let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1);
         let mut slot = Slot { id, buffer, file: Arc::clone(file), offset, sync, write_result: None, sync_result: None };
         // SAFETY: the buffer and the file are owned by `slot`, which stays in

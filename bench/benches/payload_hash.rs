@@ -1,0 +1,22 @@
+//! Payload hashing: one BLAKE3 call per 1 KiB payload against
+//! `ate::format::payload_hashes`, which hashes a commit's payloads side by
+//! side (the cost behind E1, E2, D1 and `verify`).
+
+use ate_bench::payload;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+
+fn payload_hash(c: &mut Criterion) {
+    let payloads: Vec<Vec<u8>> = (0..1000).map(|seed| payload(1024, seed)).collect();
+    let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    let mut group = c.benchmark_group("payload_hash_1000x1KiB");
+    group.throughput(Throughput::Bytes(1024 * 1000));
+    group.bench_function("blake3_hash_each", |bencher| {
+        bencher.iter(|| slices.iter().map(|p| *blake3::hash(black_box(p)).as_bytes()).collect::<Vec<[u8; 32]>>())
+    });
+    group.bench_function("payload_hashes", |bencher| bencher.iter(|| ate::format::payload_hashes(black_box(&slices))));
+    group.finish();
+}
+
+criterion_group!(benches, payload_hash);
+criterion_main!(benches);
