@@ -7,10 +7,17 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
 fn payload_hash(c: &mut Criterion) {
-    let payloads: Vec<Vec<u8>> = (0..1000).map(|seed| payload(1024, seed)).collect();
+    // 1 KiB plaintext values, and the same values encrypted (two chunks).
+    for len in [1024usize, 1100] {
+        hash_thousand(c, len);
+    }
+}
+
+fn hash_thousand(c: &mut Criterion, len: usize) {
+    let payloads: Vec<Vec<u8>> = (0..1000).map(|seed| payload(len, seed)).collect();
     let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-    let mut group = c.benchmark_group("payload_hash_1000x1KiB");
-    group.throughput(Throughput::Bytes(1024 * 1000));
+    let mut group = c.benchmark_group(format!("payload_hash_1000x{len}B"));
+    group.throughput(Throughput::Bytes(len as u64 * 1000));
     group.bench_function("blake3_hash_each", |bencher| {
         bencher.iter(|| slices.iter().map(|p| *blake3::hash(black_box(p)).as_bytes()).collect::<Vec<[u8; 32]>>())
     });

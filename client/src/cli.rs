@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 /// The type tag of values written by the CLI.
 pub fn cli_type_tag() -> u64 {
-    type_tag("ate.cli.value/v1")
+    // Derived once: it is stamped on every event a producer writes.
+    static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| type_tag("ate.cli.value/v1"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -269,18 +269,21 @@ struct RecordHashes {
 /// [`RecordHashes`] of each record, computed on up to every available core.
 fn hash_records(records: &[(usize, crate::format::DecodedRecord<'_>)]) -> Vec<RecordHashes> {
     let hash = |chunk: &[(usize, crate::format::DecodedRecord<'_>)]| -> Vec<RecordHashes> {
-        let payload_checks = crate::format::verify_payload_hashes(chunk.iter().map(|(_, record)| record));
-        chunk
-            .iter()
-            .zip(payload_checks)
-            .map(|((_, record), payload_check)| {
-                let event_hash = record.event_hash();
-                RecordHashes {
-                    payload_check: payload_check.map_err(|error| error.to_string()),
-                    event_hash,
-                    leaf_hash: crate::proof::leaf_hash(&event_hash),
-                    content_hash: EventContent::of_archived(record.header).hash(),
-                }
+        // Each kind of hash side by side over the chunk (format::payload_hashes).
+        let records = || chunk.iter().map(|(_, record)| record);
+        let payload_checks = crate::format::verify_payload_hashes(records());
+        let headers: Vec<&[u8]> = records().map(|record| record.header_bytes).collect();
+        let event_hashes = crate::format::payload_hashes(&headers);
+        let content_hashes = EventContent::hashes(records().map(|record| EventContent::of_archived(record.header)));
+        payload_checks
+            .into_iter()
+            .zip(event_hashes)
+            .zip(content_hashes)
+            .map(|((payload_check, event_hash), content_hash)| RecordHashes {
+                payload_check: payload_check.map_err(|error| error.to_string()),
+                event_hash,
+                leaf_hash: crate::proof::leaf_hash(&event_hash),
+                content_hash,
             })
             .collect()
     };

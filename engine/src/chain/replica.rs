@@ -274,8 +274,8 @@ impl Chain {
         if let Some(((at, record), Err(error))) = pending.iter().zip(payload_checks).find(|(_, check)| check.is_err()) {
             return Err(corrupt(*at, record.sequence(), error.to_string()));
         }
-        let content_hashes: Vec<[u8; 32]> =
-            pending.iter().map(|(_, record)| EventContent::of_archived(record.header).hash()).collect();
+        let content_hashes =
+            EventContent::hashes(pending.iter().map(|(_, record)| EventContent::of_archived(record.header)));
         let changes = crate::verify::check_commit(
             &mut state.trust,
             &self.trust,

@@ -8,8 +8,8 @@ mod payload_hash;
 mod record;
 mod segment_header;
 
-pub use payload_hash::payload_hashes;
 pub use header::{ArchivedEventHeader, EventFlags, EventHeader, EventKind, HEADER_LEN};
+pub use payload_hash::{derive_key_hashes, payload_hashes, DerivedKey};
 pub(crate) use record::decode_validated_record;
 pub use record::{
     decode_record, encode_compacted, encode_record, header_at, is_compacted, padded_record_len, verify_payload_hashes,

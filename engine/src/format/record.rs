@@ -157,7 +157,8 @@ pub fn verify_payload_hashes<'r, 'a: 'r>(
     records: impl IntoIterator<Item = &'r DecodedRecord<'a>>,
 ) -> Vec<Result<(), RecordError>> {
     let records: Vec<&DecodedRecord<'a>> = records.into_iter().collect();
-    let payloads: Vec<&[u8]> = records.iter().map(|record| if record.compacted { &[][..] } else { record.payload }).collect();
+    let payloads: Vec<&[u8]> =
+        records.iter().map(|record| if record.compacted { &[][..] } else { record.payload }).collect();
     let hashes = super::payload_hashes(&payloads);
     records.iter().zip(hashes).map(|(record, hash)| record.payload_hash_is(|| hash)).collect()
 }

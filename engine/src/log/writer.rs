@@ -66,9 +66,10 @@ impl DirectAppends {
         if !chain.config.direct_io || bytes.len() % DIRECT_BLOCK != 0 {
             return Ok(None);
         }
-        let opened = chain.storage.open_direct(&segment.path).map_err(|e| {
-            crate::AteError::io(format!("opening {} for direct appends", segment.path.display()), e)
-        })?;
+        let opened = chain
+            .storage
+            .open_direct(&segment.path)
+            .map_err(|e| crate::AteError::io(format!("opening {} for direct appends", segment.path.display()), e))?;
         let write_offset = write_offset as usize;
         Ok(opened.map(|file| Self {
             file: Arc::new(file),

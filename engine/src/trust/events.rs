@@ -66,21 +66,49 @@ pub struct EventContent {
     pub nonce: [u8; 12],
 }
 
+const CONTENT_CONTEXT: &str = "ate 2026 event content";
+/// Bytes of [`EventContent::hashed_bytes`].
+const CONTENT_LEN: usize = 1 + 16 + 16 + 8 + 8 + 8 + 32 + 32 + 12;
+
 impl EventContent {
     /// BLAKE3 (derive-key mode, so no other ATE hash can collide with it)
     /// over the fields in a fixed little-endian layout.
     pub fn hash(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_derive_key("ate 2026 event content");
-        hasher.update(&[self.kind]);
-        hasher.update(&self.key);
-        hasher.update(&self.parent);
-        hasher.update(&self.collection.to_le_bytes());
-        hasher.update(&self.type_tag.to_le_bytes());
-        hasher.update(&self.timestamp_us.to_le_bytes());
-        hasher.update(&self.payload_hash);
-        hasher.update(&self.read_key_id);
-        hasher.update(&self.nonce);
-        hasher.finalize().into()
+        blake3::derive_key(CONTENT_CONTEXT, &self.hashed_bytes())
+    }
+
+    /// [`EventContent::hash`] of each, hashed side by side.
+    pub fn hashes<C: std::borrow::Borrow<EventContent>>(contents: impl IntoIterator<Item = C>) -> Vec<[u8; 32]> {
+        static KEY: std::sync::LazyLock<crate::format::DerivedKey> =
+            std::sync::LazyLock::new(|| crate::format::DerivedKey::new(CONTENT_CONTEXT));
+        let bytes: Vec<[u8; CONTENT_LEN]> =
+            contents.into_iter().map(|content| content.borrow().hashed_bytes()).collect();
+        let inputs: Vec<&[u8]> = bytes.iter().map(|content| content.as_slice()).collect();
+        crate::format::derive_key_hashes(&KEY, &inputs)
+    }
+
+    /// The hashed layout: kind, key, parent, collection, type tag,
+    /// timestamp, payload hash, read key id, nonce.
+    fn hashed_bytes(&self) -> [u8; CONTENT_LEN] {
+        let mut out = [0u8; CONTENT_LEN];
+        let fields: [&[u8]; 9] = [
+            &[self.kind],
+            &self.key,
+            &self.parent,
+            &self.collection.to_le_bytes(),
+            &self.type_tag.to_le_bytes(),
+            &self.timestamp_us.to_le_bytes(),
+            &self.payload_hash,
+            &self.read_key_id,
+            &self.nonce,
+        ];
+        let mut at = 0;
+        for field in fields {
+            out[at..at + field.len()].copy_from_slice(field);
+            at += field.len();
+        }
+        debug_assert_eq!(at, CONTENT_LEN);
+        out
     }
 
     pub fn of_header(header: &EventHeader) -> Self {
@@ -145,4 +173,45 @@ pub fn payload_aad(content: &EventContent) -> Vec<u8> {
     aad.extend_from_slice(&content.type_tag.to_le_bytes());
     aad.extend_from_slice(&content.read_key_id);
     aad
+}
+
+#[cfg(test)]
+mod content_hash_tests {
+    use super::EventContent;
+
+    /// The hash as it was first defined: field by field into a derive-key
+    /// hasher. Stored signatures cover these bytes, so they must not move.
+    fn reference(content: &EventContent) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key("ate 2026 event content");
+        hasher.update(&[content.kind]);
+        hasher.update(&content.key);
+        hasher.update(&content.parent);
+        hasher.update(&content.collection.to_le_bytes());
+        hasher.update(&content.type_tag.to_le_bytes());
+        hasher.update(&content.timestamp_us.to_le_bytes());
+        hasher.update(&content.payload_hash);
+        hasher.update(&content.read_key_id);
+        hasher.update(&content.nonce);
+        hasher.finalize().into()
+    }
+
+    #[test]
+    fn one_and_many_content_hashes_match_the_field_by_field_definition() {
+        let contents: Vec<EventContent> = (0..40u8)
+            .map(|i| EventContent {
+                kind: i % 7,
+                key: [i; 16],
+                parent: [i.wrapping_mul(3); 16],
+                collection: u64::from(i) << 40,
+                type_tag: u64::from(i) * 977,
+                timestamp_us: 1_700_000_000_000_000 + u64::from(i),
+                payload_hash: [i ^ 0x5a; 32],
+                read_key_id: [i.wrapping_add(9); 32],
+                nonce: [i; 12],
+            })
+            .collect();
+        let expected: Vec<[u8; 32]> = contents.iter().map(reference).collect();
+        assert_eq!(contents.iter().map(EventContent::hash).collect::<Vec<_>>(), expected);
+        assert_eq!(EventContent::hashes(&contents), expected);
+    }
 }

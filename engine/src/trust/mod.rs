@@ -162,7 +162,7 @@ pub struct CommitSigners {
 
 /// Builds the signature payload for `key` over a commit's non-signature events.
 pub fn sign_commit(chain_id: &[u8; 32], key: &PrivateSignKey, contents: &[EventContent]) -> CommitSignature {
-    let covered: Vec<[u8; 32]> = contents.iter().map(EventContent::hash).collect();
+    let covered = EventContent::hashes(contents);
     let merkle_root = events::commit_root(&covered);
     let signature = key.sign(&events::commit_signing_message(chain_id, &merkle_root));
     CommitSignature {
