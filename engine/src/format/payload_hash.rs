@@ -130,81 +130,101 @@ fn hash_all(mode: Mode, payloads: &[&[u8]]) -> Vec<[u8; 32]> {
 fn chaining_values(mode: Mode, chunks: &[Chunk<'_>]) -> Vec<[u32; 8]> {
     let platform = Platform::detect();
     let mut values = vec![mode.key; chunks.len()];
-    // (whole blocks before the last block, counter, chunk index), grouped.
-    let mut order: Vec<(u8, u8, u32)> = chunks
+    // (blocks the kernel takes, whether that is all, counter, root, chunk
+    // index), grouped. A chunk of whole blocks goes through the kernel
+    // entirely (its last block flagged there); any other keeps its partial
+    // last block for a compression of its own.
+    let mut order: Vec<(u8, bool, u8, bool, u32)> = chunks
         .iter()
         .enumerate()
-        .map(|(at, chunk)| (leading_blocks(chunk.bytes.len()), chunk.counter, at as u32))
+        .map(|(at, chunk)| {
+            let (blocks, whole) = kernel_blocks(chunk.bytes.len());
+            (blocks, whole, chunk.counter, chunk.root, at as u32)
+        })
         .collect();
     order.sort_unstable();
-    let mut leading = Vec::new();
-    for run in order.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        let (blocks, counter) = (run[0].0 as usize, run[0].1 as u64);
+    let mut kernel_output = Vec::new();
+    for run in order.chunk_by(|a, b| (a.0, a.1, a.2, a.3) == (b.0, b.1, b.2, b.3)) {
+        let (blocks, whole, counter, root) = (run[0].0 as usize, run[0].1, run[0].2 as u64, run[0].3);
+        let root_flag = if root { ROOT } else { 0 };
         if blocks > 0 {
-            leading.clear();
-            leading.resize(run.len() * OUT_LEN, 0);
-            leading_chaining_values(&platform, mode, blocks, counter, chunks, run, &mut leading);
+            kernel_output.clear();
+            kernel_output.resize(run.len() * OUT_LEN, 0);
+            let end = if whole { CHUNK_END | root_flag } else { 0 };
+            let batch = KernelBatch { mode, blocks, counter, end_flags: end, chunks, run };
+            batch.hash(&platform, &mut kernel_output);
         }
-        for (position, &(_, _, at)) in run.iter().enumerate() {
-            let chunk = &chunks[at as usize];
+        for (position, &(_, _, _, _, at)) in run.iter().enumerate() {
             let value = &mut values[at as usize];
             if blocks > 0 {
-                let bytes = &leading[position * OUT_LEN..(position + 1) * OUT_LEN];
+                let bytes = &kernel_output[position * OUT_LEN..(position + 1) * OUT_LEN];
                 *value = words_from_le_bytes_32(bytes.try_into().expect("32 bytes"));
             }
-            let last = &chunk.bytes[blocks * BLOCK_LEN..];
+            if whole {
+                continue;
+            }
+            let last = &chunks[at as usize].bytes[blocks * BLOCK_LEN..];
             let mut block = [0u8; BLOCK_LEN];
             block[..last.len()].copy_from_slice(last);
             let start = if blocks == 0 { CHUNK_START } else { 0 };
-            let root = if chunk.root { ROOT } else { 0 };
-            let flags = mode.flags | start | CHUNK_END | root;
+            let flags = mode.flags | start | CHUNK_END | root_flag;
             platform.compress_in_place(value, &block, last.len() as u8, counter, flags);
         }
     }
     values
 }
 
-/// Whole blocks before the last block of a `len`-byte chunk (whose last
-/// block holds 1 to 64 bytes; an empty input is one empty block).
-fn leading_blocks(len: usize) -> u8 {
-    (len.saturating_sub(1) / BLOCK_LEN) as u8
+/// Blocks of a `len`-byte chunk that the many-inputs kernel takes, and
+/// whether that is all of it: every block when they are whole, else those
+/// before the partial last one (an empty input is one empty block,
+/// compressed alone).
+fn kernel_blocks(len: usize) -> (u8, bool) {
+    ((len / BLOCK_LEN) as u8, len > 0 && len % BLOCK_LEN == 0)
 }
 
-/// Chaining values after the first `blocks` blocks of every chunk in `run`.
-fn leading_chaining_values(
-    platform: &Platform,
+/// Chunks that go through the many-inputs kernel together: the same number
+/// of blocks, counter and flags on their last block.
+struct KernelBatch<'r, 'a> {
     mode: Mode,
     blocks: usize,
     counter: u64,
-    chunks: &[Chunk<'_>],
-    run: &[(u8, u8, u32)],
-    out: &mut [u8],
-) {
-    // The kernel takes inputs of one compile-time length.
-    macro_rules! by_length {
-        ($($count:literal)*) => {
-            match blocks {
-                $($count => hash_many::<{ $count * BLOCK_LEN }>(platform, mode, counter, chunks, run, out),)*
-                _ => unreachable!("a chunk has at most 15 blocks before its last"),
-            }
-        };
-    }
-    by_length!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    end_flags: u8,
+    chunks: &'r [Chunk<'a>],
+    run: &'r [(u8, bool, u8, bool, u32)],
 }
 
-fn hash_many<const LEN: usize>(
-    platform: &Platform,
-    mode: Mode,
-    counter: u64,
-    chunks: &[Chunk<'_>],
-    run: &[(u8, u8, u32)],
-    out: &mut [u8],
-) {
-    let inputs: Vec<&[u8; LEN]> = run
-        .iter()
-        .map(|&(_, _, at)| chunks[at as usize].bytes[..LEN].try_into().expect("chunk holds LEN leading bytes"))
-        .collect();
-    platform.hash_many(&inputs, &mode.key, counter, IncrementCounter::No, mode.flags, CHUNK_START, 0, out);
+impl KernelBatch<'_, '_> {
+    fn hash(&self, platform: &Platform, out: &mut [u8]) {
+        // The kernel takes inputs of one compile-time length.
+        macro_rules! by_length {
+            ($($count:literal)*) => {
+                match self.blocks {
+                    $($count => self.hash_many::<{ $count * BLOCK_LEN }>(platform, out),)*
+                    _ => unreachable!("a chunk has at most 16 blocks"),
+                }
+            };
+        }
+        by_length!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    }
+
+    fn hash_many<const LEN: usize>(&self, platform: &Platform, out: &mut [u8]) {
+        let inputs: Vec<&[u8; LEN]> = self
+            .run
+            .iter()
+            .map(|&(_, _, _, _, at)| self.chunks[at as usize].bytes[..LEN].try_into().expect("chunk holds LEN bytes"))
+            .collect();
+        let (mode, counter) = (self.mode, self.counter);
+        platform.hash_many(
+            &inputs,
+            &mode.key,
+            counter,
+            IncrementCounter::No,
+            mode.flags,
+            CHUNK_START,
+            self.end_flags,
+            out,
+        );
+    }
 }
 
 /// One input through the crate's own path.
