@@ -277,6 +277,7 @@ mod tests {
             members = ["10.0.0.1:5001", "10.0.0.2:5001"]
             [log]
             segment_bytes = 1048576
+            direct_io = true
             drop_older_than = "30d"
         "#;
         let config = Config::parse(text, Path::new("atedb.toml")).unwrap();
@@ -284,10 +285,12 @@ mod tests {
         assert_eq!(config.durability, DurabilitySetting::Sync);
         assert!(config.chains.may_create("tenant-7") && config.chains.may_create("audit"));
         assert!(!config.chains.may_create("other"));
+        assert!(config.log.direct_io);
         let minimal = Config::parse("", Path::new("empty.toml")).unwrap();
         assert_eq!(minimal.listen, default_listen());
         assert!(minimal.chains.may_create("anything"));
         assert_eq!(minimal.durability, DurabilitySetting::Batched);
+        assert!(!minimal.log.direct_io, "appends go through the page cache unless asked");
         assert_eq!(minimal.log.maintenance(), Ok(None), "no upkeep unless asked for");
         let upkeep = config.log.maintenance().unwrap().unwrap();
         assert_eq!(upkeep.drop_older_than_us, Some(30 * 86_400 * 1_000_000));
