@@ -88,7 +88,7 @@ impl Target {
                 }
                 chains
             }
-            Target::Redis { url } => return crate::peers::redis::connect(url, connections, workers).await,
+            Target::Redis { url } => return crate::peers::redis::connect(url, connections, workers, durability).await,
             Target::Nats { url } => return crate::peers::nats::connect(url, connections, workers).await,
         };
         let queues = chains

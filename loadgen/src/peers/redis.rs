@@ -1,6 +1,9 @@
 //! Redis: streams (`XADD`, `XREADGROUP` + `XACK`, `XREAD`) for ingest,
 //! queue and fanout; `GET`/`SET` for the cache. Durability matched to ATE's
-//! acknowledged writes: `appendonly yes`, `appendfsync always`.
+//! acknowledged writes: `appendonly yes` with `appendfsync always` for
+//! `Sync`/`Batched` (fsync before the reply), `appendfsync no` for `Buffered`
+//! (written to the OS before the reply: survives a crash of the server
+//! process, not a power loss, like ATE's `Buffered`).
 
 use crate::workload::{Backend, BackendFuture};
 use redis::aio::MultiplexedConnection;
@@ -16,14 +19,20 @@ fn text(error: redis::RedisError) -> String {
     format!("redis: {error}")
 }
 
-pub async fn connect(url: &str, connections: usize, workers: usize) -> Result<Arc<dyn Backend>, String> {
+pub async fn connect(
+    url: &str,
+    connections: usize,
+    workers: usize,
+    durability: ate::Durability,
+) -> Result<Arc<dyn Backend>, String> {
     let client = redis::Client::open(url).map_err(text)?;
     let mut pool = Vec::with_capacity(connections.max(1));
     for _ in 0..connections.max(1) {
         pool.push(client.get_multiplexed_async_connection().await.map_err(text)?);
     }
     let mut admin = pool[0].clone();
-    for (name, value) in [("appendonly", "yes"), ("appendfsync", "always")] {
+    let appendfsync = appendfsync(durability);
+    for (name, value) in [("appendonly", "yes"), ("appendfsync", appendfsync)] {
         redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async::<()>(&mut admin).await.map_err(text)?;
     }
     let created = redis::cmd("XGROUP")
@@ -40,7 +49,15 @@ pub async fn connect(url: &str, connections: usize, workers: usize) -> Result<Ar
         }
     }
     let readers = (0..workers).map(|_| tokio::sync::Mutex::new(None)).collect();
-    Ok(Arc::new(RedisBackend { client, pool, readers }))
+    Ok(Arc::new(RedisBackend { client, pool, readers, appendfsync }))
+}
+
+/// Redis's `appendfsync` for the durability ATE runs with.
+fn appendfsync(durability: ate::Durability) -> &'static str {
+    match durability {
+        ate::Durability::Buffered => "no",
+        _ => "always",
+    }
 }
 
 /// A fanout subscriber: its own connection (a blocking `XREAD` holds up
@@ -54,6 +71,7 @@ struct RedisBackend {
     client: redis::Client,
     pool: Vec<MultiplexedConnection>,
     readers: Vec<tokio::sync::Mutex<Option<Reader>>>,
+    appendfsync: &'static str,
 }
 
 impl RedisBackend {
@@ -149,6 +167,23 @@ impl Backend for RedisBackend {
     }
 
     fn settings(&self) -> String {
-        "Redis: appendonly yes, appendfsync always (set by ate-loadgen); streams, MULTI/EXEC per batch".into()
+        format!(
+            "Redis: appendonly yes, appendfsync {} (set by ate-loadgen); streams, MULTI/EXEC per batch",
+            self.appendfsync
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::appendfsync;
+    use ate::Durability;
+
+    #[test]
+    fn redis_fsyncs_whenever_ate_would() {
+        assert_eq!(appendfsync(Durability::Sync), "always");
+        assert_eq!(appendfsync(Durability::Batched), "always");
+        // Buffered: written to the OS before the reply, no fsync, on both sides.
+        assert_eq!(appendfsync(Durability::Buffered), "no");
     }
 }
