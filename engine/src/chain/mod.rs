@@ -22,7 +22,6 @@ use crate::trust::{
 };
 use crate::verify::{verify_chain, VerifyError, VerifyReport};
 use crate::{AteError, Result};
-use rkyv::util::AlignedVec;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -786,7 +785,7 @@ impl Chain {
                 }
             }
             let first_sequence = state.next_sequence;
-            let mut records = AlignedVec::<16>::with_capacity(bytes);
+            let mut records = self.shared.record_buffer(bytes);
             let count = events.len();
             let mut keys = Vec::with_capacity(count);
             for (index, (event, content)) in events.iter().zip(&contents).enumerate() {

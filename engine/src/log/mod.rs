@@ -16,6 +16,7 @@ use crate::config::AteConfig;
 use crate::format::{ArchivedEventHeader, EventKind};
 use crate::storage::Storage;
 use crate::view::{EventLocation, View, ViewChange};
+use rkyv::util::AlignedVec;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -43,8 +44,17 @@ pub(crate) struct ChainShared {
     /// (set by recovery, before any reader).
     pub first_sequence: std::sync::atomic::AtomicU64,
     pub metrics: crate::metrics::LogMetrics,
+    /// Commit buffers the writer is done with, for the next commits: a
+    /// large buffer allocated afresh per commit is mapped and zeroed by the
+    /// kernel page by page (13% of an E2 profile).
+    record_buffers: parking_lot::Mutex<Vec<AlignedVec<16>>>,
     poison: OnceLock<String>,
 }
+
+/// Commit buffers kept for reuse, and the largest kept: at most 8 MiB
+/// held per chain.
+const KEPT_RECORD_BUFFERS: usize = 4;
+const KEPT_RECORD_BUFFER_BYTES: usize = 2 << 20;
 
 impl ChainShared {
     pub fn new(name: String, dir: PathBuf, storage: Arc<dyn Storage>, config: AteConfig) -> Self {
@@ -63,7 +73,27 @@ impl ChainShared {
             commit_ends: Default::default(),
             first_sequence: Default::default(),
             metrics: Default::default(),
+            record_buffers: Default::default(),
             poison: OnceLock::new(),
+        }
+    }
+
+    /// An empty buffer for a commit of `bytes`, reused when one is kept.
+    pub fn record_buffer(&self, bytes: usize) -> AlignedVec<16> {
+        let mut buffer = self.record_buffers.lock().pop().unwrap_or_default();
+        buffer.reserve(bytes);
+        buffer
+    }
+
+    /// Hands a commit buffer back for reuse (dropped if too large or enough are kept).
+    pub fn recycle_record_buffer(&self, mut buffer: AlignedVec<16>) {
+        if buffer.capacity() > KEPT_RECORD_BUFFER_BYTES {
+            return;
+        }
+        buffer.clear();
+        let mut kept = self.record_buffers.lock();
+        if kept.len() < KEPT_RECORD_BUFFERS {
+            kept.push(buffer);
         }
     }
 

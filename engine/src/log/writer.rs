@@ -298,6 +298,7 @@ impl Writer {
             self.publish(&group, &buffer[group.records_at..group.records_at + group.records_len]);
             for (_, request) in group.commits {
                 let _ = request.reply.send(Ok(request.receipt));
+                self.chain.recycle_record_buffer(request.records);
             }
         }
         buffer.clear();

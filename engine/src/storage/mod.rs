@@ -154,9 +154,30 @@ pub(crate) fn std_open(path: &Path) -> io::Result<File> {
 pub(crate) fn std_open_direct(path: &Path) -> io::Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
-        Ok(file) => Ok(Some(file)),
+        Ok(file) if direct_alignment_fits(&file) => Ok(Some(file)),
+        Ok(_) => Ok(None),
         // The filesystem has no direct I/O (EINVAL is how open says so).
         Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// Whether whole [`DIRECT_BLOCK`]s from [`DIRECT_BLOCK`]-aligned memory
+/// satisfy the file's direct I/O alignment, as `statx` reports it. A file
+/// that opens with `O_DIRECT` but needs larger blocks (or reports none)
+/// would fail its first append; it is appended to through the page cache
+/// instead. Kernels that do not report it are taken at their word.
+fn direct_alignment_fits(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx is plain old data; all zeroes is a valid value.
+    let mut status: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd, an empty NUL-terminated path with AT_EMPTY_PATH
+    // (the fd itself), and a pointer to a statx the kernel fills.
+    let result =
+        unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut status) };
+    if result != 0 || status.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return true;
+    }
+    let fits = |align: u32| align != 0 && DIRECT_BLOCK % align as usize == 0;
+    fits(status.stx_dio_mem_align) && fits(status.stx_dio_offset_align)
 }

@@ -68,12 +68,22 @@ impl UringDevice {
 }
 
 /// The result of one slot, finishing a short write by hand if needed.
-fn settle(slot: &Slot) -> io::Result<()> {
+/// `overlapped` says a later write in flight covers some of the same bytes
+/// (a direct append's shared block).
+fn settle(slot: &Slot, overlapped: bool) -> io::Result<()> {
     let written = slot.write_result.expect("settled slot has a write result");
     if written < 0 {
         return Err(io::Error::from_raw_os_error(-written));
     }
     let written = written as usize;
+    if written < slot.buffer.len() && overlapped {
+        // Finishing it now would write this slot's older copy of the shared
+        // block over the later write's records, which may have landed.
+        return Err(io::Error::other(format!(
+            "short write ({written} of {} bytes) while a later write to the same blocks was in flight",
+            slot.buffer.len()
+        )));
+    }
     if written < slot.buffer.len() {
         // A short write breaks the link, so the fdatasync was cancelled:
         // finish both synchronously rather than retrying through the ring.
@@ -84,6 +94,13 @@ fn settle(slot: &Slot) -> io::Result<()> {
         Some(result) if slot.sync && result < 0 => Err(io::Error::from_raw_os_error(-result)),
         _ => Ok(()),
     }
+}
+
+/// Whether `slot` writes any of the `len` bytes at `offset` of `file`.
+fn overlaps(slot: &Slot, file: &Arc<File>, offset: u64, len: usize) -> bool {
+    Arc::ptr_eq(&slot.file, file)
+        && slot.offset < offset + len as u64
+        && offset < slot.offset + slot.buffer.len() as u64
 }
 
 impl LogDevice for UringDevice {
@@ -106,10 +123,7 @@ impl LogDevice for UringDevice {
         // the previous write ended in, so a write overlapping one still in
         // flight waits for everything before it: otherwise the older write
         // could land last and zero the newer records in that block.
-        let end = offset + buffer.len() as u64;
-        if self.slots.iter().any(|slot| {
-            Arc::ptr_eq(&slot.file, file) && slot.offset < end && offset < slot.offset + slot.buffer.len() as u64
-        }) {
+        if self.slots.iter().any(|slot| overlaps(slot, file, offset, buffer.len())) {
             flags |= squeue::Flags::IO_DRAIN;
         }
         write = write.flags(flags);
@@ -146,7 +160,8 @@ impl LogDevice for UringDevice {
             self.reap();
         }
         let slot = self.slots.pop_front().expect("non-empty");
-        let result = settle(&slot);
+        let overlapped = self.slots.iter().any(|later| overlaps(later, &slot.file, slot.offset, slot.buffer.len()));
+        let result = settle(&slot, overlapped);
         Completion { buffer: slot.buffer, result }
     }
 }
@@ -157,5 +172,50 @@ impl Drop for UringDevice {
         while !self.slots.is_empty() {
             let _ = self.wait_oldest();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short_slot(file: &Arc<File>, written: usize) -> Slot {
+        let mut buffer = WriteBuffer::new();
+        buffer.extend_from_slice(&[7u8; 8192]);
+        Slot {
+            id: 0,
+            buffer,
+            file: Arc::clone(file),
+            offset: 0,
+            sync: false,
+            write_result: Some(written as i32),
+            sync_result: None,
+        }
+    }
+
+    #[test]
+    fn a_short_write_is_finished_unless_a_later_write_shares_its_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(super::super::std_create_preallocated(&dir.path().join("segment"), 16384).unwrap());
+        // Nothing else in flight over these bytes: the rest (the kernel
+        // "wrote" the first 4096) is written by hand.
+        settle(&short_slot(&file, 4096), false).unwrap();
+        let mut rest = vec![0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut rest, 4096).unwrap();
+        assert!(rest.iter().all(|&byte| byte == 7));
+        // A later write covers the same block: finishing would overwrite it.
+        let error = settle(&short_slot(&file, 4096), true).unwrap_err();
+        assert!(error.to_string().contains("short write"), "{error}");
+    }
+
+    #[test]
+    fn overlap_is_by_file_and_byte_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(super::super::std_create_preallocated(&dir.path().join("a"), 16384).unwrap());
+        let other = Arc::new(super::super::std_create_preallocated(&dir.path().join("b"), 16384).unwrap());
+        let slot = short_slot(&file, 0); // bytes 0..8192
+        assert!(overlaps(&slot, &file, 4096, 4096));
+        assert!(!overlaps(&slot, &file, 8192, 4096), "adjacent blocks do not overlap");
+        assert!(!overlaps(&slot, &other, 0, 4096), "another file");
     }
 }

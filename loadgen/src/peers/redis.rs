@@ -3,7 +3,8 @@
 //! acknowledged writes: `appendonly yes` with `appendfsync always` for
 //! `Sync`/`Batched` (fsync before the reply), `appendfsync no` for `Buffered`
 //! (written to the OS before the reply: survives a crash of the server
-//! process, not a power loss, like ATE's `Buffered`).
+//! process, not a power loss; ATE's `Buffered` is slightly stronger, as it
+//! still syncs at least once per `max_write_bytes`).
 
 use crate::workload::{Backend, BackendFuture};
 use redis::aio::MultiplexedConnection;
