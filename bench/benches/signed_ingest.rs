@@ -21,11 +21,11 @@ struct Setup {
     folder: PrimaryKey,
 }
 
-async fn setup(secure: bool) -> Setup {
+async fn setup(secure: bool, direct_io: bool) -> Setup {
     let dir = scratch_dir();
     let root = PrivateSignKey::generate(SignatureScheme::MlDsa65);
     let read = ReadKey::generate().unwrap();
-    let conf = config(dir.path(), StorageBackend::IoUring);
+    let conf = ate::AteConfig { direct_io, ..config(dir.path(), StorageBackend::IoUring) };
     let mut builder = ChainBuilder::new(&conf).await;
     if secure {
         builder = builder.add_root_public_key(root.public());
@@ -73,11 +73,15 @@ fn signed_ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("E2_dio_ingest_1KiB_batched");
     group.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(2));
     group.throughput(Throughput::Elements(EVENTS_PER_COMMIT));
-    for (name, secure) in [("signed_mldsa65_encrypted_aes256gcm", true), ("unsigned_plaintext", false)] {
+    for (name, secure, direct_io) in [
+        ("signed_mldsa65_encrypted_aes256gcm", true, false),
+        ("signed_mldsa65_encrypted_aes256gcm_direct_appends", true, true),
+        ("unsigned_plaintext", false, false),
+    ] {
         group.bench_function(name, |bencher| {
             bencher.iter_custom(|commits| {
                 runtime.block_on(async {
-                    let setup = setup(secure).await;
+                    let setup = setup(secure, direct_io).await;
                     let start = Instant::now();
                     ingest(&setup, commits, &value).await;
                     start.elapsed()
@@ -89,7 +93,7 @@ fn signed_ingest(c: &mut Criterion) {
 
     // verify throughput over a signed, encrypted chain of ~256 MiB.
     let setup = runtime.block_on(async {
-        let setup = setup(true).await;
+        let setup = setup(true, false).await;
         ingest(&setup, 200, &value).await;
         setup
     });
