@@ -117,14 +117,22 @@ pub fn verify_chain(
         let mut pending: Vec<(usize, crate::format::DecodedRecord<'_>)> = Vec::new();
         let mut pending_content_hashes: Vec<[u8; 32]> = Vec::new();
         let map: &[u8] = &map;
-        std::thread::scope(|scope| -> Result<(), VerifyError> {
+        let producer_tree = std::mem::replace(&mut tree, MerkleTree::new());
+        tree = std::thread::scope(|scope| -> Result<MerkleTree, VerifyError> {
             let (windows, received) = crossbeam_channel::bounded(1);
             let first_sequence = next_sequence;
-            scope.spawn(move || {
+            let producer = scope.spawn(move || {
+                // The Merkle tree needs only the leaf hashes in log order, so
+                // it grows here rather than on the checker's thread (which
+                // was the bottleneck); a failed check discards it.
+                let mut tree = producer_tree;
                 let (mut window_start, mut window_sequence) = (SEGMENT_HEADER_LEN, first_sequence);
                 loop {
                     let (records, stopped) = frame_records(map, window_start, window_sequence, stop_before);
                     let hashes = hash_records(&records);
+                    for record_hashes in &hashes {
+                        tree.push_leaf_hash(record_hashes.leaf_hash);
+                    }
                     window_sequence += records.len() as u64;
                     let next = match stopped {
                         Stopped::Window { next_offset } => Some(next_offset),
@@ -132,11 +140,11 @@ pub fn verify_chain(
                     };
                     // The checker stopped early (a failure): nothing more to do.
                     if windows.send((records, hashes, stopped)).is_err() {
-                        return;
+                        return tree;
                     }
                     match next {
                         Some(next_offset) => window_start = next_offset,
-                        None => return,
+                        None => return tree,
                     }
                 }
             });
@@ -159,7 +167,6 @@ pub fn verify_chain(
                     }
                     hashes.payload_check.map_err(|error| fail(path, offset, Some(sequence), error))?;
                     last_hash = hashes.event_hash;
-                    tree.push_leaf_hash(hashes.leaf_hash);
                     last_timestamp = last_timestamp.max(record.header.timestamp_us());
                     next_sequence += 1;
                     bytes += (record.next_offset - offset) as u64;
@@ -195,7 +202,8 @@ pub fn verify_chain(
                     Stopped::Damaged { offset, reason } => return Err(fail(path, offset, Some(next_sequence), reason)),
                 }
             }
-            Ok(())
+            // Every window it sent was checked whole: its tree holds exactly those events.
+            Ok(producer.join().expect("framing and hashing never panic"))
         })?;
         if let Some((at, record)) = pending.first() {
             return Err(fail(path, *at, Some(record.sequence()), "segment ends inside a commit".into()));
