@@ -14,17 +14,7 @@ const COMMITS: usize = 12;
 /// Runs the workload until the storage "crashes"; returns how many commits
 /// were acknowledged.
 async fn run_until_crash(dir: &std::path::Path, budget: Option<u64>) -> (usize, u64) {
-    let storage = FaultyStorage::new(FaultPlan { write_budget_bytes: budget, ..FaultPlan::default() });
-    let chain = open_with(&small_config(dir), Some(storage.clone() as Arc<dyn Storage>)).await.expect("open");
-    let mut acknowledged = 0;
-    for index in 0..COMMITS {
-        match chain.append(commit_events(index), None).await {
-            Ok(_) => acknowledged += 1,
-            Err(AteError::Poisoned { .. }) => break,
-            Err(other) => panic!("unexpected error {other}"),
-        }
-    }
-    (acknowledged, storage.bytes_written())
+    common::run_until_crash(&small_config(dir), COMMITS, budget).await
 }
 
 async fn check_recovered(dir: &std::path::Path, acknowledged: usize, budget: u64) {

@@ -7,8 +7,7 @@
 
 mod common;
 
-use ate::storage::{FaultPlan, FaultyStorage, Storage};
-use ate::{AteConfig, AteError, Durability, StorageBackend};
+use ate::{AteConfig, Durability, StorageBackend};
 use common::*;
 use std::sync::Arc;
 
@@ -124,18 +123,7 @@ async fn pwrite_direct_appends_keep_every_record_readable() {
 async fn a_crash_inside_a_block_write_loses_nothing_acknowledged() {
     const COMMITS: usize = 40;
     async fn run(dir: &std::path::Path, budget: Option<u64>) -> (usize, u64) {
-        let storage = FaultyStorage::new(FaultPlan { write_budget_bytes: budget, ..FaultPlan::default() });
-        let config = direct_config(dir, StorageBackend::Portable);
-        let chain = open_with(&config, Some(storage.clone() as Arc<dyn Storage>)).await.unwrap();
-        let mut acknowledged = 0;
-        for index in 0..COMMITS {
-            match chain.append(commit_events(index), None).await {
-                Ok(_) => acknowledged += 1,
-                Err(AteError::Poisoned { .. }) => break,
-                Err(other) => panic!("unexpected error {other}"),
-            }
-        }
-        (acknowledged, storage.bytes_written())
+        run_until_crash(&direct_config(dir, StorageBackend::Portable), COMMITS, budget).await
     }
     let reference = tempfile::tempdir().unwrap();
     let (acknowledged, total) = run(reference.path(), None).await;

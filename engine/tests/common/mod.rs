@@ -2,9 +2,9 @@
 #![allow(dead_code)]
 
 use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
-use ate::storage::Storage;
+use ate::storage::{FaultPlan, FaultyStorage, Storage};
 use ate::AteSession;
-use ate::{AteConfig, Chain, ChainBuilder, ChainKey, NewEvent, PrimaryKey, Result, StorageBackend};
+use ate::{AteConfig, AteError, Chain, ChainBuilder, ChainKey, NewEvent, PrimaryKey, Result, StorageBackend};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,6 +26,23 @@ pub async fn open_with(config: &AteConfig, storage: Option<Arc<dyn Storage>>) ->
         builder = builder.storage(storage);
     }
     builder.build().open(&ChainKey::from("test-chain")).await
+}
+
+/// Appends commits `0..commits` of [`commit_events`] through a storage that
+/// "crashes" once `budget` bytes are written (never, for `None`); returns
+/// how many commits were acknowledged and how many bytes were written.
+pub async fn run_until_crash(config: &AteConfig, commits: usize, budget: Option<u64>) -> (usize, u64) {
+    let storage = FaultyStorage::new(FaultPlan { write_budget_bytes: budget, ..FaultPlan::default() });
+    let chain = open_with(config, Some(storage.clone() as Arc<dyn Storage>)).await.expect("open");
+    let mut acknowledged = 0;
+    for index in 0..commits {
+        match chain.append(commit_events(index), None).await {
+            Ok(_) => acknowledged += 1,
+            Err(AteError::Poisoned { .. }) => break,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    (acknowledged, storage.bytes_written())
 }
 
 pub async fn open(dir: &Path) -> Result<Arc<Chain>> {
