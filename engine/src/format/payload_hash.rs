@@ -4,12 +4,12 @@
 //! encrypted is just over one) is hashed block after block: BLAKE3 cannot
 //! spread a chunk over SIMD lanes, so a 1 KiB hash runs at about 1 GB/s here
 //! while long inputs reach 6.5 GB/s. A commit carries many such payloads, so
-//! their chunks are hashed side by side instead: chunks with the same number
-//! of whole blocks before their last one and the same chunk counter go
-//! through BLAKE3's many-inputs kernel together (16 lanes with AVX-512), each
-//! last block is compressed on its own, and a two-chunk payload ends with its
-//! parent node. The results are exactly `blake3::hash` of each payload
-//! (tested for every length).
+//! their chunks are hashed side by side instead: chunks with the same block
+//! count, counter and flags go through BLAKE3's many-inputs kernel together
+//! (16 lanes with AVX-512); a chunk ending in a partial block has that block
+//! compressed on its own, and a two-chunk payload ends with its parent node.
+//! The results are exactly `blake3::hash` of each payload (tested for every
+//! length).
 //!
 //! The many-inputs kernel is the `blake3` crate's `platform` module, which
 //! that crate marks as unstable: the workspace pins `blake3` to 1.8.x, and a
@@ -51,11 +51,9 @@ pub struct DerivedKey {
 impl DerivedKey {
     pub fn new(context: &'static str) -> Self {
         let mut key = IV;
-        let flags = DERIVE_KEY_CONTEXT | CHUNK_START | CHUNK_END | ROOT;
-        let mut block = [0u8; BLOCK_LEN];
         assert!(context.len() <= BLOCK_LEN, "contexts are short constants");
-        block[..context.len()].copy_from_slice(context.as_bytes());
-        Platform::detect().compress_in_place(&mut key, &block, context.len() as u8, 0, flags);
+        let flags = DERIVE_KEY_CONTEXT | CHUNK_START | CHUNK_END | ROOT;
+        compress_last_block(&Platform::detect(), &mut key, context.as_bytes(), 0, flags);
         Self { context, key }
     }
 }
@@ -91,10 +89,13 @@ fn hash_all(mode: Mode, payloads: &[&[u8]]) -> Vec<[u8; 32]> {
         return hashes;
     }
     let mut chunks: Vec<Chunk<'_>> = Vec::with_capacity(payloads.len() * 2);
-    // Payloads of two chunks: (payload index, index of its first chunk).
+    // (payload index, index of its chunk), for payloads of one chunk and,
+    // of their first chunk, for payloads of two.
+    let mut singles: Vec<(usize, usize)> = Vec::with_capacity(payloads.len());
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for (index, payload) in payloads.iter().enumerate() {
         if payload.len() <= CHUNK_LEN {
+            singles.push((index, chunks.len()));
             chunks.push(Chunk { bytes: payload, counter: 0, root: true });
         } else if payload.len() <= 2 * CHUNK_LEN {
             pairs.push((index, chunks.len()));
@@ -106,15 +107,11 @@ fn hash_all(mode: Mode, payloads: &[&[u8]]) -> Vec<[u8; 32]> {
             hashes[index] = one_hash(mode, payload);
         }
     }
-    let values = chaining_values(mode, &chunks);
-    // Roots are payloads of one chunk, in payload order among those.
-    let mut one_chunk = chunks.iter().zip(&values).filter(|(chunk, _)| chunk.root).map(|(_, value)| value);
-    for (hash, payload) in hashes.iter_mut().zip(payloads) {
-        if payload.len() <= CHUNK_LEN {
-            *hash = le_bytes_from_words_32(one_chunk.next().expect("one value per one-chunk payload"));
-        }
-    }
     let platform = Platform::detect();
+    let values = chaining_values(&platform, mode, &chunks);
+    for (index, chunk) in singles {
+        hashes[index] = le_bytes_from_words_32(&values[chunk]);
+    }
     for (index, first) in pairs {
         let mut block = [0u8; BLOCK_LEN];
         block[..OUT_LEN].copy_from_slice(&le_bytes_from_words_32(&values[first]));
@@ -127,8 +124,7 @@ fn hash_all(mode: Mode, payloads: &[&[u8]]) -> Vec<[u8; 32]> {
 }
 
 /// The chaining value of every chunk (for a root chunk: the hash).
-fn chaining_values(mode: Mode, chunks: &[Chunk<'_>]) -> Vec<[u32; 8]> {
-    let platform = Platform::detect();
+fn chaining_values(platform: &Platform, mode: Mode, chunks: &[Chunk<'_>]) -> Vec<[u32; 8]> {
     let mut values = vec![mode.key; chunks.len()];
     // (blocks the kernel takes, whether that is all, counter, root, chunk
     // index), grouped. A chunk of whole blocks goes through the kernel
@@ -152,7 +148,7 @@ fn chaining_values(mode: Mode, chunks: &[Chunk<'_>]) -> Vec<[u32; 8]> {
             kernel_output.resize(run.len() * OUT_LEN, 0);
             let end = if whole { CHUNK_END | root_flag } else { 0 };
             let batch = KernelBatch { mode, blocks, counter, end_flags: end, chunks, run };
-            batch.hash(&platform, &mut kernel_output);
+            batch.hash(platform, &mut kernel_output);
         }
         for (position, &(_, _, _, _, at)) in run.iter().enumerate() {
             let value = &mut values[at as usize];
@@ -163,15 +159,19 @@ fn chaining_values(mode: Mode, chunks: &[Chunk<'_>]) -> Vec<[u32; 8]> {
             if whole {
                 continue;
             }
-            let last = &chunks[at as usize].bytes[blocks * BLOCK_LEN..];
-            let mut block = [0u8; BLOCK_LEN];
-            block[..last.len()].copy_from_slice(last);
             let start = if blocks == 0 { CHUNK_START } else { 0 };
             let flags = mode.flags | start | CHUNK_END | root_flag;
-            platform.compress_in_place(value, &block, last.len() as u8, counter, flags);
+            compress_last_block(platform, value, &chunks[at as usize].bytes[blocks * BLOCK_LEN..], counter, flags);
         }
     }
     values
+}
+
+/// Compresses a chunk's last block (0 to 64 bytes, zero-padded) into `value`.
+fn compress_last_block(platform: &Platform, value: &mut [u32; 8], last: &[u8], counter: u64, flags: u8) {
+    let mut block = [0u8; BLOCK_LEN];
+    block[..last.len()].copy_from_slice(last);
+    platform.compress_in_place(value, &block, last.len() as u8, counter, flags);
 }
 
 /// Blocks of a `len`-byte chunk that the many-inputs kernel takes, and
