@@ -46,6 +46,20 @@ struct ActiveSegment {
     direct: Option<DirectAppends>,
 }
 
+impl ActiveSegment {
+    /// Segment `index` of the table, appended to from `write_offset`.
+    fn open(chain: &ChainShared, index: u32, write_offset: u64) -> Result<Self> {
+        let segment = chain.segments.get(index).expect("the active segment is in the table");
+        Ok(Self {
+            index,
+            file: Arc::clone(&segment.file),
+            write_offset,
+            len: segment.bytes().len() as u64,
+            direct: DirectAppends::open(chain, segment, write_offset)?,
+        })
+    }
+}
+
 /// Appends through `O_DIRECT` write whole blocks: each write starts with
 /// the bytes already in its first block (kept here, so nothing is read
 /// back) and ends with zeros up to a block boundary, which the next write
@@ -114,16 +128,8 @@ pub(crate) fn spawn_writer(
     last_hash: EventHash,
     write_offset: u64,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let index = chain.segments.len() - 1;
-    let segment = chain.segments.get(index).expect("recovery leaves an active segment");
-    let direct = DirectAppends::open(&chain, segment, write_offset).map_err(std::io::Error::other)?;
-    let active = ActiveSegment {
-        index,
-        file: Arc::clone(&segment.file),
-        write_offset,
-        len: segment.bytes().len() as u64,
-        direct,
-    };
+    // Recovery leaves the last segment of the table active.
+    let active = ActiveSegment::open(&chain, chain.segments.len() - 1, write_offset).map_err(std::io::Error::other)?;
     let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
     let mut writer = Writer {
         chain,
@@ -357,13 +363,9 @@ impl Writer {
             self.unsynced_bytes = 0;
         }
         let segment = create_segment(&self.chain, self.next_sequence, self.last_hash)?;
-        let write_offset = crate::format::SEGMENT_HEADER_LEN as u64;
-        let direct = DirectAppends::open(&self.chain, &segment, write_offset)?;
-        let file = Arc::clone(&segment.file);
-        let len = segment.bytes().len() as u64;
         let index = self.chain.segments.push(segment);
         tracing::debug!(chain = %self.chain.name, index, first_sequence = self.next_sequence, "rolled to a new segment");
-        self.active = ActiveSegment { index, file, write_offset, len, direct };
+        self.active = ActiveSegment::open(&self.chain, index, crate::format::SEGMENT_HEADER_LEN as u64)?;
         Ok(())
     }
 }
