@@ -144,9 +144,10 @@ async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc
                         let done = Instant::now();
                         recorder.record(send_time, done, &outcome);
                         if progress.requests.fetch_add(1, Ordering::Relaxed) % SAMPLE_EVERY == 0 {
-                            let latency_us = outcome
-                                .latency_us
-                                .unwrap_or(done.saturating_duration_since(send_time).as_micros() as u64);
+                            let latency_us = match outcome.end_to_end_us.last() {
+                                Some(latency_us) => *latency_us,
+                                None => done.saturating_duration_since(send_time).as_micros() as u64,
+                            };
                             progress.window_us.lock().saturating_record(latency_us.max(1));
                         }
                     }

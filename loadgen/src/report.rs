@@ -55,9 +55,8 @@ impl Recorder {
     /// A request intended at `sent` (the schedule, in the open loop) and
     /// answered at `done`.
     pub fn record(&mut self, sent: Instant, done: Instant, outcome: &Outcome) {
-        let measured = outcome.latency_us.unwrap_or(done.saturating_duration_since(sent).as_micros() as u64);
-        let latency_us = measured.clamp(1, HIGHEST_TRACKABLE_US);
-        self.latency_us.saturating_record(latency_us);
+        let round_trip_us = [done.saturating_duration_since(sent).as_micros() as u64];
+        let measured: &[u64] = if outcome.end_to_end_us.is_empty() { &round_trip_us } else { &outcome.end_to_end_us };
         self.requests += 1;
         self.events += outcome.events;
         self.bytes += outcome.bytes;
@@ -68,7 +67,10 @@ impl Recorder {
         let slot = &mut self.per_second[second];
         slot.0 += 1;
         slot.1 += outcome.events;
-        slot.2.saturating_record(latency_us);
+        for latency_us in measured.iter().map(|latency_us| (*latency_us).clamp(1, HIGHEST_TRACKABLE_US)) {
+            self.latency_us.saturating_record(latency_us);
+            slot.2.saturating_record(latency_us);
+        }
     }
 
     pub fn error(&mut self, message: &str) {

@@ -169,13 +169,15 @@ impl Backend for AteBackend {
     }
 
     fn push(&self, worker: usize, payloads: Vec<Vec<u8>>) -> BackendFuture<'_, ()> {
+        // As bytes (`serde_bytes`), not as a sequence of numbers one by one.
+        let payloads = payloads.into_iter().map(serde_bytes::ByteBuf::from);
         Box::pin(async move { self.queue(worker)?.push_many(payloads).await.map(drop).map_err(|e| e.to_string()) })
     }
 
     fn take(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>> {
         Box::pin(async move {
             let queue = self.queue(worker)?;
-            let deliveries = queue.take_many::<Vec<u8>>(max).await.map_err(|e| e.to_string())?;
+            let deliveries = queue.take_many::<serde_bytes::ByteBuf>(max).await.map_err(|e| e.to_string())?;
             let sizes: Vec<usize> = deliveries.iter().map(|delivery| delivery.value.len()).collect();
             if !deliveries.is_empty() {
                 let acknowledged = queue.ack_many(deliveries).await.map_err(|e| e.to_string())?;
@@ -197,15 +199,23 @@ impl Backend for AteBackend {
         })
     }
 
-    fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)> {
+    fn receive(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<(u64, usize)>> {
         Box::pin(async move {
             let mut slot = self.subscriptions[worker].lock().await;
             let subscription = slot.as_mut().ok_or("receive before subscribe")?;
             // Borrowed: a subscriber that only looks at an event copies nothing.
-            subscription
-                .next_with(|event| (event.timestamp_us, event.payload.map_or(0, |payload| payload.len())))
-                .await
-                .map_err(|e| e.to_string())
+            let look = |event: ate::messaging::BusEventRef<'_>| {
+                (event.timestamp_us, event.payload.map_or(0, |payload| payload.len()))
+            };
+            let mut received = Vec::with_capacity(max.min(1024));
+            received.push(subscription.next_with(look).await.map_err(|e| e.to_string())?);
+            while received.len() < max {
+                match subscription.try_next_with(look).map_err(|e| e.to_string())? {
+                    Some(event) => received.push(event),
+                    None => break,
+                }
+            }
+            Ok(received)
         })
     }
 }

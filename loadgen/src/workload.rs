@@ -12,9 +12,10 @@ use std::sync::Arc;
 pub struct Outcome {
     pub events: u64,
     pub bytes: u64,
-    /// Latency measured by the workload itself (end to end, publish to
-    /// delivery), replacing the request's own round trip.
-    pub latency_us: Option<u64>,
+    /// Latencies measured by the workload itself, one per event (end to
+    /// end, publish to delivery), replacing the request's own round trip.
+    /// Empty: the round trip is the latency.
+    pub end_to_end_us: Vec<u64>,
 }
 
 pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, String>> + Send + 'a>>;
@@ -32,7 +33,8 @@ pub enum WorkloadKind {
     Ingest,
     /// Get/put mix over a key space (gets read the local view or replica).
     Cache,
-    /// Producers push, competing consumers take and acknowledge.
+    /// Producers push, competing consumers take and acknowledge; events are
+    /// the items taken and acknowledged (a message counts once).
     Queue,
     /// One producer, every other worker a subscriber; latency end to end.
     Fanout,
@@ -132,7 +134,8 @@ pub struct WorkloadConfig {
     pub message: MessageSize,
     pub keys: u64,
     pub distribution: KeyDistribution,
-    /// Events per commit (ingest, mixed, fanout).
+    /// Events per commit (ingest, mixed, fanout), and the most a fanout
+    /// subscriber takes at once.
     pub batch: usize,
     /// Fanout: the first this many workers publish (the producer's commits
     /// in flight); the others subscribe.
@@ -163,9 +166,10 @@ pub trait Backend: Send + Sync {
     fn take(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>>;
     /// Prepares worker `worker` to receive what is appended from now on.
     fn subscribe(&self, worker: usize) -> BackendFuture<'_, ()>;
-    /// The next appended record on `worker`'s subscription: (microseconds
-    /// since the epoch when it was appended, size).
-    fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)>;
+    /// The next appended records on `worker`'s subscription, at least one
+    /// and at most `max` (those already there after the first): for each,
+    /// (microseconds since the epoch when it was appended, size).
+    fn receive(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<(u64, usize)>>;
     /// The settings that matter for comparing (durability above all).
     fn settings(&self) -> String;
 }
@@ -223,7 +227,7 @@ impl Driven {
             (first..first + count).map(|index| (self.ingest_name(worker, index), self.payload(random))).collect();
         let bytes = records.iter().map(|(_, payload)| payload.len() as u64).sum();
         self.backend.append(worker, records).await?;
-        Ok(Outcome { events: count, bytes, latency_us: None })
+        Ok(Outcome { events: count, bytes, end_to_end_us: Vec::new() })
     }
 
     fn key(&self, random: &mut fastrand::Rng) -> String {
@@ -232,14 +236,14 @@ impl Driven {
 
     async fn get(&self, worker: usize, random: &mut fastrand::Rng) -> Result<Outcome, String> {
         let found = self.backend.get(worker, self.key(random)).await?;
-        Ok(Outcome { events: 1, bytes: found.unwrap_or(0) as u64, latency_us: None })
+        Ok(Outcome { events: 1, bytes: found.unwrap_or(0) as u64, end_to_end_us: Vec::new() })
     }
 
     async fn put(&self, worker: usize, random: &mut fastrand::Rng) -> Result<Outcome, String> {
         let payload = self.payload(random);
         let bytes = payload.len() as u64;
         self.backend.put(worker, self.key(random), payload).await?;
-        Ok(Outcome { events: 1, bytes, latency_us: None })
+        Ok(Outcome { events: 1, bytes, end_to_end_us: Vec::new() })
     }
 }
 
@@ -256,28 +260,36 @@ impl Workload for Driven {
                     _ => self.put(worker, random).await,
                 },
                 // Even workers produce, odd workers take and acknowledge,
-                // `batch` items at a time.
+                // `batch` items at a time. Only taken (and acknowledged) items
+                // count as events, so the throughput is messages through the
+                // queue; a push is a request with a latency but no events.
                 WorkloadKind::Queue if worker % 2 == 0 => {
                     let payloads: Vec<Vec<u8>> = (0..self.config.batch.max(1)).map(|_| self.payload(random)).collect();
-                    let (events, bytes) = (payloads.len() as u64, payloads.iter().map(|p| p.len() as u64).sum());
                     self.backend.push(worker, payloads).await?;
-                    Ok(Outcome { events, bytes, latency_us: None })
+                    Ok(Outcome { events: 0, bytes: 0, end_to_end_us: Vec::new() })
                 }
                 WorkloadKind::Queue => loop {
                     let taken = self.backend.take(worker, self.config.batch.max(1)).await?;
                     if !taken.is_empty() {
                         let bytes = taken.iter().map(|bytes| *bytes as u64).sum();
-                        return Ok(Outcome { events: taken.len() as u64, bytes, latency_us: None });
+                        return Ok(Outcome { events: taken.len() as u64, bytes, end_to_end_us: Vec::new() });
                     }
                     // Empty, or everything leased: wait for producers.
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 },
                 // The first workers publish; the others receive, timed end to end.
                 WorkloadKind::Fanout if worker < self.config.publishers.max(1) => self.ingest(worker, random).await,
+                // Subscribers take what has arrived, up to `batch` events, and
+                // time each from its append to now (one clock read, taken
+                // after the last of them arrived, so never early).
                 WorkloadKind::Fanout => {
-                    let (sent_us, bytes) = self.backend.receive(worker).await?;
-                    let latency_us = ate::chain::now_us().saturating_sub(sent_us);
-                    Ok(Outcome { events: 1, bytes: bytes as u64, latency_us: Some(latency_us) })
+                    let received = self.backend.receive(worker, self.config.batch.max(1)).await?;
+                    let now_us = ate::chain::now_us();
+                    Ok(Outcome {
+                        events: received.len() as u64,
+                        bytes: received.iter().map(|(_, bytes)| *bytes as u64).sum(),
+                        end_to_end_us: received.iter().map(|(sent_us, _)| now_us.saturating_sub(*sent_us)).collect(),
+                    })
                 }
             }
         })

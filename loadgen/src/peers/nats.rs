@@ -6,7 +6,7 @@
 
 use crate::workload::{Backend, BackendFuture};
 use async_nats::jetstream::{self, consumer, kv, stream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 
 const STREAM: &str = "ATE_LOADGEN";
@@ -159,18 +159,30 @@ impl Backend for NatsBackend {
         })
     }
 
-    fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)> {
+    fn receive(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<(u64, usize)>> {
         Box::pin(async move {
             let mut slot = self.subscriptions[worker].lock().await;
             let subscriber = slot.as_mut().ok_or("receive before subscribe")?;
-            let message = subscriber.next().await.ok_or("nats: subscription closed")?;
-            let sent = message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get(SENT_HEADER))
-                .and_then(|value| value.as_str().parse::<u64>().ok())
-                .unwrap_or(0);
-            Ok((sent, message.payload.len()))
+            let look = |message: async_nats::Message| {
+                let sent = message
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get(SENT_HEADER))
+                    .and_then(|value| value.as_str().parse::<u64>().ok())
+                    .unwrap_or(0);
+                (sent, message.payload.len())
+            };
+            let mut received = Vec::with_capacity(max.min(1024));
+            received.push(look(subscriber.next().await.ok_or("nats: subscription closed")?));
+            // Then what has already arrived, without waiting.
+            while received.len() < max {
+                match subscriber.next().now_or_never() {
+                    Some(Some(message)) => received.push(look(message)),
+                    // Closed: the next call says so.
+                    Some(None) | None => break,
+                }
+            }
+            Ok(received)
         })
     }
 

@@ -146,22 +146,27 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn receive(&self, worker: usize) -> BackendFuture<'_, (u64, usize)> {
+    fn receive(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<(u64, usize)>> {
         Box::pin(async move {
             let mut slot = self.readers[worker].lock().await;
             let reader = slot.as_mut().ok_or("receive before subscribe")?;
             loop {
-                let options = StreamReadOptions::default().count(1).block(1000);
+                let options = StreamReadOptions::default().count(max.max(1)).block(1000);
                 let reply: StreamReadReply = reader
                     .connection
                     .xread_options(&[STREAM], &[reader.position.as_str()], &options)
                     .await
                     .map_err(text)?;
-                if let Some(entry) = reply.keys.first().and_then(|key| key.ids.first()) {
-                    reader.position = entry.id.clone();
-                    let sent = entry.get::<u64>("t").unwrap_or(0);
-                    let bytes = entry.get::<Vec<u8>>("d").map_or(0, |payload| payload.len());
-                    return Ok((sent, bytes));
+                let entries = reply.keys.first().map_or(&[][..], |key| &key.ids[..]);
+                if let Some(last) = entries.last() {
+                    reader.position = last.id.clone();
+                    return Ok(entries
+                        .iter()
+                        .map(|entry| {
+                            let sent = entry.get::<u64>("t").unwrap_or(0);
+                            (sent, entry.get::<Vec<u8>>("d").map_or(0, |payload| payload.len()))
+                        })
+                        .collect());
                 }
             }
         })
