@@ -138,13 +138,14 @@ impl Backend for NatsBackend {
     fn take(&self, _worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>> {
         Box::pin(async move {
             let mut batch = self.queue.fetch().max_messages(max).messages().await.map_err(text)?;
-            let mut sizes = Vec::new();
+            let mut messages = Vec::new();
             while let Some(message) = batch.next().await {
-                let message = message.map_err(text)?;
-                sizes.push(message.payload.len());
-                message.double_ack().await.map_err(text)?;
+                messages.push(message.map_err(text)?);
             }
-            Ok(sizes)
+            // Acknowledged together, each confirmed by the server (as ATE
+            // acknowledges a batch in one durable commit).
+            futures::future::try_join_all(messages.iter().map(|message| message.double_ack())).await.map_err(text)?;
+            Ok(messages.iter().map(|message| message.payload.len()).collect())
         })
     }
 
