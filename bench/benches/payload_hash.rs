@@ -1,6 +1,8 @@
 //! Payload hashing: one BLAKE3 call per 1 KiB payload against
 //! `ate::format::payload_hashes`, which hashes a commit's payloads side by
-//! side (the cost behind E1, E2, D1 and `verify`).
+//! side (the cost behind E1, E2, D1 and `verify`); and a commit's Merkle
+//! root (signing, signature checks, `verify`) one hash at a time against
+//! `ate::proof::root_of`, level by level side by side.
 
 use ate_bench::payload;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -11,6 +13,24 @@ fn payload_hash(c: &mut Criterion) {
     for len in [1024usize, 1100] {
         hash_thousand(c, len);
     }
+    commit_root(c);
+}
+
+fn commit_root(c: &mut Criterion) {
+    let hashes: Vec<[u8; 32]> = (0..1000u64).map(|seed| *blake3::hash(&seed.to_le_bytes()).as_bytes()).collect();
+    let mut group = c.benchmark_group("commit_root_1000_events");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("merkle_tree_push_each", |bencher| {
+        bencher.iter(|| {
+            let mut tree = ate::proof::MerkleTree::with_capacity(hashes.len());
+            for hash in black_box(&hashes) {
+                tree.push(hash);
+            }
+            tree.root()
+        })
+    });
+    group.bench_function("root_of", |bencher| bencher.iter(|| ate::proof::root_of(black_box(&hashes))));
+    group.finish();
 }
 
 fn hash_thousand(c: &mut Criterion, len: usize) {

@@ -36,6 +36,48 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     blake3::hash(&input).into()
 }
 
+/// The root of a tree whose leaves are `event_hashes`, equal to what
+/// [`MerkleTree::root`](super::MerkleTree::root) gives for them, computed
+/// level by level with many hashes side by side
+/// ([`crate::format::payload_hashes`]): a commit's root takes a hash per
+/// event and per inner node, a third of verifying a commit's trust rules
+/// when done one hash at a time. Pairing neighbours bottom-up and carrying
+/// an odd last node up unchanged builds the same tree as RFC 9162's split
+/// at the largest power of two below the size.
+pub fn root_of(event_hashes: &[Hash]) -> Hash {
+    if event_hashes.is_empty() {
+        return empty_root();
+    }
+    let leaves: Vec<[u8; 33]> = event_hashes
+        .iter()
+        .map(|event_hash| {
+            let mut input = [0u8; 33];
+            input[0] = LEAF_PREFIX;
+            input[1..].copy_from_slice(event_hash);
+            input
+        })
+        .collect();
+    let mut level = crate::format::payload_hashes(&leaves.iter().map(|input| &input[..]).collect::<Vec<_>>());
+    while level.len() > 1 {
+        let nodes: Vec<[u8; 65]> = level
+            .chunks_exact(2)
+            .map(|pair| {
+                let mut input = [0u8; 65];
+                input[0] = NODE_PREFIX;
+                input[1..33].copy_from_slice(&pair[0]);
+                input[33..].copy_from_slice(&pair[1]);
+                input
+            })
+            .collect();
+        let mut next = crate::format::payload_hashes(&nodes.iter().map(|input| &input[..]).collect::<Vec<_>>());
+        if let [.., odd] = level.chunks_exact(2).remainder() {
+            next.push(*odd);
+        }
+        level = next;
+    }
+    level[0]
+}
+
 /// The root of the empty tree: `BLAKE3("")`, as RFC 9162 defines `MTH({}) = HASH()`.
 pub fn empty_root() -> Hash {
     blake3::hash(b"").into()

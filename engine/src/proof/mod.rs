@@ -24,6 +24,8 @@ pub use encoding::{
     TREE_HEAD_SIGNING_DOMAIN, TREE_HEAD_SIGNING_LEN,
 };
 pub use error::ProofError;
-pub use hash::{empty_root, leaf_hash, node_hash, Hash, LEAF_PREFIX, MAX_PATH_LEN, MAX_TREE_SIZE, NODE_PREFIX};
+pub use hash::{
+    empty_root, leaf_hash, node_hash, root_of, Hash, LEAF_PREFIX, MAX_PATH_LEN, MAX_TREE_SIZE, NODE_PREFIX,
+};
 pub use tree::MerkleTree;
 pub use verify::{verify_consistency, verify_inclusion};

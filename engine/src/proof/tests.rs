@@ -174,6 +174,16 @@ fn incremental_roots_equal_the_naive_tree_hash() {
 }
 
 #[test]
+fn roots_hashed_level_by_level_equal_the_naive_tree_hash() {
+    // Past 70 too: commits hold up to thousands of events, and levels of
+    // every parity (odd nodes carried up) must come out the same.
+    let events: Vec<Hash> = (0..1_100).map(event_hash).collect();
+    for size in (0..=70).chain([127, 128, 129, 255, 256, 257, 999, 1000, 1_023, 1_024, 1_025, 1_100]) {
+        assert_eq!(root_of(&events[..size]), naive_root(&events[..size]), "size {size}");
+    }
+}
+
+#[test]
 fn every_inclusion_proof_verifies() {
     let Fixture { events, tree, roots } = fixture();
     for size in 1..=LARGEST_SIZE {

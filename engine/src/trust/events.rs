@@ -142,11 +142,7 @@ impl EventContent {
 
 /// Merkle root (RFC 9162 shape, see `proof`) of a commit's content hashes.
 pub fn commit_root(content_hashes: &[[u8; 32]]) -> [u8; 32] {
-    let mut tree = crate::proof::MerkleTree::with_capacity(content_hashes.len());
-    for hash in content_hashes {
-        tree.push(hash);
-    }
-    tree.root()
+    crate::proof::root_of(content_hashes)
 }
 
 /// What a commit signature signs: domain, chain and root, so a signature
