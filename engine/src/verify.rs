@@ -127,8 +127,12 @@ pub fn verify_chain(
                 // was the bottleneck); a failed check discards it.
                 let mut tree = producer_tree;
                 let (mut window_start, mut window_sequence) = (SEGMENT_HEADER_LEN, first_sequence);
+                // The checker waits for the first window: start small.
+                let mut window_records = PARALLEL_HASH_MIN_RECORDS;
                 loop {
-                    let (records, stopped) = frame_records(map, window_start, window_sequence, stop_before);
+                    let (records, stopped) =
+                        frame_records(map, window_start, window_sequence, window_records, stop_before);
+                    window_records = (window_records * 2).min(WINDOW_RECORDS);
                     let hashes = hash_records(&records);
                     for record_hashes in &hashes {
                         tree.push_leaf_hash(record_hashes.leaf_hash);
@@ -231,8 +235,10 @@ enum Stopped {
     Damaged { offset: usize, reason: String },
 }
 
-/// Records framed and hashed at a time (about 8 MiB of bookkeeping at most).
-const WINDOW_RECORDS: usize = 65_536;
+/// Most records framed and hashed at a time (a few MiB of bookkeeping).
+/// Windows of 65,536 left the checker waiting a third of the time: the
+/// first window has to be ready before any check starts.
+const WINDOW_RECORDS: usize = 16_384;
 
 /// The records of a segment from `offset`, checksums checked, up to a full
 /// window, the end marker, `stop_before`, or the first damaged record.
@@ -240,14 +246,15 @@ fn frame_records(
     map: &[u8],
     mut offset: usize,
     first_sequence: u64,
+    window_records: usize,
     stop_before: Option<u64>,
 ) -> (Vec<(usize, crate::format::DecodedRecord<'_>)>, Stopped) {
-    let mut records = Vec::new();
+    let mut records = Vec::with_capacity(window_records);
     loop {
         if stop_before.is_some_and(|stop| first_sequence + records.len() as u64 >= stop) {
             return (records, Stopped::Limit);
         }
-        if records.len() == WINDOW_RECORDS {
+        if records.len() == window_records {
             return (records, Stopped::Window { next_offset: offset });
         }
         match decode_record(map, offset) {

@@ -288,7 +288,8 @@ async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_damage_is_named_when_hashing_runs_in_parallel() {
     let dir = tempfile::tempdir().unwrap();
-    // 80,000 events in one segment: two windows of records, each hashed in parallel.
+    // 80,000 events in one segment: seven windows of records (4,096, then
+    // 8,192, then 16,384 each), each hashed in parallel.
     let config = AteConfig {
         segment_size_bytes: 64 << 20,
         max_commit_bytes: 1 << 20,
@@ -305,7 +306,7 @@ async fn the_first_damage_is_named_when_hashing_runs_in_parallel() {
     let path = chain.path().to_path_buf();
     let live_head = chain.tree_head().unwrap();
     drop(chain);
-    // Undamaged, the tree the framing thread grows over both windows is the live chain's.
+    // Undamaged, the tree the framing thread grows over every window is the live chain's.
     let report =
         verify_chain(&path, &ChainKey::from("test-chain"), &TrustConfig::default(), &[], &[], None, &mut |_| {})
             .unwrap();
@@ -348,7 +349,7 @@ async fn the_first_damage_is_named_when_hashing_runs_in_parallel() {
     assert!(later.reason.contains("payload"), "{later}");
     let first = rewrite(&[3_000, 70_000]);
     assert_eq!(first.sequence, Some(3_000), "{first}");
-    // A record whose checksum fails, in the second window.
+    // A record whose checksum fails, in a later window.
     let mut offset = SEGMENT_HEADER_LEN;
     let mut bytes = original.to_vec();
     while let Some(record) = decode_record(&original, offset).unwrap() {
