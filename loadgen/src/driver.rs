@@ -107,6 +107,7 @@ async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc
             };
             let mut intended =
                 started + interval.map_or(Duration::ZERO, |every| every.mul_f64(worker as f64 / workers as f64));
+            let mut pacer = None;
             loop {
                 if *stop.borrow() {
                     break;
@@ -118,8 +119,12 @@ async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc
                 }
                 let send_time = match interval {
                     Some(every) => {
+                        let pacer = match &pacer {
+                            Some(pacer) => pacer,
+                            None => pacer.insert(crate::pacing::Pacer::new().expect("a timerfd for the open loop")),
+                        };
                         tokio::select! {
-                            _ = tokio::time::sleep_until(intended.into()) => {}
+                            woke = pacer.sleep_until(intended) => woke.expect("the open loop's timerfd works"),
                             _ = stop.changed() => break,
                         }
                         let at = intended;
