@@ -206,7 +206,8 @@ impl Writer {
                 }
                 continue;
             }
-            self.submit(commits, bytes);
+            let alone = self.in_flight.is_empty() && carried.is_none() && receiver.is_empty();
+            self.submit(commits, bytes, alone);
         }
         self.drain();
     }
@@ -219,7 +220,7 @@ impl Writer {
         self.active.write_offset + (queued + request.records.len()) as u64 <= self.active.len
     }
 
-    fn submit(&mut self, commits: Vec<CommitRequest>, bytes: usize) {
+    fn submit(&mut self, commits: Vec<CommitRequest>, bytes: usize, alone: bool) {
         let mut buffer = self.spare.pop().unwrap_or_default();
         buffer.clear();
         buffer.reserve(bytes + 2 * DIRECT_BLOCK);
@@ -259,7 +260,7 @@ impl Writer {
             debug_assert!(offset + buffer.len() as u64 <= self.active.len, "whole segments are whole blocks");
         }
         self.active.write_offset += records_len as u64;
-        self.device.submit(file, offset, buffer, sync);
+        self.device.submit(file, offset, buffer, sync, alone);
         self.in_flight.push_back(Group {
             commits: placed,
             records_at,

@@ -77,8 +77,10 @@ pub struct Completion {
 pub trait LogDevice: Send {
     fn max_in_flight(&self) -> usize;
     /// Starts writing `buffer` at `offset` of `file`, followed by an
-    /// fdatasync of the file when `sync` is set.
-    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool);
+    /// fdatasync of the file when `sync` is set. `alone`: nothing else is in
+    /// flight or waiting, so nothing can overlap this submission and the
+    /// caller will wait for it next (a device may then just do it).
+    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool, alone: bool);
     /// Waits for the oldest outstanding submission. Panics if there is none
     /// (a caller bug, not an I/O condition).
     fn wait_oldest(&mut self) -> Completion;
@@ -102,7 +104,7 @@ impl<S: Storage + ?Sized> LogDevice for SynchronousDevice<S> {
     fn max_in_flight(&self) -> usize {
         1
     }
-    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool) {
+    fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool, _alone: bool) {
         let mut result = self.storage.write_all_at(file, &buffer, offset);
         if result.is_ok() && sync {
             result = self.storage.sync_data(file);
