@@ -97,7 +97,8 @@ struct RunArguments {
     /// Fraction of cache requests that are gets.
     #[arg(long, default_value_t = 0.9)]
     read_ratio: f64,
-    /// Events per commit.
+    /// Events per commit (queue: items per push and most per take; fanout:
+    /// also the most a subscriber takes at once).
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Fanout: how many of the workers publish (one producer with that
