@@ -111,3 +111,76 @@ async fn the_json_report_keeps_its_stable_fields() {
     assert_eq!(json["config"]["workers"], 2);
     assert!(json["timeline"].as_array().is_some_and(|seconds| !seconds.is_empty()));
 }
+
+/// A queue that only counts: what was pushed and what was taken.
+#[derive(Default)]
+struct CountingQueue {
+    pushed: AtomicU64,
+    taken: AtomicU64,
+}
+
+impl ate_loadgen::workload::Backend for CountingQueue {
+    fn append(&self, _: usize, _: Vec<(String, Vec<u8>)>) -> ate_loadgen::workload::BackendFuture<'_, ()> {
+        Box::pin(async { Err("not a queue call".to_string()) })
+    }
+    fn put(&self, _: usize, _: String, _: Vec<u8>) -> ate_loadgen::workload::BackendFuture<'_, ()> {
+        Box::pin(async { Err("not a queue call".to_string()) })
+    }
+    fn get(&self, _: usize, _: String) -> ate_loadgen::workload::BackendFuture<'_, Option<usize>> {
+        Box::pin(async { Err("not a queue call".to_string()) })
+    }
+    fn push(&self, _: usize, payloads: Vec<Vec<u8>>) -> ate_loadgen::workload::BackendFuture<'_, ()> {
+        self.pushed.fetch_add(payloads.len() as u64, Ordering::SeqCst);
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            Ok(())
+        })
+    }
+    fn take(&self, _: usize, max: usize) -> ate_loadgen::workload::BackendFuture<'_, Vec<usize>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_micros(300)).await;
+            let waiting = self.pushed.load(Ordering::SeqCst) - self.taken.load(Ordering::SeqCst);
+            let count = waiting.min(max as u64);
+            self.taken.fetch_add(count, Ordering::SeqCst);
+            Ok(vec![100; count as usize])
+        })
+    }
+    fn subscribe(&self, _: usize) -> ate_loadgen::workload::BackendFuture<'_, ()> {
+        Box::pin(async { Err("not a queue call".to_string()) })
+    }
+    fn receive(&self, _: usize, _: usize) -> ate_loadgen::workload::BackendFuture<'_, Vec<(u64, usize)>> {
+        Box::pin(async { Err("not a queue call".to_string()) })
+    }
+    fn settings(&self) -> String {
+        "counting queue".to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_counts_each_message_once_when_it_is_taken() {
+    use ate_loadgen::workload::{build, KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
+    let queue = Arc::new(CountingQueue::default());
+    let config = WorkloadConfig {
+        kind: WorkloadKind::Queue,
+        message: MessageSize::Fixed(100),
+        keys: 10,
+        distribution: KeyDistribution::Uniform,
+        batch: 8,
+        publishers: 1,
+        read_ratio: 0.5,
+        durability: None,
+    };
+    let load = build(&config, Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4).await.unwrap();
+    let plan = RunPlan {
+        workers: 4,
+        model: LoadModel::Closed,
+        stop: Stop::After(Duration::from_millis(300)),
+        warmup: Duration::ZERO,
+    };
+    let report = run(load, &plan, Default::default()).await;
+    let (pushed, taken) = (queue.pushed.load(Ordering::SeqCst), queue.taken.load(Ordering::SeqCst));
+    assert!(taken > 0 && pushed >= taken, "pushed {pushed}, taken {taken}");
+    // Pushes are requests, not events: every message counts once, when taken.
+    assert_eq!(report.events, taken, "pushed {pushed}, taken {taken}");
+    assert_eq!(report.bytes, taken * 100);
+}
