@@ -21,19 +21,29 @@ pub const MAX_PATH_LEN: usize = 64;
 
 /// `BLAKE3(0x00 || event_hash)`: the hash of one leaf, whose content is an event hash.
 pub fn leaf_hash(event_hash: &Hash) -> Hash {
-    let mut input = [0u8; 33];
-    input[0] = LEAF_PREFIX;
-    input[1..].copy_from_slice(event_hash);
-    blake3::hash(&input).into()
+    blake3::hash(&leaf_input(event_hash)).into()
 }
 
 /// `BLAKE3(0x01 || left || right)`: the hash of an inner node.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    blake3::hash(&node_input(left, right)).into()
+}
+
+/// What a leaf hash hashes: `0x00 || event_hash`.
+fn leaf_input(event_hash: &Hash) -> [u8; 33] {
+    let mut input = [0u8; 33];
+    input[0] = LEAF_PREFIX;
+    input[1..].copy_from_slice(event_hash);
+    input
+}
+
+/// What a node hash hashes: `0x01 || left || right`.
+fn node_input(left: &Hash, right: &Hash) -> [u8; 65] {
     let mut input = [0u8; 65];
     input[0] = NODE_PREFIX;
     input[1..33].copy_from_slice(left);
     input[33..].copy_from_slice(right);
-    blake3::hash(&input).into()
+    input
 }
 
 /// The root of a tree whose leaves are `event_hashes`, equal to what
@@ -48,27 +58,10 @@ pub fn root_of(event_hashes: &[Hash]) -> Hash {
     if event_hashes.is_empty() {
         return empty_root();
     }
-    let leaves: Vec<[u8; 33]> = event_hashes
-        .iter()
-        .map(|event_hash| {
-            let mut input = [0u8; 33];
-            input[0] = LEAF_PREFIX;
-            input[1..].copy_from_slice(event_hash);
-            input
-        })
-        .collect();
+    let leaves: Vec<[u8; 33]> = event_hashes.iter().map(leaf_input).collect();
     let mut level = crate::format::payload_hashes(&leaves.iter().map(|input| &input[..]).collect::<Vec<_>>());
     while level.len() > 1 {
-        let nodes: Vec<[u8; 65]> = level
-            .chunks_exact(2)
-            .map(|pair| {
-                let mut input = [0u8; 65];
-                input[0] = NODE_PREFIX;
-                input[1..33].copy_from_slice(&pair[0]);
-                input[33..].copy_from_slice(&pair[1]);
-                input
-            })
-            .collect();
+        let nodes: Vec<[u8; 65]> = level.chunks_exact(2).map(|pair| node_input(&pair[0], &pair[1])).collect();
         let mut next = crate::format::payload_hashes(&nodes.iter().map(|input| &input[..]).collect::<Vec<_>>());
         if let [.., odd] = level.chunks_exact(2).remainder() {
             next.push(*odd);
