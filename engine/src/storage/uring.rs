@@ -37,6 +37,8 @@ struct Slot {
     sync: bool,
     write_result: Option<i32>,
     sync_result: Option<i32>,
+    /// The whole outcome of a submission written and synced in place.
+    done_in_place: Option<io::Result<()>>,
 }
 
 struct UringDevice {
@@ -65,7 +67,9 @@ impl UringDevice {
     }
 
     fn oldest_done(&self) -> bool {
-        self.slots.front().is_some_and(|slot| slot.write_result.is_some() && (!slot.sync || slot.sync_result.is_some()))
+        self.slots.front().is_some_and(|slot| {
+            slot.done_in_place.is_some() || (slot.write_result.is_some() && (!slot.sync || slot.sync_result.is_some()))
+        })
     }
 }
 
@@ -120,21 +124,19 @@ impl LogDevice for UringDevice {
             // fdatasync each to a kernel worker thread (a wake-up on the
             // other core each) for no gain. Unpipelined durable puts (D3):
             // +9-14% done in place. The ring is idle, so order is kept.
-            let mut slot =
-                Slot { id, buffer, file: Arc::clone(file), offset, sync, write_result: None, sync_result: None };
-            let errno = |error: io::Error| -error.raw_os_error().unwrap_or(libc::EIO);
-            slot.write_result = Some(match super::std_write_all_at(file, &slot.buffer, offset) {
-                // Past 2 GiB (a huge commit) this reads as a short write, and
-                // `settle` writes the rest again: the same bytes, no harm.
-                Ok(()) => slot.buffer.len().min(i32::MAX as usize) as i32,
-                Err(error) => errno(error),
+            let result =
+                super::std_write_all_at(file, &buffer, offset)
+                    .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+            self.slots.push_back(Slot {
+                id,
+                buffer,
+                file: Arc::clone(file),
+                offset,
+                sync,
+                write_result: None,
+                sync_result: None,
+                done_in_place: Some(result),
             });
-            if sync && slot.write_result.is_some_and(|written| written >= 0) {
-                slot.sync_result = Some(file.sync_data().map_or_else(errno, |()| 0));
-            } else {
-                slot.sync_result = Some(-libc::ECANCELED);
-            }
-            self.slots.push_back(slot);
             return;
         }
         let fd = types::Fd(file.as_raw_fd());
@@ -153,7 +155,16 @@ impl LogDevice for UringDevice {
         }
         write = write.flags(flags);
         let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1);
-        let mut slot = Slot { id, buffer, file: Arc::clone(file), offset, sync, write_result: None, sync_result: None };
+        let mut slot = Slot {
+            id,
+            buffer,
+            file: Arc::clone(file),
+            offset,
+            sync,
+            write_result: None,
+            sync_result: None,
+            done_in_place: None,
+        };
         // SAFETY: the buffer and the file are owned by `slot`, which stays in
         // `self.slots` until both completions are reaped (wait_oldest, Drop),
         // so the kernel never sees a dangling pointer or a closed fd. The
@@ -184,7 +195,10 @@ impl LogDevice for UringDevice {
             }
             self.reap();
         }
-        let slot = self.slots.pop_front().expect("non-empty");
+        let mut slot = self.slots.pop_front().expect("non-empty");
+        if let Some(result) = slot.done_in_place.take() {
+            return Completion { buffer: slot.buffer, result };
+        }
         let overlapped = self.slots.iter().any(|later| overlaps(later, &slot.file, slot.offset, slot.buffer.len()));
         let result = settle(&slot, overlapped);
         Completion { buffer: slot.buffer, result }
@@ -215,6 +229,7 @@ mod tests {
             sync: false,
             write_result: Some(written as i32),
             sync_result: None,
+            done_in_place: None,
         }
     }
 
