@@ -18,7 +18,7 @@ use crate::trust::{
     AuthorityRecord, EncryptedPayload, EventContent, IntegrityMode, NodeKeyWrap, ReadAuthority, ReadRule, StagedTrust,
     WriteAuthority, WriteRule,
 };
-use crate::{AteError, Result};
+use crate::{AteError, CommitReceipt, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ pub struct Dio {
     chain: Arc<Chain>,
     session: AteSession,
     order: Vec<PrimaryKey>,
-    staged: HashMap<PrimaryKey, Staged>,
+    staged: HashMap<PrimaryKey, Staged, FastHash>,
     /// Authority changes, written before the data of the same commit.
     authority: Vec<(PrimaryKey, Option<Placement>, AuthorityRecord)>,
     /// Node keys this transaction unwrapped or created, by id.
@@ -93,10 +93,14 @@ pub struct Dio {
     verify_loads: bool,
     /// Versions this transaction observed: `Some(seq)` for a version it read
     /// or wrote, `None` for "known absent".
-    versions: HashMap<PrimaryKey, Option<u64>>,
+    versions: HashMap<PrimaryKey, Option<u64>, FastHash>,
     /// Retention changes (WORM), written after the data of the same commit.
     retention: Vec<NewEvent>,
 }
+
+/// Keys are random or chosen by this process's own caller: SipHash's
+/// flood resistance buys nothing here, and per-event hashing shows in E2.
+type FastHash = foldhash::fast::RandomState;
 
 fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|error| AteError::Serialization(error.to_string()))
@@ -111,12 +115,12 @@ impl Dio {
         Self {
             session,
             order: Vec::new(),
-            staged: HashMap::new(),
+            staged: HashMap::default(),
             authority: Vec::new(),
             retention: Vec::new(),
             node_keys: HashMap::new(),
             verify_loads: chain.trust_config().integrity == IntegrityMode::Distributed,
-            versions: HashMap::new(),
+            versions: HashMap::default(),
             chain,
         }
     }
@@ -446,27 +450,55 @@ impl Dio {
                 events.push(event);
             }
         }
-        if let Some((upstream, scope)) = self.chain.upstream() {
+        let event_keys: Vec<(PrimaryKey, EventKind)> = events.iter().map(|event| (event.key, event.kind)).collect();
+        let receipt = if let Some((upstream, scope)) = self.chain.upstream() {
             // A replica: the owner sequences it (see `CommitScope`).
-            self.chain.forward(upstream, *scope, events, durability).await?;
+            self.chain.forward(upstream, *scope, events, durability).await?
         } else if payload_hashes.is_empty() {
-            self.chain.append(events, durability).await?;
+            Some(self.chain.append(events, durability).await?)
         } else {
             // Hashed once above, by this process: the chain need not hash again.
-            self.chain.append_hashed(events, payload_hashes, durability).await?;
-        }
-        // Versions of what this transaction wrote, for later optimistic checks.
-        let written: Vec<PrimaryKey> =
-            self.order.iter().filter(|key| !matches!(self.staged[*key], Staged::Cancelled)).copied().collect();
-        for key in written {
-            let version = match self.staged[&key] {
-                Staged::Delete { .. } => None,
-                _ => self.chain.version(&key),
-            };
-            self.versions.insert(key, version);
-        }
+            Some(self.chain.append_hashed(events, payload_hashes, durability).await?)
+        };
+        self.remember_written(receipt, &event_keys);
         self.cancel();
         Ok(())
+    }
+
+    /// Versions of what this transaction wrote, for later optimistic checks.
+    /// A commit's events got consecutive sequences from the receipt's first,
+    /// so each key's version is its last event's: no view lookup (a cache
+    /// miss each, and a later commit by someone else may already have moved
+    /// the key on, which the next write must then detect, not adopt).
+    fn remember_written(&mut self, receipt: Option<CommitReceipt>, event_keys: &[(PrimaryKey, EventKind)]) {
+        let numbered = receipt.filter(|receipt| {
+            receipt.last_sequence.checked_sub(receipt.first_sequence).map(|span| span + 1)
+                == Some(event_keys.len() as u64)
+        });
+        if let Some(receipt) = numbered {
+            // Newest first: the first Data event met for a staged key is its version.
+            for (index, (key, kind)) in event_keys.iter().enumerate().rev() {
+                if *kind != EventKind::Data {
+                    continue;
+                }
+                if let Some(staged) = self.staged.get_mut(key) {
+                    if matches!(staged, Staged::Put { .. }) {
+                        *staged = Staged::Cancelled;
+                        self.versions.insert(*key, Some(receipt.first_sequence + index as u64));
+                    }
+                }
+            }
+        }
+        // Deletions, and (without a numbered receipt, or if a linter dropped
+        // a write) whatever the view holds now.
+        for key in &self.order {
+            let version = match self.staged[key] {
+                Staged::Cancelled => continue,
+                Staged::Delete { .. } => None,
+                Staged::Put { .. } => self.chain.version(key),
+            };
+            self.versions.insert(*key, version);
+        }
     }
 
     /// The plaintext of a stored data payload: decrypted with this

@@ -203,3 +203,40 @@ async fn named_keys_and_blind_writes() {
     assert!(matches!(dio.commit().await, Err(AteError::Conflict { .. })));
     assert_eq!(*chain.dio(&AteSession::default()).await.load::<u32>(&key).await.unwrap(), 2);
 }
+
+/// A commit's versions come from its receipt: on a signed chain the commit
+/// also carries a published key (first) and a signature (last), so a
+/// numbering off by one would make the next writes of these keys conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_commit_remembers_each_key_at_its_own_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = common::signing_key();
+    let chain = common::open_rooted(common::small_config(dir.path()), root.public(), "versions").await;
+    let session = common::session_with(&[&root]);
+    let mut dio = chain.dio(&session).await;
+    let folder = *dio.store(account("folder", 0)).unwrap().key();
+    let mut children = Vec::new();
+    for balance in 0..5 {
+        children.push(dio.store_child(&folder, account("child", balance)).unwrap());
+    }
+    dio.commit().await.unwrap();
+
+    // Another transaction moves one child on; this one must notice, and
+    // keep writing the others without reloading.
+    let mut other = chain.dio(&session).await;
+    let mut moved = other.load::<Account>(children[2].key()).await.unwrap();
+    moved.balance = 100;
+    other.update(&moved).unwrap();
+    other.commit().await.unwrap();
+    for (index, child) in children.iter_mut().enumerate() {
+        child.balance += 1;
+        dio.update(child).unwrap();
+        let outcome = dio.commit().await;
+        if index == 2 {
+            assert!(matches!(outcome, Err(AteError::Conflict { .. })), "{outcome:?}");
+            dio.cancel();
+        } else {
+            outcome.unwrap();
+        }
+    }
+}

@@ -39,8 +39,24 @@ pub enum ReadRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Node {
     parent: Option<u128>,
-    record: AuthorityRecord,
+    /// Boxed: most nodes are plain children that only link to a parent, and
+    /// an inline record would make every entry of a large map ~4× bigger.
+    record: Option<Box<AuthorityRecord>>,
     retention: ObjectRetention,
+}
+
+/// What a node without an authority record of its own has.
+static NO_RECORD: AuthorityRecord = AuthorityRecord {
+    write: WriteAuthority::Inherit,
+    read: ReadAuthority::Inherit,
+    node_key: None,
+    previous_node_keys: Vec::new(),
+};
+
+impl Node {
+    fn record(&self) -> &AuthorityRecord {
+        self.record.as_deref().unwrap_or(&NO_RECORD)
+    }
 }
 
 /// Longest parent chain followed; deeper (or cyclic) trees fall back to the
@@ -179,7 +195,7 @@ impl TrustState {
     /// The write rule governing `key` now (including `staged` changes). For
     /// an object that does not exist yet, the walk starts at `parent`.
     pub fn write_rule(&self, config: &TrustConfig, staged: &StagedTrust, key: u128, parent: Option<u128>) -> WriteRule {
-        self.walk(staged, key, parent, |_, node| match &node.record.write {
+        self.walk(staged, key, parent, |_, node| match &node.record().write {
             WriteAuthority::Inherit => None,
             WriteAuthority::Everyone => Some(WriteRule::Everyone),
             WriteAuthority::Nobody => Some(WriteRule::Nobody),
@@ -220,7 +236,7 @@ impl TrustState {
         let mut node = self.node(staged, key).cloned().unwrap_or_default();
         match record {
             Some(record) => {
-                node.record = record;
+                node.record = Some(Box::new(record));
                 node.parent = node.parent.or(parent);
             }
             None => node.parent = parent,
@@ -231,10 +247,10 @@ impl TrustState {
     /// The read rule governing `key` (a new object: pass its parent chain
     /// through `parent`).
     pub fn read_rule(&self, staged: &StagedTrust, key: u128, parent: Option<u128>) -> ReadRule {
-        self.walk(staged, key, parent, |at, node| match &node.record.read {
+        self.walk(staged, key, parent, |at, node| match &node.record().read {
             ReadAuthority::Inherit => None,
             ReadAuthority::Everyone => Some(ReadRule::Everyone),
-            ReadAuthority::Specific(read_key_id) => Some(match &node.record.node_key {
+            ReadAuthority::Specific(read_key_id) => Some(match &node.record().node_key {
                 Some(wrap) => {
                     ReadRule::NodeKey { node: at, node_key_id: wrap.node_key_id(), read_key_id: *read_key_id }
                 }
@@ -246,12 +262,12 @@ impl TrustState {
 
     /// The authority record of `key` itself, if it has one.
     pub fn own_record<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<&'a AuthorityRecord> {
-        self.node(staged, key).map(|node| &node.record)
+        self.node(staged, key).map(Node::record)
     }
 
     /// The node key currently recorded for `key` itself, if any.
     pub fn own_node_key<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<&'a NodeKeyWrap> {
-        self.node(staged, key).and_then(|node| node.record.node_key.as_ref())
+        self.node(staged, key).and_then(|node| node.record().node_key.as_ref())
     }
 
     /// Checks one event of a commit against the rules (as changed by the
@@ -465,7 +481,7 @@ impl TrustState {
                     wraps.extend(record.node_key.iter().cloned());
                     wraps.extend(record.previous_node_keys.iter().cloned());
                     let node = self.nodes.entry(key).or_default();
-                    node.record = record;
+                    node.record = Some(Box::new(record));
                     if node.parent.is_none() {
                         node.parent = parent;
                     }
