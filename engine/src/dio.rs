@@ -12,7 +12,7 @@ use crate::crypto::{KeyId, PrivateSignKey, ReadKey};
 use crate::format::EventKind;
 use crate::key::{CollectionId, PrimaryKey};
 use crate::session::AteSession;
-use crate::trust::events::payload_aad;
+use crate::trust::events::{concat_fixed, payload_aad};
 use crate::trust::retention::{RetentionChange, RetentionPolicy};
 use crate::trust::{
     AuthorityRecord, EncryptedPayload, EventContent, IntegrityMode, NodeKeyWrap, ReadAuthority, ReadRule, StagedTrust,
@@ -405,7 +405,7 @@ impl Dio {
                     let node_key = self.node_key(event.key, node_key_id)?;
                     event.read_key_id = node_key_id.0;
                     let content = event.content([0; 32], timestamp_us);
-                    event.payload = encrypt_payload(&node_key, &content, &event.payload)?;
+                    event.payload = encrypt_payload(node_key, &content, &event.payload)?;
                 }
             }
             events.push(event);
@@ -516,7 +516,7 @@ impl Dio {
             let content = EventContent::of_archived(header);
             let node_key_id = KeyId(header.read_key_id);
             let node_key = self.node_key(key, node_key_id)?;
-            decrypt_payload(&node_key, &content, payload).map_err(|_| AteError::NoReadAccess { key, node_key_id })?
+            decrypt_payload(node_key, &content, payload).map_err(|_| AteError::NoReadAccess { key, node_key_id })?
         };
         if self.chain.plugins().transformers.is_empty() {
             Ok(stored)
@@ -645,7 +645,7 @@ impl Dio {
         let mut old_node_keys = Vec::new();
         if let Some(record) = &existing {
             for wrap in record.node_key.iter().chain(&record.previous_node_keys) {
-                old_node_keys.push(self.node_key(*key, wrap.node_key_id())?);
+                old_node_keys.push(self.node_key(*key, wrap.node_key_id())?.clone());
             }
         }
         let (node_key, previous_node_keys) = match &read {
@@ -685,19 +685,19 @@ impl Dio {
     }
 
     /// Node key `id`, unwrapped with any read key of the session.
-    fn node_key(&mut self, key: PrimaryKey, id: KeyId) -> Result<ReadKey> {
-        if let Some(node_key) = self.node_keys.get(&id) {
-            return Ok(node_key.clone());
+    /// Lent, not cloned: the key keeps its prepared cipher across events.
+    fn node_key(&mut self, key: PrimaryKey, id: KeyId) -> Result<&ReadKey> {
+        if !self.node_keys.contains_key(&id) {
+            let opened = self
+                .chain
+                .node_key_wraps(&id)
+                .iter()
+                .filter_map(|wrap| open_node_key(wrap, &self.session))
+                .find(|node_key| node_key.id() == id)
+                .ok_or(AteError::NoReadAccess { key, node_key_id: id })?;
+            self.node_keys.insert(id, opened);
         }
-        for wrap in self.chain.node_key_wraps(&id) {
-            if let Some(node_key) = open_node_key(&wrap, &self.session) {
-                if node_key.id() == id {
-                    self.node_keys.insert(id, node_key.clone());
-                    return Ok(node_key);
-                }
-            }
-        }
-        Err(AteError::NoReadAccess { key, node_key_id: id })
+        Ok(&self.node_keys[&id])
     }
 }
 
@@ -733,21 +733,21 @@ fn open_node_key(wrap: &NodeKeyWrap, session: &AteSession) -> Option<ReadKey> {
     }
 }
 
-fn data_key_aad(content: &EventContent) -> Vec<u8> {
-    let mut aad = b"ATE data key v1\0".to_vec();
-    aad.extend_from_slice(&content.read_key_id);
-    aad.extend_from_slice(&content.key);
-    aad.extend_from_slice(&content.nonce);
-    aad
+fn data_key_aad(content: &EventContent) -> [u8; 76] {
+    concat_fixed(&[b"ATE data key v1\0", &content.read_key_id, &content.key, &content.nonce])
 }
 
 /// AES-256-GCM under a fresh data key (so no nonce is ever reused under a
 /// key), the data key sealed under the node key.
 fn encrypt_payload(node_key: &ReadKey, content: &EventContent, plaintext: &[u8]) -> Result<Vec<u8>> {
     let data_key = ReadKey::generate()?;
-    let ciphertext = crate::crypto::seal(data_key.secret(), &content.nonce, &payload_aad(content), plaintext);
     let (wrap_nonce, wrapped_data_key) = node_key.encrypt(&data_key_aad(content), data_key.secret())?;
-    Ok(EncryptedPayload { wrap_nonce, wrapped_data_key, ciphertext }.encode())
+    let mut envelope =
+        EncryptedPayload::encode_head(&wrap_nonce, &wrapped_data_key, plaintext.len() + crate::crypto::AEAD_TAG_LEN);
+    let sealed_from = envelope.len();
+    envelope.extend_from_slice(plaintext);
+    crate::crypto::seal_in_place(data_key.secret(), &content.nonce, &payload_aad(content), &mut envelope, sealed_from);
+    Ok(envelope)
 }
 
 fn decrypt_payload(node_key: &ReadKey, content: &EventContent, stored: &[u8]) -> Result<Vec<u8>> {

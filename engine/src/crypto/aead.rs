@@ -18,13 +18,30 @@ pub fn seal(key: &[u8; 32], nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<
     seal_with(&AES_256_GCM, key, nonce, aad, plaintext)
 }
 
+/// [`seal`] of `buffer[from..]` in place, the tag appended: no second
+/// buffer for the ciphertext.
+pub fn seal_in_place(key: &[u8; 32], nonce: &Nonce, aad: &[u8], buffer: &mut Vec<u8>, from: usize) {
+    let key = less_safe_key(&AES_256_GCM, key);
+    let tag = key
+        .seal_in_place_separate_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer[from..])
+        .expect("AES sealing fails only for inputs beyond 64 GiB");
+    buffer.extend_from_slice(tag.as_ref());
+}
+
 /// Decrypts and authenticates what [`seal`] produced.
 pub fn open(key: &[u8; 32], nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
     open_with(&AES_256_GCM, key, nonce, aad, sealed)
 }
 
+fn less_safe_key(algorithm: &'static Algorithm, key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(algorithm, key).expect("AES-256 takes a 32-byte key"))
+}
+
 fn seal_with(algorithm: &'static Algorithm, key: &[u8; 32], nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(algorithm, key).expect("AES-256 takes a 32-byte key"));
+    seal_with_key(&less_safe_key(algorithm, key), nonce, aad, plaintext)
+}
+
+fn seal_with_key(key: &LessSafeKey, nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mut buffer = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
     buffer.extend_from_slice(plaintext);
     key.seal_in_place_append_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
@@ -39,7 +56,10 @@ fn open_with(
     aad: &[u8],
     sealed: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let key = LessSafeKey::new(UnboundKey::new(algorithm, key).expect("AES-256 takes a 32-byte key"));
+    open_with_key(&less_safe_key(algorithm, key), nonce, aad, sealed)
+}
+
+fn open_with_key(key: &LessSafeKey, nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut buffer = sealed.to_vec();
     let plain_len = key
         .open_in_place(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
@@ -56,6 +76,9 @@ pub struct ReadKey {
     bytes: Zeroizing<[u8; 32]>,
     /// Derived on first use: per-event data keys never need one.
     id: std::sync::OnceLock<KeyId>,
+    /// The AES-GCM-SIV key schedule, prepared on first use: a node key
+    /// seals one data key per encrypted event.
+    wrapping: std::sync::OnceLock<std::sync::Arc<LessSafeKey>>,
 }
 
 impl fmt::Debug for ReadKey {
@@ -76,11 +99,11 @@ impl ReadKey {
     pub fn generate() -> Result<Self, CryptoError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         random_bytes(bytes.as_mut())?;
-        Ok(Self { bytes, id: std::sync::OnceLock::new() })
+        Ok(Self { bytes, id: std::sync::OnceLock::new(), wrapping: std::sync::OnceLock::new() })
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self { bytes: Zeroizing::new(bytes), id: std::sync::OnceLock::new() }
+        Self { bytes: Zeroizing::new(bytes), id: std::sync::OnceLock::new(), wrapping: std::sync::OnceLock::new() }
     }
 
     /// One-way: the id reveals nothing about the key.
@@ -121,10 +144,14 @@ impl ReadKey {
     pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<(Nonce, Vec<u8>), CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
-        Ok((nonce, seal_with(&AES_256_GCM_SIV, &self.bytes, &nonce, aad, plaintext)))
+        Ok((nonce, seal_with_key(self.wrapping_key(), &nonce, aad, plaintext)))
     }
 
     pub fn decrypt(&self, nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open_with(&AES_256_GCM_SIV, &self.bytes, nonce, aad, sealed)
+        open_with_key(self.wrapping_key(), nonce, aad, sealed)
+    }
+
+    fn wrapping_key(&self) -> &LessSafeKey {
+        self.wrapping.get_or_init(|| std::sync::Arc::new(less_safe_key(&AES_256_GCM_SIV, &self.bytes)))
     }
 }

@@ -10,10 +10,12 @@
 mod aead;
 mod encoding;
 mod kem;
+mod random;
 mod sign;
 
-pub use aead::{open, seal, Nonce, ReadKey, AEAD_TAG_LEN, NONCE_LEN};
+pub use aead::{open, seal, seal_in_place, Nonce, ReadKey, AEAD_TAG_LEN, NONCE_LEN};
 pub use kem::{EncryptedReadKey, PrivateEncryptKey, PublicEncryptKey};
+pub(crate) use random::random_bytes;
 pub use sign::{PrivateSignKey, PublicSignKey, SignatureScheme};
 
 use std::fmt;
@@ -69,62 +71,6 @@ pub enum CryptoError {
 /// Fills `buffer` with cryptographically secure random bytes.
 pub fn fill_random(buffer: &mut [u8]) -> Result<(), CryptoError> {
     random_bytes(buffer)
-}
-
-const RANDOM_BUFFER_LEN: usize = 512;
-
-struct Generator {
-    seed: zeroize::Zeroizing<[u8; 32]>,
-    counter: u64,
-    /// A forked child must not replay its parent's stream.
-    process_id: u32,
-    /// Output not handed out yet; handed-out bytes are zeroed.
-    buffer: zeroize::Zeroizing<[u8; RANDOM_BUFFER_LEN]>,
-    used: usize,
-}
-
-thread_local! {
-    static GENERATOR: std::cell::RefCell<Option<Generator>> = const { std::cell::RefCell::new(None) };
-}
-
-/// A per-thread CSPRNG: BLAKE3 in keyed mode over a counter (an XOF
-/// stream), its key drawn from the OS once per thread (and again after a
-/// fork). One syscall per thread instead of one per data key and nonce,
-/// which matters at hundreds of thousands of encrypted events a second.
-pub(crate) fn random_bytes(buffer: &mut [u8]) -> Result<(), CryptoError> {
-    GENERATOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let process_id = std::process::id();
-        if slot.as_ref().is_none_or(|generator| generator.process_id != process_id) {
-            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-            getrandom::fill(seed.as_mut()).map_err(|_| CryptoError::Random)?;
-            *slot = Some(Generator {
-                seed,
-                counter: 0,
-                process_id,
-                buffer: zeroize::Zeroizing::new([0u8; RANDOM_BUFFER_LEN]),
-                used: RANDOM_BUFFER_LEN,
-            });
-        }
-        let generator = slot.as_mut().expect("initialised above");
-        let mut filled = 0;
-        while filled < buffer.len() {
-            if generator.used == RANDOM_BUFFER_LEN {
-                generator.counter += 1;
-                let mut hasher = blake3::Hasher::new_keyed(&generator.seed);
-                hasher.update(&generator.counter.to_le_bytes());
-                hasher.finalize_xof().fill(generator.buffer.as_mut());
-                generator.used = 0;
-            }
-            let take = (buffer.len() - filled).min(RANDOM_BUFFER_LEN - generator.used);
-            let source = &mut generator.buffer[generator.used..generator.used + take];
-            buffer[filled..filled + take].copy_from_slice(source);
-            source.fill(0);
-            generator.used += take;
-            filled += take;
-        }
-        Ok(())
-    })
 }
 
 #[cfg(test)]

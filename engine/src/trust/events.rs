@@ -21,11 +21,18 @@ pub struct EncryptedPayload {
 
 impl EncryptedPayload {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(14 + self.wrapped_data_key.len() + self.ciphertext.len());
-        out.extend_from_slice(&self.wrap_nonce);
-        out.extend_from_slice(&(self.wrapped_data_key.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.wrapped_data_key);
+        let mut out = Self::encode_head(&self.wrap_nonce, &self.wrapped_data_key, self.ciphertext.len());
         out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// The envelope up to its ciphertext, with room for `ciphertext_len`
+    /// more bytes: a writer appends the plaintext and seals it in place.
+    pub fn encode_head(wrap_nonce: &Nonce, wrapped_data_key: &[u8], ciphertext_len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + wrapped_data_key.len() + ciphertext_len);
+        out.extend_from_slice(wrap_nonce);
+        out.extend_from_slice(&(wrapped_data_key.len() as u16).to_le_bytes());
+        out.extend_from_slice(wrapped_data_key);
         out
     }
 
@@ -159,16 +166,29 @@ pub fn commit_signing_message(chain_id: &[u8; 32], merkle_root: &[u8; 32]) -> Ve
 /// The additional authenticated data of an encrypted payload: the header
 /// fields known before encryption, so a ciphertext cannot be moved to
 /// another object, parent, type or key.
-pub fn payload_aad(content: &EventContent) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(96);
-    aad.extend_from_slice(b"ATE payload v1\0");
-    aad.push(content.kind);
-    aad.extend_from_slice(&content.key);
-    aad.extend_from_slice(&content.parent);
-    aad.extend_from_slice(&content.collection.to_le_bytes());
-    aad.extend_from_slice(&content.type_tag.to_le_bytes());
-    aad.extend_from_slice(&content.read_key_id);
-    aad
+pub fn payload_aad(content: &EventContent) -> [u8; 96] {
+    concat_fixed(&[
+        b"ATE payload v1\0",
+        &[content.kind],
+        &content.key,
+        &content.parent,
+        &content.collection.to_le_bytes(),
+        &content.type_tag.to_le_bytes(),
+        &content.read_key_id,
+    ])
+}
+
+/// `parts` laid end to end in an array of exactly their total length: the
+/// fixed layouts of AADs, without a heap allocation per event.
+pub(crate) fn concat_fixed<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut at = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    assert_eq!(at, N, "the parts fill the array exactly");
+    out
 }
 
 #[cfg(test)]
