@@ -54,8 +54,42 @@ static NO_RECORD: AuthorityRecord = AuthorityRecord {
 };
 
 impl Node {
-    fn record(&self) -> &AuthorityRecord {
-        self.record.as_deref().unwrap_or(&NO_RECORD)
+    /// Only a link to a parent: kept in the compact `parents` map.
+    fn is_plain_link(&self) -> Option<u128> {
+        match (self.parent, &self.record) {
+            (Some(parent), None) if self.retention == ObjectRetention::default() => Some(parent),
+            _ => None,
+        }
+    }
+}
+
+/// A node as lookups see it, wherever it is kept.
+#[derive(Debug, Clone, Copy)]
+struct NodeRef<'a> {
+    parent: Option<u128>,
+    record: Option<&'a AuthorityRecord>,
+    retention: ObjectRetention,
+}
+
+impl<'a> NodeRef<'a> {
+    fn of(node: &'a Node) -> Self {
+        Self { parent: node.parent, record: node.record.as_deref(), retention: node.retention }
+    }
+
+    fn link(parent: u128) -> Self {
+        Self { parent: Some(parent), record: None, retention: ObjectRetention::default() }
+    }
+
+    fn record(&self) -> &'a AuthorityRecord {
+        self.record.unwrap_or(&NO_RECORD)
+    }
+
+    fn to_node(self) -> Node {
+        Node {
+            parent: self.parent,
+            record: self.record.map(|record| Box::new(record.clone())),
+            retention: self.retention,
+        }
     }
 }
 
@@ -98,7 +132,14 @@ impl StagedTrust {
 
 #[derive(Debug, Default)]
 pub struct TrustState {
+    /// Objects with an authority record or a retention of their own, and
+    /// objects known to sit at the root.
     nodes: HashMap<u128, Node, FastHash>,
+    /// Every other object that has a parent, as just the link: most objects
+    /// are plain children, and 32-byte entries keep this map (one entry per
+    /// object ever written under a parent) small to grow and to search. A
+    /// key is in at most one of `nodes` and `parents`.
+    parents: HashMap<u128, u128, FastHash>,
     public_keys: HashMap<KeyId, PublicSignKey>,
     /// Content hashes of recent events (within twice the timestamp skew), so
     /// a replayed commit is recognised while its timestamps are still valid.
@@ -126,8 +167,36 @@ impl TrustState {
         self.public_keys.insert(key.id(), key);
     }
 
-    fn node<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<&'a Node> {
-        staged.nodes.get(&key).or_else(|| self.nodes.get(&key))
+    fn node<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<NodeRef<'a>> {
+        if let Some(node) = staged.nodes.get(&key).or_else(|| self.nodes.get(&key)) {
+            return Some(NodeRef::of(node));
+        }
+        self.parents.get(&key).map(|parent| NodeRef::link(*parent))
+    }
+
+    /// The committed node of `key` for changing in place (recovery): a
+    /// plain link moves to `nodes` first.
+    fn node_mut(&mut self, key: u128) -> &mut Node {
+        let parent = self.parents.remove(&key);
+        self.nodes.entry(key).or_insert_with(|| Node { parent, ..Node::default() })
+    }
+
+    /// Keeps a validated node in whichever map fits it.
+    fn put_node(&mut self, key: u128, node: Node) {
+        match node.is_plain_link() {
+            Some(parent) => {
+                if !self.nodes.is_empty() {
+                    self.nodes.remove(&key);
+                }
+                self.parents.insert(key, parent);
+            }
+            None => {
+                if !self.parents.is_empty() {
+                    self.parents.remove(&key);
+                }
+                self.nodes.insert(key, node);
+            }
+        }
     }
 
     /// The chain's retention policy (as of the last validated commit).
@@ -153,7 +222,7 @@ impl TrustState {
         if self.staged_retention(staged, key) == retention {
             return;
         }
-        let mut node = self.node(staged, key).cloned().unwrap_or(Node { parent, ..Node::default() });
+        let mut node = self.node(staged, key).map(NodeRef::to_node).unwrap_or(Node { parent, ..Node::default() });
         node.retention = retention;
         staged.nodes.insert(key, node);
     }
@@ -212,7 +281,7 @@ impl TrustState {
         staged: &StagedTrust,
         key: u128,
         parent: Option<u128>,
-        decide: impl Fn(u128, &Node) -> Option<R>,
+        decide: impl Fn(u128, NodeRef<'_>) -> Option<R>,
     ) -> Option<R> {
         let mut current = Some(key);
         let mut fallback_parent = parent;
@@ -233,7 +302,7 @@ impl TrustState {
     /// Records in `staged` that `key` has `parent` and, if given, `record`
     /// (what a Data or Authority event does), on top of the current state.
     pub fn stage(&self, staged: &mut StagedTrust, key: u128, parent: Option<u128>, record: Option<AuthorityRecord>) {
-        let mut node = self.node(staged, key).cloned().unwrap_or_default();
+        let mut node = self.node(staged, key).map(NodeRef::to_node).unwrap_or_default();
         match record {
             Some(record) => {
                 node.record = Some(Box::new(record));
@@ -262,7 +331,7 @@ impl TrustState {
 
     /// The authority record of `key` itself, if it has one.
     pub fn own_record<'a>(&'a self, staged: &'a StagedTrust, key: u128) -> Option<&'a AuthorityRecord> {
-        self.node(staged, key).map(Node::record)
+        self.node(staged, key).map(|node| node.record())
     }
 
     /// The node key currently recorded for `key` itself, if any.
@@ -406,7 +475,9 @@ impl TrustState {
     /// Applies a validated commit that got sequences `first..=last`.
     pub fn commit(&mut self, staged: StagedTrust, config: &TrustConfig, now_us: u64, first: u64, last: u64) {
         self.note_commit_time(now_us);
-        self.nodes.extend(staged.nodes);
+        for (key, node) in staged.nodes {
+            self.put_node(key, node);
+        }
         if let Some(policy) = staged.policy {
             self.policy = policy;
         }
@@ -454,19 +525,25 @@ impl TrustState {
             }
             EventKind::Data => {
                 if let Some(parent) = parent {
-                    self.nodes.entry(key).or_default().parent = Some(parent);
-                } else if let Some(node) = self.nodes.get_mut(&key) {
-                    node.parent = None;
+                    match self.nodes.get_mut(&key) {
+                        Some(node) => node.parent = Some(parent),
+                        None => {
+                            self.parents.insert(key, parent);
+                        }
+                    }
+                } else if self.nodes.contains_key(&key) || self.parents.contains_key(&key) {
+                    self.node_mut(key).parent = None;
                 }
                 if self.policy.default_retention_us > 0 {
-                    let node = self.nodes.entry(key).or_default();
-                    node.retention = retention::after_new_version(&self.policy, node.retention, header.timestamp_us());
+                    let current = self.node_mut(key).retention;
+                    let next = retention::after_new_version(&self.policy, current, header.timestamp_us());
+                    self.node_mut(key).retention = next;
                 }
             }
             EventKind::Retention => match postcard::from_bytes::<RetentionChange>(payload) {
                 Ok(RetentionChange::Policy(policy)) => self.policy = policy,
                 Ok(RetentionChange::Object { retain_until_us, legal_hold }) => {
-                    let node = self.nodes.entry(key).or_default();
+                    let node = self.node_mut(key);
                     if let Some(until) = retain_until_us {
                         node.retention.retain_until_us = until;
                     }
@@ -480,7 +557,7 @@ impl TrustState {
                 if let Ok(record) = postcard::from_bytes::<AuthorityRecord>(payload) {
                     wraps.extend(record.node_key.iter().cloned());
                     wraps.extend(record.previous_node_keys.iter().cloned());
-                    let node = self.nodes.entry(key).or_default();
+                    let node = self.node_mut(key);
                     node.record = Some(Box::new(record));
                     if node.parent.is_none() {
                         node.parent = parent;
@@ -550,11 +627,20 @@ mod tests {
                 };
                 nodes.push((parent, write));
             }
+            // Inheriting nodes are sometimes plain children (no record of
+            // their own: kept as bare parent links), committed in two
+            // commits so that lookups cross both maps and both commits.
             let mut state = TrustState::new();
             let mut staged = StagedTrust::default();
             for (index, (parent, write)) in nodes.iter().enumerate() {
-                let record = AuthorityRecord { write: write.clone(), ..AuthorityRecord::default() };
-                state.stage(&mut staged, index as u128 + 1, parent.map(|p| p as u128 + 1), Some(record));
+                let record = match write {
+                    WriteAuthority::Inherit if random.below(2) == 0 => None,
+                    _ => Some(AuthorityRecord { write: write.clone(), ..AuthorityRecord::default() }),
+                };
+                state.stage(&mut staged, index as u128 + 1, parent.map(|p| p as u128 + 1), record);
+                if index == size / 2 {
+                    state.commit(std::mem::take(&mut staged), &config, 0, 0, 0);
+                }
             }
             state.commit(staged, &config, 0, 0, 0);
             let empty = StagedTrust::default();
@@ -578,6 +664,38 @@ mod tests {
                 assert_eq!(result.is_ok(), allowed, "trial {trial}, node {index}");
             }
         }
+    }
+
+    /// A plain child is kept as a bare link, and the link still governs it:
+    /// a write that claims an open parent is checked where the child is.
+    #[test]
+    fn a_plain_child_stays_governed_by_the_folder_it_is_in() {
+        let config = TrustConfig { root_keys: vec![key_id(1)], ..TrustConfig::default() };
+        let (protected, open, child) = (1u128, 2u128, 3u128);
+        let mut state = TrustState::new();
+        let mut staged = StagedTrust::default();
+        let record = |write| AuthorityRecord { write, ..AuthorityRecord::default() };
+        state.stage(&mut staged, protected, None, Some(record(WriteAuthority::Specific(vec![key_id(7)]))));
+        state.stage(&mut staged, open, None, Some(record(WriteAuthority::Everyone)));
+        state.commit(staged, &config, 0, 0, 0);
+        let mut staged = StagedTrust::default();
+        state.stage(&mut staged, child, Some(protected), None);
+        state.commit(staged, &config, 0, 0, 0);
+        assert_eq!(state.parents.get(&child), Some(&protected), "kept as a bare link");
+        assert!(!state.nodes.contains_key(&child));
+
+        let nobody = HashSet::new();
+        let empty = StagedTrust::default();
+        assert!(state.authorize(&config, &empty, child, Some(open), &nobody).is_err());
+        assert!(state.authorize(&config, &empty, child, Some(open), &HashSet::from([key_id(7)])).is_ok());
+
+        // Given a record of its own, the child leaves the link map.
+        let mut staged = StagedTrust::default();
+        state.stage(&mut staged, child, None, Some(record(WriteAuthority::Everyone)));
+        state.commit(staged, &config, 0, 0, 0);
+        assert!(!state.parents.contains_key(&child));
+        assert_eq!(state.nodes.get(&child).and_then(|node| node.parent), Some(protected));
+        assert!(state.authorize(&config, &empty, child, None, &nobody).is_ok());
     }
 
     #[test]
