@@ -100,14 +100,15 @@ impl View {
         match change {
             ViewChange::Put { key, location, sequence, parent } => {
                 let old = self.objects.insert(key, location.with_child_flag(parent.is_some()));
+                let was_child = old.is_some_and(EventLocation::is_child);
                 // Roots that never were children skip the child index entirely.
-                if parent.is_some() || old.is_some_and(EventLocation::is_child) {
-                    self.place_child(key, sequence, parent);
+                if parent.is_some() || was_child {
+                    self.place_child(key, sequence, parent, was_child);
                 }
             }
             ViewChange::Delete { key } => {
                 if self.objects.remove(&key).is_some_and(|(_, old)| old.is_child()) {
-                    self.place_child(key, 0, None);
+                    self.place_child(key, 0, None, true);
                 }
             }
         }
@@ -115,8 +116,10 @@ impl View {
 
     /// Keeps the child index in step: a new version under the same parent
     /// keeps its place; a move or a delete takes it out of the old list.
-    fn place_child(&self, key: u128, sequence: u64, parent: Option<(u128, u64)>) {
-        let old = self.positions.get(&key).map(|entry| *entry);
+    /// `was_child`: the object's previous version had a parent, so it has a
+    /// position (a new child has none: one lookup per new child saved).
+    fn place_child(&self, key: u128, sequence: u64, parent: Option<(u128, u64)>, was_child: bool) {
+        let old = if was_child { self.positions.get(&key).map(|entry| *entry) } else { None };
         if let (Some(old), Some((parent, collection))) = (old, parent) {
             if old.parent == parent && old.collection == collection {
                 return;
