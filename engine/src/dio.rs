@@ -15,8 +15,8 @@ use crate::session::AteSession;
 use crate::trust::events::{concat_fixed, payload_aad};
 use crate::trust::retention::{RetentionChange, RetentionPolicy};
 use crate::trust::{
-    AuthorityRecord, EncryptedPayload, EventContent, IntegrityMode, NodeKeyWrap, ReadAuthority, ReadRule, StagedTrust,
-    WriteAuthority, WriteRule,
+    AuthorityRecord, EncryptedPayload, EventContent, IntegrityMode, NodeKeyWrap, ReadAuthority, ReadRule,
+    SignedContents, StagedTrust, WriteAuthority, WriteRule,
 };
 use crate::{AteError, CommitReceipt, Result};
 use serde::de::DeserializeOwned;
@@ -436,12 +436,15 @@ impl Dio {
         published.extend(events);
         let mut events = published;
         let mut payload_hashes: Vec<[u8; 32]> = Vec::new();
+        let mut signed_contents = None;
         if !signing_keys.is_empty() {
             payload_hashes = NewEvent::payload_hashes(&events);
             let contents: Vec<EventContent> =
                 events.iter().zip(&payload_hashes).map(|(event, hash)| event.content(*hash, timestamp_us)).collect();
+            let content_hashes = EventContent::hashes(&contents);
+            let root = crate::trust::events::commit_root(&content_hashes);
             for key in &signing_keys {
-                let signature = crate::trust::sign_commit(self.chain.chain_id(), key, &contents);
+                let signature = crate::trust::sign_commit_root(self.chain.chain_id(), key, root, contents.len());
                 let payload = postcard::to_stdvec(&signature).map_err(|e| AteError::Serialization(e.to_string()))?;
                 let mut event = NewEvent::new(events[0].key, EventKind::Signature, payload);
                 event.timestamp_us = timestamp_us;
@@ -449,6 +452,7 @@ impl Dio {
                 payload_hashes.push(blake3::hash(&event.payload).into());
                 events.push(event);
             }
+            signed_contents = Some(SignedContents { content_hashes, root });
         }
         let event_keys: Vec<(PrimaryKey, EventKind)> = events.iter().map(|event| (event.key, event.kind)).collect();
         let receipt = if let Some((upstream, scope)) = self.chain.upstream() {
@@ -458,7 +462,7 @@ impl Dio {
             Some(self.chain.append(events, durability).await?)
         } else {
             // Hashed once above, by this process: the chain need not hash again.
-            Some(self.chain.append_hashed(events, payload_hashes, durability).await?)
+            Some(self.chain.append_hashed(events, payload_hashes, signed_contents, durability).await?)
         };
         self.remember_written(receipt, &event_keys);
         self.cancel();

@@ -17,8 +17,8 @@ use crate::proof::{ConsistencyProof, InclusionProof, MerkleTree, TreeHead};
 use crate::session::AteSession;
 use crate::storage::{PortableStorage, Storage, UringStorage};
 use crate::trust::{
-    verify_commit_signatures, CommitSigners, EventContent, EventView, IntegrityMode, NodeKeyWrap, SignedEvent,
-    StagedTrust, TrustConfig, TrustState,
+    verify_commit_signatures, verify_commit_signatures_with_root, CommitSigners, EventContent, EventView,
+    IntegrityMode, NodeKeyWrap, SignedContents, SignedEvent, StagedTrust, TrustConfig, TrustState,
 };
 use crate::verify::{verify_chain, VerifyError, VerifyReport};
 use crate::{AteError, Result};
@@ -659,20 +659,22 @@ impl Chain {
     pub async fn append(&self, events: Vec<NewEvent>, durability: Option<Durability>) -> Result<CommitReceipt> {
         if self.upstream().is_some() {
             // The owner hashes what it sequences; the replica verifies it.
-            return self.append_hashed(events, Vec::new(), durability).await;
+            return self.append_hashed(events, Vec::new(), None, durability).await;
         }
         // Hash payloads before taking the lock: it is the costly part and
         // runs in parallel across committers.
         let payload_hashes = NewEvent::payload_hashes(&events);
-        self.append_hashed(events, payload_hashes, durability).await
+        self.append_hashed(events, payload_hashes, None, durability).await
     }
 
     /// [`Chain::append`] with payload hashes this process computed itself
-    /// (the DIO, which hashed them to sign). Never for bytes from outside.
+    /// (the DIO, which hashed them to sign), and for a commit it signed, the
+    /// content hashes and root it signed. Never for bytes from outside.
     pub(crate) async fn append_hashed(
         &self,
         events: Vec<NewEvent>,
         payload_hashes: Vec<[u8; 32]>,
+        signed_contents: Option<SignedContents>,
         durability: Option<Durability>,
     ) -> Result<CommitReceipt> {
         if events.is_empty() {
@@ -684,7 +686,7 @@ impl Chain {
             return receipt.ok_or_else(|| AteError::InvalidInput("full scope returns a receipt".into()));
         }
         assert_eq!(events.len(), payload_hashes.len(), "one payload hash per event");
-        let assigned = self.assign(events, payload_hashes, durability).await?;
+        let assigned = self.assign(events, payload_hashes, signed_contents, durability).await?;
         self.finish(assigned).await
     }
 
@@ -695,6 +697,7 @@ impl Chain {
         &self,
         events: Vec<NewEvent>,
         payload_hashes: Vec<[u8; 32]>,
+        signed_contents: Option<SignedContents>,
         durability: Option<Durability>,
     ) -> Result<Assigned> {
         let limit = self.shared.config.max_commit_bytes;
@@ -710,21 +713,35 @@ impl Chain {
         if signed && events.iter().any(|event| event.timestamp_us == 0) {
             return Err(AteError::InvalidInput("signed commits carry their own timestamps".into()));
         }
+        let contents_of = |events: &[NewEvent]| -> Vec<EventContent> {
+            events.iter().zip(&payload_hashes).map(|(event, hash)| event.content(*hash, event.timestamp_us)).collect()
+        };
         let signers: CommitSigners = if signed {
-            let contents: Vec<EventContent> = events
-                .iter()
-                .zip(&payload_hashes)
-                .map(|(event, hash)| event.content(*hash, event.timestamp_us))
-                .collect();
-            let hashes = EventContent::hashes(&contents);
+            let (hashes, computed_root) = match signed_contents {
+                // The signature events themselves are not covered: their
+                // content hashes are never read.
+                Some(SignedContents { mut content_hashes, root }) => {
+                    debug_assert_eq!(
+                        content_hashes,
+                        EventContent::hashes(&contents_of(&events[..content_hashes.len()])),
+                        "the DIO signed what it appends"
+                    );
+                    debug_assert_eq!(root, crate::trust::events::commit_root(&content_hashes));
+                    content_hashes.resize(events.len(), [0; 32]);
+                    (content_hashes, Some(root))
+                }
+                None => (EventContent::hashes(&contents_of(&events)), None),
+            };
             let views: Vec<SignedEvent<'_>> = events
                 .iter()
                 .zip(&hashes)
                 .map(|(event, hash)| SignedEvent { kind: event.kind, content_hash: *hash, payload: &event.payload })
                 .collect();
             let keys = &self.shared.keys.public_keys;
-            verify_commit_signatures(&self.shared.chain_id, &views, |id| keys.get(id).map(|key| key.clone()))
-                .map_err(|(index, reason)| AteError::Rejected { index, key: events[index].key, reason })?
+            verify_commit_signatures_with_root(&self.shared.chain_id, &views, computed_root, |id| {
+                keys.get(id).map(|key| key.clone())
+            })
+            .map_err(|(index, reason)| AteError::Rejected { index, key: events[index].key, reason })?
         } else {
             CommitSigners::default()
         };
@@ -891,7 +908,7 @@ impl Chain {
             return Err(AteError::InvalidInput("a commit needs at least one event".into()));
         }
         let payload_hashes = NewEvent::payload_hashes(&events);
-        let assigned = self.assign(events, payload_hashes, durability).await?;
+        let assigned = self.assign(events, payload_hashes, None, durability).await?;
         Ok(PendingCommit { chain: Arc::clone(self), assigned })
     }
 

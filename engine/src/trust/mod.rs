@@ -117,6 +117,18 @@ pub fn verify_commit_signatures(
     events: &[SignedEvent<'_>],
     known: impl Fn(&KeyId) -> Option<PublicSignKey>,
 ) -> Result<CommitSigners, (usize, RejectReason)> {
+    verify_commit_signatures_with_root(chain_id, events, None, known)
+}
+
+/// [`verify_commit_signatures`] with the Merkle root of the covered events
+/// already computed by this process (the DIO, which computed it to sign):
+/// the signatures are still checked, the tree is not hashed again.
+pub(crate) fn verify_commit_signatures_with_root(
+    chain_id: &[u8; 32],
+    events: &[SignedEvent<'_>],
+    computed_root: Option<[u8; 32]>,
+    known: impl Fn(&KeyId) -> Option<PublicSignKey>,
+) -> Result<CommitSigners, (usize, RejectReason)> {
     let mut signers = HashSet::new();
     let Some(first_signature) = events.iter().position(|event| event.kind == EventKind::Signature) else {
         return Ok(CommitSigners { keys: signers, root: None });
@@ -124,8 +136,10 @@ pub fn verify_commit_signatures(
     if let Some(stray) = events[first_signature..].iter().position(|event| event.kind != EventKind::Signature) {
         return Err((first_signature + stray, RejectReason::MisplacedSignature));
     }
-    let covered: Vec<[u8; 32]> = events[..first_signature].iter().map(|event| event.content_hash).collect();
-    let root = events::commit_root(&covered);
+    let root = computed_root.unwrap_or_else(|| {
+        let covered: Vec<[u8; 32]> = events[..first_signature].iter().map(|event| event.content_hash).collect();
+        events::commit_root(&covered)
+    });
     let message = events::commit_signing_message(chain_id, &root);
     let published: Vec<PublicSignKey> = events[..first_signature]
         .iter()
@@ -163,13 +177,31 @@ pub struct CommitSigners {
 /// Builds the signature payload for `key` over a commit's non-signature events.
 pub fn sign_commit(chain_id: &[u8; 32], key: &PrivateSignKey, contents: &[EventContent]) -> CommitSignature {
     let covered = EventContent::hashes(contents);
-    let merkle_root = events::commit_root(&covered);
+    sign_commit_root(chain_id, key, events::commit_root(&covered), contents.len())
+}
+
+/// [`sign_commit`] over a root computed already (of `event_count` events).
+pub(crate) fn sign_commit_root(
+    chain_id: &[u8; 32],
+    key: &PrivateSignKey,
+    merkle_root: [u8; 32],
+    event_count: usize,
+) -> CommitSignature {
     let signature = key.sign(&events::commit_signing_message(chain_id, &merkle_root));
     CommitSignature {
         key_id: key.id(),
         scheme: key.public().scheme(),
         merkle_root,
-        event_count: contents.len() as u32,
+        event_count: event_count as u32,
         signature,
     }
+}
+
+/// What the DIO computed to sign a commit: the content hashes of the events
+/// its signatures cover and their Merkle root. The chain takes them instead
+/// of hashing the same bytes again (it still checks the signatures).
+#[derive(Debug, Clone)]
+pub(crate) struct SignedContents {
+    pub content_hashes: Vec<[u8; 32]>,
+    pub root: [u8; 32],
 }
