@@ -723,14 +723,14 @@ impl Chain {
                 Some(SignedContents { mut content_hashes, root }) => {
                     debug_assert_eq!(
                         content_hashes,
-                        EventContent::hashes(&contents_of(&events[..content_hashes.len()])),
+                        EventContent::hashes(contents_of(&events[..content_hashes.len()])),
                         "the DIO signed what it appends"
                     );
                     debug_assert_eq!(root, crate::trust::events::commit_root(&content_hashes));
                     content_hashes.resize(events.len(), [0; 32]);
                     (content_hashes, Some(root))
                 }
-                None => (EventContent::hashes(&contents_of(&events)), None),
+                None => (EventContent::hashes(contents_of(&events)), None),
             };
             let views: Vec<SignedEvent<'_>> = events
                 .iter()
