@@ -480,15 +480,18 @@ impl Dio {
                 == Some(event_keys.len() as u64)
         });
         if let Some(receipt) = numbered {
-            // Newest first: the first Data event met for a staged key is its version.
+            // Newest first: the first Data or Tombstone met for a staged key
+            // decides its version (a linter may have deleted what was put).
             for (index, (key, kind)) in event_keys.iter().enumerate().rev() {
-                if *kind != EventKind::Data {
-                    continue;
-                }
+                let version = match kind {
+                    EventKind::Data => Some(receipt.first_sequence + index as u64),
+                    EventKind::Tombstone => None,
+                    _ => continue,
+                };
                 if let Some(staged) = self.staged.get_mut(key) {
                     if matches!(staged, Staged::Put { .. }) {
                         *staged = Staged::Cancelled;
-                        self.versions.insert(*key, Some(receipt.first_sequence + index as u64));
+                        self.versions.insert(*key, version);
                     }
                 }
             }

@@ -141,3 +141,41 @@ async fn encrypted_and_signed_commits_survive_reopen_and_verify() {
     chain.verify().await.unwrap();
     assert_eq!(*chain.dio(&session).await.load::<Vec<u8>>(&key).await.unwrap(), vec![1, 2, 3]);
 }
+
+/// Deletes whatever a commit puts under the key "ephemeral".
+#[derive(Debug)]
+struct DropEphemeral;
+impl Linter for DropEphemeral {
+    fn name(&self) -> &'static str {
+        "drop-ephemeral"
+    }
+    fn lint(&self, events: &mut Vec<NewEvent>, _: &AteSession) -> ate::Result<()> {
+        let ephemeral = PrimaryKey::from("ephemeral");
+        if events.iter().any(|event| event.key == ephemeral) {
+            events.push(NewEvent::tombstone(ephemeral));
+        }
+        Ok(())
+    }
+}
+
+/// The DIO remembers what a commit left behind, linters included: a put
+/// that a linter deleted in the same commit is remembered as absent, so
+/// writing the key again from the same transaction is not a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_a_linter_deleted_is_remembered_as_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainBuilder::new(&common::small_config(dir.path()))
+        .await
+        .add_linter(Arc::new(DropEphemeral))
+        .build()
+        .open(&ChainKey::from("linted"))
+        .await
+        .unwrap();
+    let key = PrimaryKey::from("ephemeral");
+    let mut dio = chain.dio(&AteSession::default()).await;
+    dio.store_with_key(key, 1u32).unwrap();
+    dio.commit().await.unwrap();
+    assert!(chain.get(&key).is_none(), "the linter's tombstone came last");
+    dio.store_with_key(key, 2u32).unwrap();
+    dio.commit().await.unwrap();
+}

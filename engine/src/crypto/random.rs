@@ -34,9 +34,10 @@ thread_local! {
 
 /// The process-wide fork epoch, on a page a forked child sees zeroed.
 /// `None` when the kernel cannot wipe pages on fork.
+static FORK_EPOCH_PAGE: OnceLock<Option<usize>> = OnceLock::new();
+
 fn fork_epoch_cell() -> Option<&'static AtomicU64> {
-    static CELL: OnceLock<Option<usize>> = OnceLock::new();
-    let address = (*CELL.get_or_init(map_wipe_on_fork_page))?;
+    let address = (*FORK_EPOCH_PAGE.get_or_init(map_wipe_on_fork_page))?;
     // SAFETY: `address` is the start of a page-aligned, read-write mapping
     // that is never unmapped, so it is valid and aligned for an AtomicU64
     // for the rest of the process; it is only ever accessed atomically.
@@ -66,7 +67,20 @@ fn map_wipe_on_fork_page() -> Option<usize> {
         unsafe { libc::munmap(page, PAGE_LEN) };
         return None;
     }
+    // Belt and braces, for emulators and sandboxes that accept the advice
+    // without honouring it: a child forked through libc clears the epoch
+    // itself. (A failed registration leaves the page alone doing it.)
+    // SAFETY: registers a handler that only stores to an atomic, which is
+    // async-signal-safe, as a child handler must be.
+    unsafe { libc::pthread_atfork(None, None, Some(clear_epoch_in_child)) };
     Some(page as usize)
+}
+
+extern "C" fn clear_epoch_in_child() {
+    if let Some(cell) = FORK_EPOCH_PAGE.get().copied().flatten() {
+        // SAFETY: as in `fork_epoch_cell`: the page outlives the process.
+        unsafe { AtomicU64::from_ptr(cell as *mut u64) }.store(0, Ordering::Release);
+    }
 }
 
 /// The current epoch: nonzero, and different in a forked child from any

@@ -181,6 +181,15 @@ impl TrustState {
         self.nodes.entry(key).or_insert_with(|| Node { parent, ..Node::default() })
     }
 
+    /// After a change in place (recovery): a node that is now only a link
+    /// moves to `parents`, where the live path would have put it.
+    fn file_node(&mut self, key: u128) {
+        if let Some(parent) = self.nodes.get(&key).and_then(Node::is_plain_link) {
+            self.nodes.remove(&key);
+            self.parents.insert(key, parent);
+        }
+    }
+
     /// Keeps a validated node in whichever map fits it.
     fn put_node(&mut self, key: u128, node: Node) {
         match node.is_plain_link() {
@@ -539,6 +548,7 @@ impl TrustState {
                     let next = retention::after_new_version(&self.policy, current, header.timestamp_us());
                     self.node_mut(key).retention = next;
                 }
+                self.file_node(key);
             }
             EventKind::Retention => match postcard::from_bytes::<RetentionChange>(payload) {
                 Ok(RetentionChange::Policy(policy)) => self.policy = policy,
@@ -550,6 +560,7 @@ impl TrustState {
                     if let Some(hold) = legal_hold {
                         node.retention.legal_hold = hold;
                     }
+                    self.file_node(key);
                 }
                 Err(_) => {}
             },
