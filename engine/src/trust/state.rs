@@ -174,23 +174,17 @@ impl TrustState {
         self.parents.get(&key).map(|parent| NodeRef::link(*parent))
     }
 
-    /// The committed node of `key` for changing in place (recovery): a
-    /// plain link moves to `nodes` first.
-    fn node_mut(&mut self, key: u128) -> &mut Node {
-        let parent = self.parents.remove(&key);
-        self.nodes.entry(key).or_insert_with(|| Node { parent, ..Node::default() })
+    /// Takes `key`'s committed node out of whichever map holds it: recovery
+    /// changes it and files it again with [`TrustState::put_node`], as
+    /// `commit` files what validation staged.
+    fn take_node(&mut self, key: u128) -> Option<Node> {
+        self.nodes
+            .remove(&key)
+            .or_else(|| self.parents.remove(&key).map(|parent| Node { parent: Some(parent), ..Node::default() }))
     }
 
-    /// After a change in place (recovery): a node that is now only a link
-    /// moves to `parents`, where the live path would have put it.
-    fn file_node(&mut self, key: u128) {
-        if let Some(parent) = self.nodes.get(&key).and_then(Node::is_plain_link) {
-            self.nodes.remove(&key);
-            self.parents.insert(key, parent);
-        }
-    }
-
-    /// Keeps a validated node in whichever map fits it.
+    /// Files a node in whichever map fits it (what `commit` validated, what
+    /// recovery replayed).
     fn put_node(&mut self, key: u128, node: Node) {
         match node.is_plain_link() {
             Some(parent) => {
@@ -533,34 +527,30 @@ impl TrustState {
                 }
             }
             EventKind::Data => {
-                if let Some(parent) = parent {
-                    match self.nodes.get_mut(&key) {
-                        Some(node) => node.parent = Some(parent),
-                        None => {
-                            self.parents.insert(key, parent);
-                        }
+                let retained = self.policy.default_retention_us > 0;
+                let existing = self.take_node(key);
+                // A root that never had an entry still has none.
+                if existing.is_some() || parent.is_some() || retained {
+                    let mut node = existing.unwrap_or_default();
+                    node.parent = parent;
+                    if retained {
+                        node.retention =
+                            retention::after_new_version(&self.policy, node.retention, header.timestamp_us());
                     }
-                } else if self.nodes.contains_key(&key) || self.parents.contains_key(&key) {
-                    self.node_mut(key).parent = None;
+                    self.put_node(key, node);
                 }
-                if self.policy.default_retention_us > 0 {
-                    let current = self.node_mut(key).retention;
-                    let next = retention::after_new_version(&self.policy, current, header.timestamp_us());
-                    self.node_mut(key).retention = next;
-                }
-                self.file_node(key);
             }
             EventKind::Retention => match postcard::from_bytes::<RetentionChange>(payload) {
                 Ok(RetentionChange::Policy(policy)) => self.policy = policy,
                 Ok(RetentionChange::Object { retain_until_us, legal_hold }) => {
-                    let node = self.node_mut(key);
+                    let mut node = self.take_node(key).unwrap_or_default();
                     if let Some(until) = retain_until_us {
                         node.retention.retain_until_us = until;
                     }
                     if let Some(hold) = legal_hold {
                         node.retention.legal_hold = hold;
                     }
-                    self.file_node(key);
+                    self.put_node(key, node);
                 }
                 Err(_) => {}
             },
@@ -568,11 +558,12 @@ impl TrustState {
                 if let Ok(record) = postcard::from_bytes::<AuthorityRecord>(payload) {
                     wraps.extend(record.node_key.iter().cloned());
                     wraps.extend(record.previous_node_keys.iter().cloned());
-                    let node = self.node_mut(key);
+                    let mut node = self.take_node(key).unwrap_or_default();
                     node.record = Some(Box::new(record));
                     if node.parent.is_none() {
                         node.parent = parent;
                     }
+                    self.put_node(key, node);
                 }
             }
             _ => {}
