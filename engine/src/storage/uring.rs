@@ -41,6 +41,22 @@ struct Slot {
     done_in_place: Option<io::Result<()>>,
 }
 
+impl Slot {
+    /// A submission whose outcome is not known yet.
+    fn new(id: u64, buffer: WriteBuffer, file: &Arc<File>, offset: u64, sync: bool) -> Self {
+        Self {
+            id,
+            buffer,
+            file: Arc::clone(file),
+            offset,
+            sync,
+            write_result: None,
+            sync_result: None,
+            done_in_place: None,
+        }
+    }
+}
+
 struct UringDevice {
     ring: IoUring,
     slots: VecDeque<Slot>,
@@ -127,16 +143,7 @@ impl LogDevice for UringDevice {
             let result =
                 super::std_write_all_at(file, &buffer, offset)
                     .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
-            self.slots.push_back(Slot {
-                id,
-                buffer,
-                file: Arc::clone(file),
-                offset,
-                sync,
-                write_result: None,
-                sync_result: None,
-                done_in_place: Some(result),
-            });
+            self.slots.push_back(Slot { done_in_place: Some(result), ..Slot::new(id, buffer, file, offset, sync) });
             return;
         }
         let fd = types::Fd(file.as_raw_fd());
@@ -155,16 +162,7 @@ impl LogDevice for UringDevice {
         }
         write = write.flags(flags);
         let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1);
-        let mut slot = Slot {
-            id,
-            buffer,
-            file: Arc::clone(file),
-            offset,
-            sync,
-            write_result: None,
-            sync_result: None,
-            done_in_place: None,
-        };
+        let mut slot = Slot::new(id, buffer, file, offset, sync);
         // SAFETY: the buffer and the file are owned by `slot`, which stays in
         // `self.slots` until both completions are reaped (wait_oldest, Drop),
         // so the kernel never sees a dangling pointer or a closed fd. The
@@ -221,16 +219,7 @@ mod tests {
     fn short_slot(file: &Arc<File>, written: usize) -> Slot {
         let mut buffer = WriteBuffer::new();
         buffer.extend_from_slice(&[7u8; 8192]);
-        Slot {
-            id: 0,
-            buffer,
-            file: Arc::clone(file),
-            offset: 0,
-            sync: false,
-            write_result: Some(written as i32),
-            sync_result: None,
-            done_in_place: None,
-        }
+        Slot { write_result: Some(written as i32), ..Slot::new(0, buffer, file, 0, false) }
     }
 
     #[test]
