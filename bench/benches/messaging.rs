@@ -7,6 +7,7 @@
 use ate::messaging::{Queue, QueueConfig, StartAt};
 use ate::prelude::*;
 use ate_bench::{config, payload, scratch_dir};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,33 +102,41 @@ async fn queue(items: u64, consumers: usize) {
             }
         })
     };
+    // The run ends at the last acknowledgement, not when the consumers
+    // notice the queue stayed empty (their idle exit adds 200 ms).
+    let acked_total = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..consumers {
         let queue = queue.clone();
+        let acked_total = Arc::clone(&acked_total);
         workers.push(tokio::spawn(async move {
-            let mut acked = 0u64;
+            let mut last_ack = started;
             let mut idle = 0;
-            loop {
+            while acked_total.load(Ordering::Relaxed) < items {
                 let batch = queue.take_many::<serde_bytes::ByteBuf>(100).await.unwrap();
                 if batch.is_empty() {
                     if idle > 200 {
-                        return acked;
+                        break;
                     }
                     idle += 1;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
                 idle = 0;
-                acked += queue.ack_many(batch).await.unwrap() as u64;
+                let acked = queue.ack_many(batch).await.unwrap() as u64;
+                acked_total.fetch_add(acked, Ordering::Relaxed);
+                last_ack = Instant::now();
             }
+            last_ack
         }));
     }
     producer.await.unwrap();
-    let mut acked = 0;
+    let mut finished = started;
     for worker in workers {
-        acked += worker.await.unwrap();
+        finished = finished.max(worker.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let acked = acked_total.load(Ordering::Relaxed);
+    let elapsed = (finished - started).as_secs_f64();
     println!(
         "D5 queue: {items} items, {consumers} competing consumers taking and acknowledging batches of up to 100: {acked} acknowledged ({}), {:.0} msgs/s end to end",
         if acked == items && queue.is_empty() { "none lost, none twice" } else { "MISMATCH" },
