@@ -102,6 +102,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         segment_size_bytes: config.log.segment_bytes,
         backend: config.log.backend.into(),
         direct_io: config.log.direct_io,
+        zero_ahead_bytes: config.log.zero_ahead_bytes,
         maintenance: config
             .log
             .maintenance()

@@ -107,6 +107,8 @@ pub struct ServerOptions {
     pub backend: ate::StorageBackend,
     /// Appends bypass the page cache (`[log] direct_io`).
     pub direct_io: bool,
+    /// Zeros kept ahead of the appends (`[log] zero_ahead_bytes`; `None`: the engine's default).
+    pub zero_ahead_bytes: Option<u64>,
     /// Compaction and old-segment dropping run by atedb itself (`[log]`).
     pub maintenance: Option<crate::maintenance::LogMaintenance>,
 }
@@ -171,6 +173,7 @@ impl Server {
             segment_size_bytes,
             backend: options.backend,
             direct_io: options.direct_io,
+            zero_ahead_bytes: options.zero_ahead_bytes.unwrap_or(defaults.zero_ahead_bytes),
             max_commit_bytes: defaults.max_commit_bytes.min(quarter),
             max_write_bytes: defaults.max_write_bytes.min(quarter),
             ..defaults

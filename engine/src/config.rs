@@ -60,6 +60,13 @@ pub struct AteConfig {
     /// filesystem has no direct I/O or the segment size is not a multiple
     /// of 4 KiB.
     pub direct_io: bool,
+    /// How far ahead of the appends a helper thread keeps the active
+    /// segment written with zeros while the log writer is idle, so that
+    /// small durable commits land in written extents and their fdatasync
+    /// does not also journal an extent conversion (about half the cost of a
+    /// small commit on ext4). 0 turns it off. Only for chains whose default
+    /// durability syncs.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for AteConfig {
@@ -73,6 +80,7 @@ impl Default for AteConfig {
             max_write_bytes: 4 << 20,
             writer_queue_commits: 4096,
             direct_io: false,
+            zero_ahead_bytes: 4 << 20,
         }
     }
 }

@@ -5,6 +5,7 @@ pub(crate) mod checkpoint;
 mod recovery;
 mod segments;
 mod writer;
+mod zero_ahead;
 
 pub(crate) use recovery::{list_segments, recover};
 pub use segments::EventRef;

@@ -5,6 +5,7 @@
 //! each group to the view only once it is durable, then acknowledges.
 
 use super::recovery::create_segment;
+use super::zero_ahead::ZeroAhead;
 use super::{view_change_for, ChainShared};
 use crate::config::Durability;
 use crate::format::{header_at, EventHash};
@@ -115,9 +116,15 @@ struct Writer {
     /// row: that keeps what a power loss can tear inside the window that
     /// recovery knows how to cut (docs/design.md, "Recovery").
     unsynced_bytes: u64,
+    /// Bytes of the last group submitted: zeros are written ahead only
+    /// while the groups are small (see `idle`).
+    last_group_bytes: usize,
     /// Sequence and hash after the last commit handed to the device.
     next_sequence: u64,
     last_hash: EventHash,
+    /// Keeps the active segment zeroed ahead of the appends (dropped last:
+    /// it stops and joins its thread).
+    zero_ahead: Option<ZeroAhead>,
 }
 
 pub(crate) fn spawn_writer(
@@ -130,6 +137,7 @@ pub(crate) fn spawn_writer(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     // Recovery leaves the last segment of the table active.
     let active = ActiveSegment::open(&chain, chain.segments.len() - 1, write_offset).map_err(std::io::Error::other)?;
+    let zero_ahead = ZeroAhead::start(&chain, active.index, write_offset)?;
     let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
     let mut writer = Writer {
         chain,
@@ -138,8 +146,10 @@ pub(crate) fn spawn_writer(
         in_flight: VecDeque::new(),
         spare: Vec::new(),
         unsynced_bytes: 0,
+        last_group_bytes: 0,
         next_sequence,
         last_hash,
+        zero_ahead,
     };
     std::thread::Builder::new().name(name).spawn(move || writer.run(receiver))
 }
@@ -150,9 +160,15 @@ impl Writer {
         loop {
             let first = match carried.take() {
                 Some(request) => request,
-                None if self.in_flight.is_empty() => match receiver.recv() {
+                None if self.in_flight.is_empty() => match receiver.try_recv() {
                     Ok(request) => request,
-                    Err(_) => break,
+                    Err(_) => {
+                        self.idle();
+                        match receiver.recv() {
+                            Ok(request) => request,
+                            Err(_) => break,
+                        }
+                    }
                 },
                 None => match receiver.try_recv() {
                     Ok(request) => request,
@@ -212,6 +228,19 @@ impl Writer {
         self.drain();
     }
 
+    /// Nothing is queued or in flight. Zeros are written ahead now only
+    /// if the last group was small: idle moments between large groups
+    /// (bulk ingest, where each group is megabytes) are brief, and a chunk
+    /// of zeros started in one would delay the next group's write, which
+    /// would overtake the zeros at once anyway.
+    fn idle(&self) {
+        if let Some(zero_ahead) = &self.zero_ahead {
+            if self.last_group_bytes as u64 <= super::zero_ahead::ZERO_CHUNK_BYTES {
+                zero_ahead.idle();
+            }
+        }
+    }
+
     fn fits(&self, request: &CommitRequest) -> bool {
         self.fits_after(0, request)
     }
@@ -237,6 +266,7 @@ impl Writer {
             sync |= request.durability.needs_sync();
         }
         let records_len = buffer.len() - records_at;
+        self.last_group_bytes = records_len;
         let last = &placed.last().expect("a group holds at least one commit").1;
         self.next_sequence = last.receipt.last_sequence + 1;
         self.last_hash = last.last_hash;
@@ -260,6 +290,9 @@ impl Writer {
             debug_assert!(offset + buffer.len() as u64 <= self.active.len, "whole segments are whole blocks");
         }
         self.active.write_offset += records_len as u64;
+        if let Some(zero_ahead) = &self.zero_ahead {
+            zero_ahead.claim(offset + buffer.len() as u64);
+        }
         self.device.submit(file, offset, buffer, sync, alone);
         self.in_flight.push_back(Group {
             commits: placed,
@@ -367,6 +400,9 @@ impl Writer {
         let index = self.chain.segments.push(segment);
         tracing::debug!(chain = %self.chain.name, index, first_sequence = self.next_sequence, "rolled to a new segment");
         self.active = ActiveSegment::open(&self.chain, index, crate::format::SEGMENT_HEADER_LEN as u64)?;
+        if let Some(zero_ahead) = &self.zero_ahead {
+            zero_ahead.rolled(&self.chain, index, self.active.write_offset);
+        }
         Ok(())
     }
 }

@@ -25,6 +25,9 @@ pub struct FaultPlan {
     pub fail_renames: bool,
     /// Directory syncs fail with EIO.
     pub fail_dir_syncs: bool,
+    /// The log writes zeros ahead of its appends through this storage
+    /// (off by default: its writes and syncs count against the budgets).
+    pub zero_ahead: bool,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +136,9 @@ impl Storage for FaultyStorage {
             return Err(Self::injected(libc::EIO));
         }
         self.inner.rename(from, to)
+    }
+    fn zero_ahead(&self) -> bool {
+        self.state.lock().plan.zero_ahead
     }
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>> {
         Ok(Box::new(SynchronousDevice::new(self)))

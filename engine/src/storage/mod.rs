@@ -54,6 +54,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
     }
+    /// Whether the log may write zeros ahead of its appends through this
+    /// storage (`log::zero_ahead`). Fault-injecting storages say no unless
+    /// asked, so that zeros do not spend their budgets.
+    fn zero_ahead(&self) -> bool {
+        true
+    }
     /// The device the log writer appends through.
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>>;
 }

@@ -1,0 +1,110 @@
+//! Zeroing ahead of the appends (docs/design.md §6): a helper thread writes
+//! zeros beyond the log's end while the writer is idle. It must never touch
+//! a byte the writer wrote, and a failure of its own writes poisons the
+//! chain like a failure of the writer's.
+
+mod common;
+
+use ate::storage::{FaultPlan, FaultyStorage, Storage};
+use ate::{AteConfig, AteError, Durability, NewEvent, StorageBackend};
+use common::{commit_events, key, objects_of_commit, open_with, payload, small_config};
+use std::sync::Arc;
+use std::time::Duration;
+
+const COMMITS: usize = 2500;
+
+/// Two appenders, pausing now and then so the writer goes idle and zeros
+/// are written between (and during) their commits, across segment rolls.
+async fn append_with_pauses(chain: &Arc<ate::Chain>) {
+    let mut appenders = Vec::new();
+    for half in 0..2 {
+        let chain = Arc::clone(chain);
+        appenders.push(tokio::spawn(async move {
+            for index in (half..COMMITS).step_by(2) {
+                chain.append(commit_events(index), None).await.unwrap();
+                if index % 7 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }));
+    }
+    for appender in appenders {
+        appender.await.unwrap();
+    }
+}
+
+fn assert_every_object_is_intact(chain: &ate::Chain) {
+    for index in 0..COMMITS {
+        for object in objects_of_commit(index) {
+            let event = chain.get(&key(object)).unwrap_or_else(|| panic!("object {object} is missing"));
+            assert_eq!(event.payload, payload(object).as_slice(), "object {object} changed");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_ahead_never_touch_acknowledged_records() {
+    for backend in [StorageBackend::IoUring, StorageBackend::Portable] {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB segments: the writer rolls several times while zeros are written.
+        let config = AteConfig { backend, zero_ahead_bytes: 512 << 10, ..small_config(dir.path()) };
+        let chain = open_with(&config, None).await.unwrap();
+        append_with_pauses(&chain).await;
+        assert!(chain.segment_count() > 1, "the workload rolls segments");
+        assert_every_object_is_intact(&chain);
+        drop(chain);
+
+        let reopened = open_with(&config, None).await.unwrap();
+        assert_every_object_is_intact(&reopened);
+        reopened.verify().await.unwrap_or_else(|error| panic!("{backend:?}: {error}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_are_written_through_the_storage_seam_and_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AteConfig { zero_ahead_bytes: 512 << 10, ..small_config(dir.path()) };
+    let mut written = Vec::new();
+    for zero_ahead in [false, true] {
+        let storage = FaultyStorage::new(FaultPlan { zero_ahead, ..FaultPlan::default() });
+        let chain = open_with(
+            &AteConfig { log_path: Some(dir.path().join(zero_ahead.to_string())), ..config.clone() },
+            Some(storage.clone() as Arc<dyn Storage>),
+        )
+        .await
+        .unwrap();
+        append_with_pauses(&chain).await;
+        drop(chain);
+        written.push(storage.bytes_written());
+    }
+    // The same commits, plus at least one chunk of zeros.
+    assert!(written[1] >= written[0] + (256 << 10), "bytes written without and with zeroing: {written:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_of_zeros_poisons_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lead far longer than the test: zeroing is still going on when the
+    // disk starts failing.
+    let config =
+        AteConfig { log_path: Some(dir.path().to_path_buf()), zero_ahead_bytes: 128 << 20, ..AteConfig::default() };
+    let storage = FaultyStorage::new(FaultPlan { zero_ahead: true, ..FaultPlan::default() });
+    let chain = open_with(&config, Some(storage.clone() as Arc<dyn Storage>)).await.unwrap();
+    // Buffered: the writer itself does not sync these small commits, so
+    // the first failing fdatasync is the zeroing thread's.
+    let buffered = Some(Durability::Buffered);
+    chain.append(vec![NewEvent::data(key(0), payload(0))], buffered).await.unwrap();
+    storage.set_plan(FaultPlan { zero_ahead: true, syncs_before_failure: Some(0), ..FaultPlan::default() });
+    let mut outcome = Ok(());
+    for index in 1..500 {
+        if let Err(error) = chain.append(vec![NewEvent::data(key(index), payload(index))], buffered).await {
+            outcome = Err(error);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match outcome {
+        Err(AteError::Poisoned { reason, .. }) => assert!(reason.contains("zeros ahead"), "poisoned by: {reason}"),
+        other => panic!("expected the chain to be poisoned by the failed zeroing, got {other:?}"),
+    }
+}
