@@ -7,11 +7,30 @@ mod common;
 
 use ate::storage::{FaultPlan, FaultyStorage, Storage};
 use ate::{AteConfig, AteError, Durability, NewEvent, StorageBackend};
-use common::{commit_events, key, objects_of_commit, open_with, payload, small_config};
+use common::{key, open_with, small_config};
 use std::sync::Arc;
 use std::time::Duration;
 
 const COMMITS: usize = 2500;
+
+/// 1 to 3 events of 1-2 KiB each (2500 commits: about 7 MiB).
+fn commit_events(index: usize) -> Vec<NewEvent> {
+    objects_of_commit(index).map(|object| NewEvent::data(key(object), payload(object))).collect()
+}
+
+fn objects_of_commit(index: usize) -> impl Iterator<Item = usize> {
+    (0..1 + index % 3).map(move |part| index * 3 + part)
+}
+
+fn payload(object: usize) -> Vec<u8> {
+    let len = 1024 + (object * 37) % 1024;
+    (0..len).map(|i| (object as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+}
+
+/// Segments of 4 MiB, so that the workload rolls while zeros are written.
+fn config(dir: &std::path::Path) -> AteConfig {
+    AteConfig { segment_size_bytes: 4 << 20, zero_ahead_bytes: 2 << 20, ..small_config(dir) }
+}
 
 /// Two appenders, pausing now and then so the writer goes idle and zeros
 /// are written between (and during) their commits, across segment rolls.
@@ -46,8 +65,7 @@ fn assert_every_object_is_intact(chain: &ate::Chain) {
 async fn zeros_ahead_never_touch_acknowledged_records() {
     for backend in [StorageBackend::IoUring, StorageBackend::Portable] {
         let dir = tempfile::tempdir().unwrap();
-        // 1 MiB segments: the writer rolls several times while zeros are written.
-        let config = AteConfig { backend, zero_ahead_bytes: 512 << 10, ..small_config(dir.path()) };
+        let config = AteConfig { backend, ..config(dir.path()) };
         let chain = open_with(&config, None).await.unwrap();
         append_with_pauses(&chain).await;
         assert!(chain.segment_count() > 1, "the workload rolls segments");
@@ -63,7 +81,7 @@ async fn zeros_ahead_never_touch_acknowledged_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zeros_are_written_through_the_storage_seam_and_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let config = AteConfig { zero_ahead_bytes: 512 << 10, ..small_config(dir.path()) };
+    let config = config(dir.path());
     let mut written = Vec::new();
     for zero_ahead in [false, true] {
         let storage = FaultyStorage::new(FaultPlan { zero_ahead, ..FaultPlan::default() });
@@ -78,7 +96,7 @@ async fn zeros_are_written_through_the_storage_seam_and_only_when_asked() {
         written.push(storage.bytes_written());
     }
     // The same commits, plus at least one chunk of zeros.
-    assert!(written[1] >= written[0] + (256 << 10), "bytes written without and with zeroing: {written:?}");
+    assert!(written[1] >= written[0] + (1 << 20), "bytes written without and with zeroing: {written:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

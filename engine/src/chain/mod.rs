@@ -216,6 +216,8 @@ impl ChainBuilder {
         // A write to tmpfs is a memcpy: io_uring would hand each one to a
         // kernel worker thread, a wakeup per group for nothing.
         builder.config.backend = StorageBackend::Portable;
+        // tmpfs has no unwritten extents for zeros to convert ahead of time.
+        builder.config.zero_ahead_bytes = 0;
         builder
     }
 
