@@ -167,6 +167,14 @@ pub async fn render(server: &Server) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP atedb_chain_zeroed_bytes_total Zeros written ahead of the appends.\n# TYPE atedb_chain_zeroed_bytes_total counter"
+    );
+    for chain in &chains {
+        let bytes = chain.log_metrics().zeroed_bytes.load(Ordering::Relaxed);
+        let _ = writeln!(out, "atedb_chain_zeroed_bytes_total{{chain=\"{}\"}} {bytes}", chain.key().directory_name());
+    }
+    let _ = writeln!(
+        out,
         "# HELP atedb_fsync_seconds Write + fdatasync of one group.\n# TYPE atedb_fsync_seconds histogram"
     );
     for chain in &chains {

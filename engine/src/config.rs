@@ -97,6 +97,11 @@ impl AteConfig {
         if self.max_commit_bytes as u64 > self.segment_size_bytes - SEGMENT_HEADER_LEN as u64 {
             return invalid("max_commit_bytes must fit in one segment".into());
         }
+        if self.zero_ahead_bytes != 0 && self.zero_ahead_bytes < 2 << 20 {
+            // Zeroing starts a 1 MiB chunk past the appends: a smaller lead
+            // would never write anything.
+            return invalid(format!("zero_ahead_bytes {} must be 0 (off) or at least 2 MiB", self.zero_ahead_bytes));
+        }
         if self.max_write_bytes < 4096 || self.writer_queue_commits == 0 {
             return invalid("max_write_bytes must be >= 4096 and writer_queue_commits > 0".into());
         }

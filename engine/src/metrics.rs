@@ -57,6 +57,8 @@ impl LatencyHistogram {
 pub struct LogMetrics {
     pub events_appended: AtomicU64,
     pub bytes_appended: AtomicU64,
+    /// Zeros written ahead of the appends (`AteConfig::zero_ahead_bytes`).
+    pub zeroed_bytes: AtomicU64,
     /// Write + fdatasync of one group, from submission to completion.
     pub sync_latency: LatencyHistogram,
 }

@@ -8,6 +8,7 @@ mod common;
 use ate::storage::{FaultPlan, FaultyStorage, Storage};
 use ate::{AteConfig, AteError, Durability, NewEvent, StorageBackend};
 use common::{key, open_with, small_config};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,21 +62,124 @@ fn assert_every_object_is_intact(chain: &ate::Chain) {
     }
 }
 
+/// Whether the scratch directory is on a filesystem where zeros are
+/// written ahead (ext4, XFS), as `stat -f` names it.
+fn zeroes_ahead_here(dir: &std::path::Path) -> bool {
+    let output = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output().unwrap();
+    let name = String::from_utf8_lossy(&output.stdout);
+    name.contains("ext") || name.contains("xfs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zeros_ahead_never_touch_acknowledged_records() {
-    for backend in [StorageBackend::IoUring, StorageBackend::Portable] {
+    for (backend, direct_io) in
+        [(StorageBackend::IoUring, false), (StorageBackend::IoUring, true), (StorageBackend::Portable, false)]
+    {
         let dir = tempfile::tempdir().unwrap();
-        let config = AteConfig { backend, ..config(dir.path()) };
+        let config = AteConfig { backend, direct_io, ..config(dir.path()) };
         let chain = open_with(&config, None).await.unwrap();
         append_with_pauses(&chain).await;
         assert!(chain.segment_count() > 1, "the workload rolls segments");
+        if zeroes_ahead_here(dir.path()) {
+            assert!(chain.log_metrics().zeroed_bytes.load(Ordering::Relaxed) > 0, "{backend:?}: no zeros written");
+        }
         assert_every_object_is_intact(&chain);
         drop(chain);
 
         let reopened = open_with(&config, None).await.unwrap();
         assert_every_object_is_intact(&reopened);
-        reopened.verify().await.unwrap_or_else(|error| panic!("{backend:?}: {error}"));
+        reopened.verify().await.unwrap_or_else(|error| panic!("{backend:?}, direct {direct_io}: {error}"));
     }
+}
+
+/// A commit of several MiB right after an idle spell runs into the zeros
+/// being written ahead of it: it waits for them, and overwrites them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_commit_after_an_idle_spell_overtakes_the_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AteConfig {
+        segment_size_bytes: 32 << 20,
+        max_commit_bytes: 8 << 20,
+        max_write_bytes: 8 << 20,
+        zero_ahead_bytes: 4 << 20,
+        ..small_config(dir.path())
+    };
+    let storage = FaultyStorage::new(FaultPlan { zero_ahead: true, ..FaultPlan::default() });
+    let chain = open_with(&config, Some(storage as Arc<dyn Storage>)).await.unwrap();
+    let mut next = 0;
+    for round in 0..4 {
+        for _ in 0..20 {
+            chain.append(commit_events(next), None).await.unwrap();
+            next += 1;
+        }
+        // Idle: zeros are written ahead; then 3 MiB in one commit.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let large: Vec<NewEvent> =
+            (0..2000).map(|part| NewEvent::data(key(1_000_000 + round * 2000 + part), payload(part))).collect();
+        chain.append(large, None).await.unwrap();
+    }
+    assert!(chain.log_metrics().zeroed_bytes.load(Ordering::Relaxed) > 0, "no zeros were written");
+    drop(chain);
+    let reopened = open_with(&config, None).await.unwrap();
+    for round in 0..4 {
+        for part in 0..2000 {
+            let event = reopened.get(&key(1_000_000 + round * 2000 + part)).expect("large commit's event");
+            assert_eq!(event.payload, payload(part).as_slice());
+        }
+    }
+    for index in 0..next {
+        for object in objects_of_commit(index) {
+            assert_eq!(reopened.get(&key(object)).expect("small commit's event").payload, payload(object).as_slice());
+        }
+    }
+    reopened.verify().await.unwrap();
+}
+
+/// A crash at any byte, zeros included: every acknowledged commit is there
+/// after reopening, and the chain opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_zeros_are_written_keeps_every_acknowledged_commit() {
+    for budget_kib in [300, 1500, 2900, 5200] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let storage = FaultyStorage::new(FaultPlan {
+            zero_ahead: true,
+            write_budget_bytes: Some(budget_kib << 10),
+            ..FaultPlan::default()
+        });
+        let chain = open_with(&config, Some(storage as Arc<dyn Storage>)).await.unwrap();
+        let mut acknowledged = 0;
+        for index in 0..COMMITS {
+            match chain.append(commit_events(index), None).await {
+                Ok(_) => acknowledged += 1,
+                Err(AteError::Poisoned { .. }) => break,
+                Err(other) => panic!("unexpected error {other}"),
+            }
+            if index % 7 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(acknowledged < COMMITS, "budget {budget_kib} KiB: the crash happened");
+        drop(chain);
+        let reopened =
+            open_with(&config, None).await.unwrap_or_else(|error| panic!("budget {budget_kib} KiB: {error}"));
+        for index in 0..acknowledged {
+            for object in objects_of_commit(index) {
+                let event = reopened
+                    .get(&key(object))
+                    .unwrap_or_else(|| panic!("budget {budget_kib} KiB: acknowledged object {object} lost"));
+                assert_eq!(event.payload, payload(object).as_slice());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lead_too_short_to_zero_anything_is_refused() {
+    let config = AteConfig { zero_ahead_bytes: 1 << 20, ..AteConfig::default() };
+    assert!(matches!(config.validate(), Err(AteError::InvalidConfig(_))));
+    assert!(AteConfig { zero_ahead_bytes: 0, ..config.clone() }.validate().is_ok());
+    assert!(AteConfig { zero_ahead_bytes: 2 << 20, ..config }.validate().is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

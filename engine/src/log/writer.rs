@@ -137,7 +137,7 @@ pub(crate) fn spawn_writer(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     // Recovery leaves the last segment of the table active.
     let active = ActiveSegment::open(&chain, chain.segments.len() - 1, write_offset).map_err(std::io::Error::other)?;
-    let zero_ahead = ZeroAhead::start(&chain, active.index, write_offset)?;
+    let zero_ahead = ZeroAhead::start(&chain, active.index, write_offset, active.direct.is_some())?;
     let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
     let mut writer = Writer {
         chain,
@@ -146,7 +146,9 @@ pub(crate) fn spawn_writer(
         in_flight: VecDeque::new(),
         spare: Vec::new(),
         unsynced_bytes: 0,
-        last_group_bytes: 0,
+        // No zeros before the first small group: a chain that is only
+        // opened (atedb opens many) writes none.
+        last_group_bytes: usize::MAX,
         next_sequence,
         last_hash,
         zero_ahead,
@@ -162,7 +164,8 @@ impl Writer {
                 Some(request) => request,
                 None if self.in_flight.is_empty() => match receiver.try_recv() {
                     Ok(request) => request,
-                    Err(_) => {
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
                         self.idle();
                         match receiver.recv() {
                             Ok(request) => request,
@@ -235,7 +238,7 @@ impl Writer {
     /// would overtake the zeros at once anyway.
     fn idle(&self) {
         if let Some(zero_ahead) = &self.zero_ahead {
-            if self.last_group_bytes as u64 <= super::zero_ahead::ZERO_CHUNK_BYTES {
+            if self.last_group_bytes as u64 <= super::zero_ahead::ZERO_CHUNK_BYTES && self.chain.poisoned().is_none() {
                 zero_ahead.idle();
             }
         }
@@ -401,7 +404,7 @@ impl Writer {
         tracing::debug!(chain = %self.chain.name, index, first_sequence = self.next_sequence, "rolled to a new segment");
         self.active = ActiveSegment::open(&self.chain, index, crate::format::SEGMENT_HEADER_LEN as u64)?;
         if let Some(zero_ahead) = &self.zero_ahead {
-            zero_ahead.rolled(&self.chain, index, self.active.write_offset);
+            zero_ahead.rolled(&self.chain, index, self.active.write_offset, self.active.direct.is_some());
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 //! A helper thread per chain therefore writes zeros, and syncs them, a few
 //! MiB ahead of the appends while the writer is idle, so that small commits
 //! land in written extents. It starts a chunk only while the writer is
-//! idle: bulk ingest keeps the writer busy and would only pay twice for its
+//! idle after a small group: bulk ingest would only pay twice for its
 //! bandwidth. And it never writes where the writer may: the writer claims
 //! each range before it writes it, and waits if a chunk of zeros is being
 //! written there (which the one-chunk gap below makes rare). Zeros over
@@ -52,13 +52,18 @@ struct Frontier {
     /// The segment being appended to, and its length in whole blocks.
     segment: u32,
     zeroable_end: u64,
+    /// The writer appends to this segment with `O_DIRECT`: zeros go direct too.
+    direct: bool,
     claimed_end: u64,
     zeroed_end: u64,
     /// The chunk being written now, if any: the writer may not write there.
     zeroing: Option<Range<u64>>,
     writer_idle: bool,
     zeroer_waiting: bool,
+    /// Asked by the writer (on drop).
     stopping: bool,
+    /// Set however the thread ends (a panic included): nobody waits for it then.
+    stopped: bool,
 }
 
 impl Frontier {
@@ -70,8 +75,8 @@ impl Frontier {
 #[derive(Debug)]
 struct Shared {
     frontier: Mutex<Frontier>,
-    /// Signalled when the writer goes idle with zeroing to do, when a chunk
-    /// is finished, and on stop.
+    /// Signalled when the writer goes idle with zeroing to do, when it
+    /// rolls, when a chunk is finished, and when the thread stops.
     changed: Condvar,
     lead_bytes: u64,
 }
@@ -89,29 +94,39 @@ fn zeroable_end(chain: &ChainShared, segment: u32) -> u64 {
 }
 
 impl ZeroAhead {
-    /// Starts zeroing ahead of `write_offset` in `segment`; `None` when the
-    /// chain's `zero_ahead_bytes` is 0, its commits are not synced by
-    /// default, or its storage does not zero ahead.
-    pub(crate) fn start(chain: &Arc<ChainShared>, segment: u32, write_offset: u64) -> std::io::Result<Option<Self>> {
+    /// Starts zeroing ahead of `write_offset` in `segment` (`direct`: the
+    /// writer appends to it with `O_DIRECT`); `None` when the chain's
+    /// `zero_ahead_bytes` is 0, its commits are not synced by default, or
+    /// its storage says zeros would not help (`Storage::zero_ahead`).
+    pub(crate) fn start(
+        chain: &Arc<ChainShared>,
+        segment: u32,
+        write_offset: u64,
+        direct: bool,
+    ) -> std::io::Result<Option<Self>> {
         let lead_bytes = chain.config.zero_ahead_bytes;
-        if lead_bytes == 0 || !chain.config.durability.needs_sync() || !chain.storage.zero_ahead() {
+        let file = &chain.segments.get(segment).expect("the active segment is in the table").file;
+        if lead_bytes == 0 || !chain.config.durability.needs_sync() || !chain.storage.zero_ahead(file) {
             return Ok(None);
         }
         let shared = Arc::new(Shared {
             frontier: Mutex::new(Frontier {
                 segment,
                 zeroable_end: zeroable_end(chain, segment),
+                direct,
                 claimed_end: write_offset,
                 zeroed_end: 0,
                 zeroing: None,
                 writer_idle: false,
                 zeroer_waiting: false,
                 stopping: false,
+                stopped: false,
             }),
             changed: Condvar::new(),
             lead_bytes,
         });
-        let name = format!("ate-zero-{}", chain.name.chars().take(8).collect::<String>());
+        // Linux keeps 15 bytes of a thread name.
+        let name = format!("ate-zero-{}", chain.name.chars().take(6).collect::<String>());
         let thread = {
             let (shared, chain) = (Arc::clone(&shared), Arc::clone(chain));
             std::thread::Builder::new().name(name).spawn(move || run(&shared, &chain))?
@@ -120,17 +135,18 @@ impl ZeroAhead {
     }
 
     /// The writer is about to write up to `end` of the active segment:
-    /// waits if zeros are being written below it.
+    /// waits if zeros are being written below it. No new chunk starts
+    /// meanwhile (the writer is no longer idle).
     pub(crate) fn claim(&self, end: u64) {
         let mut frontier = self.shared.frontier.lock();
-        while frontier.zeroing.as_ref().is_some_and(|chunk| chunk.start < end) {
+        frontier.writer_idle = false;
+        while !frontier.stopped && frontier.zeroing.as_ref().is_some_and(|chunk| chunk.start < end) {
             self.shared.changed.wait(&mut frontier);
         }
         frontier.claimed_end = frontier.claimed_end.max(end);
-        frontier.writer_idle = false;
     }
 
-    /// The writer has nothing in flight and nothing queued.
+    /// The writer has nothing in flight and nothing queued, after a small group.
     pub(crate) fn idle(&self) {
         let mut frontier = self.shared.frontier.lock();
         frontier.writer_idle = true;
@@ -140,15 +156,19 @@ impl ZeroAhead {
     }
 
     /// The writer rolled to `segment`, appending from `write_offset`.
-    pub(crate) fn rolled(&self, chain: &ChainShared, segment: u32, write_offset: u64) {
+    pub(crate) fn rolled(&self, chain: &ChainShared, segment: u32, write_offset: u64, direct: bool) {
         let mut frontier = self.shared.frontier.lock();
-        while frontier.zeroing.is_some() {
+        frontier.writer_idle = false;
+        while !frontier.stopped && frontier.zeroing.is_some() {
             self.shared.changed.wait(&mut frontier);
         }
         frontier.segment = segment;
         frontier.zeroable_end = zeroable_end(chain, segment);
+        frontier.direct = direct;
         frontier.claimed_end = write_offset;
         frontier.zeroed_end = 0;
+        // Wakes the thread so that it lets go of the sealed segment's file.
+        self.shared.changed.notify_all();
     }
 }
 
@@ -162,13 +182,43 @@ impl Drop for ZeroAhead {
     }
 }
 
+/// Marks the thread stopped however it ends, so that the writer never
+/// waits for a chunk that will not finish; a panic (in a `Storage`
+/// implementation, say) poisons the chain.
+struct MarkStopped<'a> {
+    shared: &'a Shared,
+    chain: &'a ChainShared,
+}
+
+impl Drop for MarkStopped<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.chain.poison("the thread writing zeros ahead of the appends panicked".into());
+        }
+        let mut frontier = self.shared.frontier.lock();
+        frontier.stopped = true;
+        frontier.zeroing = None;
+        drop(frontier);
+        self.shared.changed.notify_all();
+    }
+}
+
+/// Why a chunk was not zeroed.
+enum ZeroFailure {
+    /// The segment could not be opened again: zeroing stops, nothing else is wrong.
+    Open(std::io::Error),
+    /// A write or fdatasync failed: the device fails, as the writer's would.
+    Write(std::io::Error),
+}
+
 /// The zeroing thread: one chunk at a time, while the writer is idle.
 fn run(shared: &Shared, chain: &ChainShared) {
+    let _stopped = MarkStopped { shared, chain };
     let mut zeros = WriteBuffer::new();
     let mut open: Option<(u32, File)> = None;
     let mut frontier = shared.frontier.lock();
     loop {
-        if frontier.stopping {
+        if frontier.stopping || chain.poisoned().is_some() {
             return;
         }
         // A sealed segment may be dropped later: hold no file of it.
@@ -182,47 +232,59 @@ fn run(shared: &Shared, chain: &ChainShared) {
             frontier.zeroer_waiting = false;
             continue;
         };
-        let segment = frontier.segment;
+        let (segment, direct) = (frontier.segment, frontier.direct);
         frontier.zeroing = Some(chunk.clone());
         let result = parking_lot::MutexGuard::unlocked(&mut frontier, || {
-            write_zeros(chain, &mut open, &mut zeros, segment, &chunk)
+            write_zeros(chain, &mut open, &mut zeros, segment, direct, &chunk)
         });
         frontier.zeroing = None;
         shared.changed.notify_all();
-        if let Err(error) = result {
-            // The chunk was beyond every acknowledged byte, but a device
-            // that fails writes or syncs fails the log's too: stop writing.
-            chain.poison(format!("writing zeros ahead of the appends in segment {segment} failed: {error}"));
-            return;
-        }
-        if frontier.segment == segment {
-            frontier.zeroed_end = chunk.end;
+        match result {
+            Ok(()) => {
+                chain.metrics.zeroed_bytes.fetch_add(chunk.end - chunk.start, std::sync::atomic::Ordering::Relaxed);
+                if frontier.segment == segment {
+                    frontier.zeroed_end = chunk.end;
+                }
+            }
+            Err(ZeroFailure::Open(error)) => {
+                tracing::warn!(chain = %chain.name, segment, %error, "cannot open the segment to zero ahead; zeroing stops");
+                return;
+            }
+            Err(ZeroFailure::Write(error)) => {
+                // The chunk was beyond every acknowledged byte, but a device
+                // that fails writes or syncs fails the log's too: stop writing.
+                chain.poison(format!("writing zeros ahead of the appends in segment {segment} failed: {error}"));
+                return;
+            }
         }
     }
 }
 
 /// Writes and syncs zeros over `chunk` of `segment`, through a file of its
-/// own (so that an fdatasync error is reported to the writer's file as
-/// well). Through the page cache when the writer appends through it: a
-/// buffered write into part of a page of a *written* extent first reads
-/// that page from the disk unless it is cached (130 µs a commit here,
-/// more than the sync saves), and zeros written this way stay cached. With
-/// direct appends, which write whole blocks, zeros go direct too.
+/// own: a second fdatasync on the writer's file would consume a writeback
+/// error before the writer's own sync saw it (errors are reported to each
+/// open file, Linux 4.13 and later). Through the page cache when the
+/// writer appends through it: a buffered write into part of a page of a
+/// *written* extent first reads that page from the disk unless it is
+/// cached (130 µs a commit here, more than the sync saves), and zeros
+/// written this way stay cached. With direct appends, which write whole
+/// blocks, zeros go direct too.
 fn write_zeros(
     chain: &ChainShared,
     open: &mut Option<(u32, File)>,
     zeros: &mut WriteBuffer,
     segment: u32,
+    direct: bool,
     chunk: &Range<u64>,
-) -> std::io::Result<()> {
+) -> Result<(), ZeroFailure> {
     let file = match open {
         Some((index, file)) if *index == segment => file,
         _ => {
             let path = &chain.segments.get(segment).expect("the active segment is in the table").path;
-            let direct = if chain.config.direct_io { chain.storage.open_direct(path)? } else { None };
-            let file = match direct {
+            let opened = if direct { chain.storage.open_direct(path).map_err(ZeroFailure::Open)? } else { None };
+            let file = match opened {
                 Some(file) => file,
-                None => chain.storage.open(path)?,
+                None => chain.storage.open(path).map_err(ZeroFailure::Open)?,
             };
             &open.insert((segment, file)).1
         }
@@ -232,8 +294,8 @@ fn write_zeros(
     if zeros.len() < len {
         zeros.resize(len, 0);
     }
-    chain.storage.write_all_at(file, &zeros[..len], chunk.start)?;
-    chain.storage.sync_data(file)
+    chain.storage.write_all_at(file, &zeros[..len], chunk.start).map_err(ZeroFailure::Write)?;
+    chain.storage.sync_data(file).map_err(ZeroFailure::Write)
 }
 
 #[cfg(test)]

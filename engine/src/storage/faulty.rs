@@ -137,7 +137,7 @@ impl Storage for FaultyStorage {
         }
         self.inner.rename(from, to)
     }
-    fn zero_ahead(&self) -> bool {
+    fn zero_ahead(&self, _segment: &File) -> bool {
         self.state.lock().plan.zero_ahead
     }
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>> {

@@ -54,11 +54,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
     }
-    /// Whether the log may write zeros ahead of its appends through this
-    /// storage (`log::zero_ahead`). Fault-injecting storages say no unless
-    /// asked, so that zeros do not spend their budgets.
-    fn zero_ahead(&self) -> bool {
-        true
+    /// Whether writing zeros ahead of the appends to `segment` pays off
+    /// (`log::zero_ahead`): only on filesystems whose preallocated extents
+    /// are converted on first write (ext4, XFS). On a copy-on-write
+    /// filesystem (btrfs) zeros would turn preallocated extents into plain
+    /// ones, so every later append would be copied elsewhere and could meet
+    /// ENOSPC; on tmpfs they would only cost memory copies.
+    /// Fault-injecting storages say no unless asked, so that zeros do not
+    /// spend their budgets.
+    fn zero_ahead(&self, segment: &File) -> bool {
+        converts_extents_on_first_write(segment)
     }
     /// The device the log writer appends through.
     fn log_device(self: Arc<Self>) -> io::Result<Box<dyn LogDevice>>;
@@ -120,6 +125,13 @@ impl<S: Storage + ?Sized> LogDevice for SynchronousDevice<S> {
     fn wait_oldest(&mut self) -> Completion {
         self.done.pop_front().expect("wait_oldest called with nothing in flight")
     }
+}
+
+/// ext4 (and ext2/3, which share its magic) or XFS, by `statfs`.
+fn converts_extents_on_first_write(file: &File) -> bool {
+    const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+    const XFS_SUPER_MAGIC: u64 = 0x5846_5342;
+    rustix::fs::fstatfs(file).is_ok_and(|stat| matches!(stat.f_type as u64, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC))
 }
 
 pub(crate) fn std_create_preallocated(path: &Path, len: u64) -> io::Result<File> {
