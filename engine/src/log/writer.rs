@@ -296,13 +296,15 @@ impl Writer {
         if let Some(zero_ahead) = &self.zero_ahead {
             zero_ahead.claim(offset + buffer.len() as u64);
         }
+        // Before `submit`: a group written in place is done when it returns.
+        let submitted = std::time::Instant::now();
         self.device.submit(file, offset, buffer, sync, alone);
         self.in_flight.push_back(Group {
             commits: placed,
             records_at,
             records_len,
             segment: self.active.index,
-            submitted: std::time::Instant::now(),
+            submitted,
             synced: sync,
         });
     }
