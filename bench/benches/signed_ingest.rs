@@ -65,11 +65,7 @@ async fn ingest(setup: &Setup, commits: u64, value: &str) {
 }
 
 fn signed_ingest(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::env::var("WORKERS").map(|v| v.parse().unwrap()).unwrap_or(2))
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // 1 KiB of incompressible text (a String serializes as one byte run).
     let value: String =
         payload(768, 5).iter().map(|b| char::from(b'!' + b % 90)).collect::<String>() + &"x".repeat(256);
