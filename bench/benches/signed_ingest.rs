@@ -48,9 +48,11 @@ async fn ingest(setup: &Setup, commits: u64, value: &str) {
         let (chain, session, folder, value) =
             (setup.chain.clone(), setup.session.clone(), setup.folder, value.to_string());
         tasks.push(tokio::spawn(async move {
-            let mut dio = chain.dio(&session).await;
             let mut commit = committer;
             while commit < commits {
+                // One Dio per commit, as an application would use one per
+                // unit of work (a Dio remembers every version it wrote).
+                let mut dio = chain.dio(&session).await;
                 for _ in 0..EVENTS_PER_COMMIT {
                     dio.store_child(&folder, value.clone()).unwrap();
                 }
