@@ -155,24 +155,21 @@ pub async fn render(server: &Server) -> String {
     }
     let chains = server.open_chains().await;
     counter(&mut out, "atedb_chains_open", "Chains open.", "gauge", chains.len() as u64);
-    let _ = writeln!(out, "# HELP atedb_chain_events_total Events appended.\n# TYPE atedb_chain_events_total counter");
-    for chain in &chains {
-        let events = chain.log_metrics().events_appended.load(Ordering::Relaxed);
-        let _ = writeln!(out, "atedb_chain_events_total{{chain=\"{}\"}} {events}", chain.key().directory_name());
-    }
-    let _ = writeln!(out, "# HELP atedb_chain_bytes_total Bytes appended.\n# TYPE atedb_chain_bytes_total counter");
-    for chain in &chains {
-        let bytes = chain.log_metrics().bytes_appended.load(Ordering::Relaxed);
-        let _ = writeln!(out, "atedb_chain_bytes_total{{chain=\"{}\"}} {bytes}", chain.key().directory_name());
-    }
-    let _ = writeln!(
-        out,
-        "# HELP atedb_chain_zeroed_bytes_total Zeros written ahead of the appends.\n# TYPE atedb_chain_zeroed_bytes_total counter"
-    );
-    for chain in &chains {
-        let bytes = chain.log_metrics().zeroed_bytes.load(Ordering::Relaxed);
-        let _ = writeln!(out, "atedb_chain_zeroed_bytes_total{{chain=\"{}\"}} {bytes}", chain.key().directory_name());
-    }
+    // One counter family per log figure, a line per open chain.
+    let per_chain = |out: &mut String, name: &str, help: &str, value: fn(&ate::metrics::LogMetrics) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for chain in &chains {
+            let _ =
+                writeln!(out, "{name}{{chain=\"{}\"}} {}", chain.key().directory_name(), value(chain.log_metrics()));
+        }
+    };
+    per_chain(&mut out, "atedb_chain_events_total", "Events appended.", |log| {
+        log.events_appended.load(Ordering::Relaxed)
+    });
+    per_chain(&mut out, "atedb_chain_bytes_total", "Bytes appended.", |log| log.bytes_appended.load(Ordering::Relaxed));
+    per_chain(&mut out, "atedb_chain_zeroed_bytes_total", "Zeros written ahead of the appends.", |log| {
+        log.zeroed_bytes.load(Ordering::Relaxed)
+    });
     let _ = writeln!(
         out,
         "# HELP atedb_fsync_seconds Write + fdatasync of one group.\n# TYPE atedb_fsync_seconds histogram"
