@@ -53,11 +53,12 @@ async fn append_with_pauses(chain: &Arc<ate::Chain>) {
     }
 }
 
-fn assert_every_object_is_intact(chain: &ate::Chain) {
-    for index in 0..COMMITS {
+/// Every object of commits `0..commits` is there, with its payload.
+fn assert_commits_intact(chain: &ate::Chain, commits: usize, context: &str) {
+    for index in 0..commits {
         for object in objects_of_commit(index) {
-            let event = chain.get(&key(object)).unwrap_or_else(|| panic!("object {object} is missing"));
-            assert_eq!(event.payload, payload(object).as_slice(), "object {object} changed");
+            let event = chain.get(&key(object)).unwrap_or_else(|| panic!("{context}: object {object} is missing"));
+            assert_eq!(event.payload, payload(object).as_slice(), "{context}: object {object} changed");
         }
     }
 }
@@ -83,11 +84,11 @@ async fn zeros_ahead_never_touch_acknowledged_records() {
         if zeroes_ahead_here(dir.path()) {
             assert!(chain.log_metrics().zeroed_bytes.load(Ordering::Relaxed) > 0, "{backend:?}: no zeros written");
         }
-        assert_every_object_is_intact(&chain);
+        assert_commits_intact(&chain, COMMITS, &format!("{backend:?}, direct {direct_io}"));
         drop(chain);
 
         let reopened = open_with(&config, None).await.unwrap();
-        assert_every_object_is_intact(&reopened);
+        assert_commits_intact(&reopened, COMMITS, &format!("{backend:?}, direct {direct_io}, reopened"));
         reopened.verify().await.unwrap_or_else(|error| panic!("{backend:?}, direct {direct_io}: {error}"));
     }
 }
@@ -127,11 +128,7 @@ async fn a_large_commit_after_an_idle_spell_overtakes_the_zeros() {
             assert_eq!(event.payload, payload(part).as_slice());
         }
     }
-    for index in 0..next {
-        for object in objects_of_commit(index) {
-            assert_eq!(reopened.get(&key(object)).expect("small commit's event").payload, payload(object).as_slice());
-        }
-    }
+    assert_commits_intact(&reopened, next, "small commits");
     reopened.verify().await.unwrap();
 }
 
@@ -163,14 +160,7 @@ async fn a_crash_while_zeros_are_written_keeps_every_acknowledged_commit() {
         drop(chain);
         let reopened =
             open_with(&config, None).await.unwrap_or_else(|error| panic!("budget {budget_kib} KiB: {error}"));
-        for index in 0..acknowledged {
-            for object in objects_of_commit(index) {
-                let event = reopened
-                    .get(&key(object))
-                    .unwrap_or_else(|| panic!("budget {budget_kib} KiB: acknowledged object {object} lost"));
-                assert_eq!(event.payload, payload(object).as_slice());
-            }
-        }
+        assert_commits_intact(&reopened, acknowledged, &format!("budget {budget_kib} KiB, acknowledged"));
     }
 }
 
