@@ -28,6 +28,31 @@ fn view_lookup(c: &mut Criterion) {
             black_box(event.payload[0])
         })
     });
+    group.finish();
+
+    // The same lookups, 64 per `get_many` call: records fetched side by side.
+    const BATCH: u64 = 64;
+    let mut group = c.benchmark_group("E3_point_lookup_batched");
+    group.throughput(Throughput::Elements(BATCH)).measurement_time(Duration::from_secs(5));
+    group.bench_function("get_many_64_of_1M_keys_1KiB_payload", |bencher| {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut keys = Vec::with_capacity(BATCH as usize);
+        bencher.iter(|| {
+            keys.clear();
+            for _ in 0..BATCH {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                keys.push(key(state % KEYS));
+            }
+            let events = chain.get_many(&keys);
+            black_box(events.iter().map(|event| event.expect("present").payload[0]).fold(0u8, |a, b| a ^ b))
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("E3_point_lookup");
+    group.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(5));
     group.bench_function("miss", |bencher| {
         let mut index = KEYS;
         bencher.iter(|| {

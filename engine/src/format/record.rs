@@ -210,8 +210,8 @@ fn decode(bytes: &[u8], offset: usize, check_crc: bool) -> Result<Option<Decoded
         }
     }
     let header_bytes = &bytes[offset + FRAME_LEN..offset + FRAME_LEN + HEADER_LEN];
-    let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Error>(header_bytes)
-        .map_err(|error| RecordError::Header(error.to_string()))?;
+    let header = ArchivedEventHeader::from_bytes(header_bytes)
+        .ok_or_else(|| RecordError::Header("header bytes are not aligned for the archived header".into()))?;
     if header.sequence() != frame_sequence {
         return Err(RecordError::SequenceMismatch { frame: frame_sequence, header: header.sequence() });
     }
@@ -238,7 +238,7 @@ pub fn header_at(bytes: &[u8], offset: usize) -> Option<(&ArchivedEventHeader, u
     let frame = bytes.get(offset..offset + FRAME_LEN)?;
     let body_len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes")) as usize;
     let header_bytes = bytes.get(offset + FRAME_LEN..offset + FRAME_LEN + HEADER_LEN)?;
-    let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(header_bytes).ok()?;
+    let header = ArchivedEventHeader::from_bytes(header_bytes)?;
     (body_len >= HEADER_LEN).then_some((header, offset + padded_record_len(body_len)))
 }
 

@@ -94,18 +94,32 @@ impl SegmentTable {
     }
 
     /// The event at `location`. The record was fully validated (checksum,
-    /// layout) when it was recovered or written; here the header is accessed
-    /// through rkyv's checked path again (a few ns for this fixed layout) so
-    /// that a wrong location can only produce `None`, never UB.
+    /// layout) when it was recovered or written; here bounds and alignment
+    /// are checked again so that a wrong location can only produce `None`,
+    /// never UB.
     pub fn event(&self, location: EventLocation) -> Option<EventRef<'_>> {
         let bytes = self.get(location.segment())?.bytes();
         let offset = location.offset() as usize;
         let body_len = u32::from_le_bytes(bytes.get(offset..offset + 4)?.try_into().ok()?) as usize;
         let body = bytes.get(offset + FRAME_LEN..)?;
-        let header = rkyv::access::<ArchivedEventHeader, rkyv::rancor::Failure>(body.get(..HEADER_LEN)?).ok()?;
+        let header = ArchivedEventHeader::from_bytes(body.get(..HEADER_LEN)?)?;
         let compacted = crate::format::is_compacted(body_len, header.payload_len());
         let payload_len = if compacted { 0 } else { header.payload_len() as usize };
         let payload = body.get(HEADER_LEN..HEADER_LEN + payload_len)?;
         Some(EventRef { header, payload, location, compacted })
+    }
+
+    /// Loads the first bytes of each record in `locations` so that the
+    /// [`SegmentTable::event`] calls that follow find them in cache. The
+    /// loads are independent, so the CPU fetches the records side by side;
+    /// one `event` after another waits for each in turn (E3: two thirds of
+    /// a lookup is that wait, docs/benchmarks.md).
+    pub fn warm(&self, locations: &[Option<EventLocation>]) {
+        let mut folded = 0u8;
+        for location in locations.iter().flatten() {
+            let byte = self.get(location.segment()).and_then(|segment| segment.bytes().get(location.offset() as usize));
+            folded ^= byte.copied().unwrap_or(0);
+        }
+        std::hint::black_box(folded);
     }
 }
