@@ -4,7 +4,7 @@
 //! immediate durability), one writer; then point reads of random keys.
 
 use ate::StorageBackend;
-use ate_bench::{config, ingest, key, open, payload, scratch_dir};
+use ate_bench::{config, ingest, key, open, payload, random_index, scratch_dir, RANDOM_SEED};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 
@@ -96,26 +96,21 @@ fn point_reads(c: &mut Criterion) {
         fjall_append(&keyspace, &partition, batch * BATCH, &value);
         redb_append(&database, batch * BATCH, &value);
     }
-    let next = |state: &mut u64| {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state % READ_KEYS
-    };
+    let next = |state: &mut u64| random_index(state, READ_KEYS);
     let mut group = c.benchmark_group("E3_peers_point_read_100k_keys_1KiB");
     group.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(5));
     group.bench_function("ate", |bencher| {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut state = RANDOM_SEED;
         bencher.iter(|| black_box(chain.get(&key(next(&mut state))).expect("present").payload[0]))
     });
     group.bench_function("fjall", |bencher| {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut state = RANDOM_SEED;
         bencher.iter(|| black_box(partition.get(next(&mut state).to_be_bytes()).expect("read").expect("present")[0]))
     });
     group.bench_function("redb", |bencher| {
         let transaction = database.begin_read().expect("redb read");
         let table = transaction.open_table(REDB_TABLE).expect("redb table");
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut state = RANDOM_SEED;
         bencher.iter(|| black_box(table.get(next(&mut state)).expect("read").expect("present").value()[0]))
     });
     group.finish();

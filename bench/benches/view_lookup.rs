@@ -1,7 +1,7 @@
 //! E3: point lookups through the materialized view, zero-copy into the mmap.
 
 use ate::StorageBackend;
-use ate_bench::{config, ingest, key, open, payload, scratch_dir};
+use ate_bench::{config, ingest, key, open, payload, random_index, scratch_dir, RANDOM_SEED};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
 
@@ -19,12 +19,9 @@ fn view_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("E3_point_lookup");
     group.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(5));
     group.bench_function("hit_1M_keys_1KiB_payload", |bencher| {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut state = RANDOM_SEED;
         bencher.iter(|| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let event = chain.get(&key(state % KEYS)).expect("present");
+            let event = chain.get(&key(random_index(&mut state, KEYS))).expect("present");
             black_box(event.payload[0])
         })
     });
@@ -35,16 +32,11 @@ fn view_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("E3_point_lookup_batched");
     group.throughput(Throughput::Elements(BATCH)).measurement_time(Duration::from_secs(5));
     group.bench_function("get_many_64_of_1M_keys_1KiB_payload", |bencher| {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut state = RANDOM_SEED;
         let mut keys = Vec::with_capacity(BATCH as usize);
         bencher.iter(|| {
             keys.clear();
-            for _ in 0..BATCH {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                keys.push(key(state % KEYS));
-            }
+            keys.extend((0..BATCH).map(|_| key(random_index(&mut state, KEYS))));
             let events = chain.get_many(&keys);
             black_box(events.iter().map(|event| event.expect("present").payload[0]).fold(0u8, |a, b| a ^ b))
         })

@@ -2,6 +2,7 @@
 //! lookups and single-writer inserts. The view uses the winner; memory per
 //! key is measured by the `view_memory` bench.
 
+use ate_bench::{random_index, RANDOM_SEED};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -78,13 +79,8 @@ fn view_maps(c: &mut Criterion) {
             map.insert(key(index), index);
         }
         group.bench_with_input(BenchmarkId::new("get_hit_1M", name), &map, |bencher, map| {
-            let mut state = 0x2545_f491_4f6c_dd1du64;
-            bencher.iter(|| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                black_box(map.get(key(state % KEYS)))
-            })
+            let mut state = RANDOM_SEED;
+            bencher.iter(|| black_box(map.get(key(random_index(&mut state, KEYS)))))
         });
         group.bench_with_input(BenchmarkId::new("overwrite_1M", name), &map, |bencher, map| {
             let mut index = 0u64;
@@ -104,13 +100,8 @@ fn view_maps(c: &mut Criterion) {
                         map.insert(key(index), index);
                     }
                 });
-                let mut state = 0x2545_f491_4f6c_dd1du64;
-                bencher.iter(|| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    black_box(map.get(key(state % KEYS)))
-                });
+                let mut state = RANDOM_SEED;
+                bencher.iter(|| black_box(map.get(key(random_index(&mut state, KEYS)))));
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             });
         });

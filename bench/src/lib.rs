@@ -33,6 +33,18 @@ pub fn key(index: u64) -> PrimaryKey {
     PrimaryKey::from_u128(((index as u128) << 64 | 0x5eed) ^ 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)
 }
 
+/// Seed of [`random_index`] in every lookup bench, so they read the same keys.
+pub const RANDOM_SEED: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// The next index below `below` from a xorshift64 generator: random keys for
+/// lookup benches, a few instructions that do not show in a lookup's time.
+pub fn random_index(state: &mut u64, below: u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state % below
+}
+
 /// Appends `commits` commits of `events_per_commit` events, spread over
 /// `committers` concurrent tasks; keys start at `first_key`.
 pub async fn ingest(
