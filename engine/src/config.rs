@@ -98,8 +98,8 @@ impl AteConfig {
             return invalid("max_commit_bytes must fit in one segment".into());
         }
         if self.zero_ahead_bytes != 0 && self.zero_ahead_bytes < 2 << 20 {
-            // Zeroing starts a 1 MiB chunk past the appends: a smaller lead
-            // would never write anything.
+            // Zeroing starts 1 MiB past the appends: a shorter lead would
+            // zero little or nothing.
             return invalid(format!("zero_ahead_bytes {} must be 0 (off) or at least 2 MiB", self.zero_ahead_bytes));
         }
         if self.max_write_bytes < 4096 || self.writer_queue_commits == 0 {

@@ -238,7 +238,7 @@ impl Writer {
     /// would overtake the zeros at once anyway.
     fn idle(&self) {
         if let Some(zero_ahead) = &self.zero_ahead {
-            if self.last_group_bytes as u64 <= super::zero_ahead::ZERO_CHUNK_BYTES && self.chain.poisoned().is_none() {
+            if self.last_group_bytes as u64 <= super::zero_ahead::SMALL_GROUP_BYTES && self.chain.poisoned().is_none() {
                 zero_ahead.idle();
             }
         }

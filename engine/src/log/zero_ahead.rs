@@ -14,7 +14,7 @@
 //! idle after a small group: bulk ingest would only pay twice for its
 //! bandwidth. And it never writes where the writer may: the writer claims
 //! each range before it writes it, and waits if a chunk of zeros is being
-//! written there (which the one-chunk gap below makes rare). Zeros over
+//! written there (which the gap below makes rare). Zeros over
 //! zeros change nothing a reader or recovery can see, torn or not.
 
 use super::ChainShared;
@@ -25,10 +25,22 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Zeros written (and synced) per step. Each step costs a write, an
-/// fdatasync and, on a VM, their doorbells: 256 KiB steps cost a server
-/// under fan-out load 2% of its CPU in doorbells alone, 1 MiB steps 0.4%.
-pub(crate) const ZERO_CHUNK_BYTES: u64 = 1 << 20;
+/// Zeros written (and synced) per step. A commit's fdatasync flushes every
+/// dirty page of the file, zeros not yet written back included, so a commit
+/// that meets a chunk in flight waits for it: with 1 MiB chunks, the 5% of
+/// D1's commits (open loop, half rate) that met one took 0.5-2 ms, and the
+/// run's p99 was 2.5-3.7 ms; with 256 KiB chunks it was 0.9-2.4 ms. Smaller
+/// chunks cost more writes, fdatasyncs and VM doorbells: 128 KiB gained
+/// nothing more (docs/benchmarks.md, tenth session).
+pub(crate) const ZERO_CHUNK_BYTES: u64 = 256 << 10;
+
+/// Room left between the appends and the zeros when zeroing (re)starts,
+/// so that the writer's next commits do not wait for a chunk in flight.
+pub(crate) const ZERO_GAP_BYTES: u64 = 1 << 20;
+
+/// Zeroing starts only after groups up to this size: idle moments between
+/// bulk groups are brief, and a chunk started in one would delay the next.
+pub(crate) const SMALL_GROUP_BYTES: u64 = 1 << 20;
 
 /// The next range to zero: `None` when `lead_bytes` past the writer's
 /// claimed end are zeroed already, or the segment is zeroed to its end.
@@ -36,11 +48,11 @@ pub(crate) const ZERO_CHUNK_BYTES: u64 = 1 << 20;
 /// `claimed_end`: end of the last range the writer claimed. `zeroed_end`:
 /// end of the zeroed run ahead of it (0 for none). `zeroable_end`: the
 /// segment length in whole blocks. When the writer has overtaken the zeros
-/// (or nothing was zeroed yet), zeroing starts a chunk past the claimed
-/// end, so that the writer's next commits do not wait for it.
+/// (or nothing was zeroed yet), zeroing starts [`ZERO_GAP_BYTES`] past the
+/// claimed end, so that the writer's next commits do not wait for it.
 pub(crate) fn next_chunk(claimed_end: u64, zeroed_end: u64, zeroable_end: u64, lead_bytes: u64) -> Option<Range<u64>> {
     let claimed = claimed_end.next_multiple_of(DIRECT_BLOCK as u64);
-    let from = if zeroed_end >= claimed { zeroed_end } else { claimed + ZERO_CHUNK_BYTES };
+    let from = if zeroed_end >= claimed { zeroed_end } else { claimed + ZERO_GAP_BYTES };
     if from >= claimed.saturating_add(lead_bytes) || from >= zeroable_end {
         return None;
     }
@@ -307,23 +319,26 @@ mod tests {
 
     #[test]
     fn a_fresh_segment_is_zeroed_from_a_chunk_past_the_appends() {
-        assert_eq!(next_chunk(128, 0, SEGMENT, LEAD), Some(4096 + ZERO_CHUNK_BYTES..4096 + 2 * ZERO_CHUNK_BYTES));
+        assert_eq!(
+            next_chunk(128, 0, SEGMENT, LEAD),
+            Some(4096 + ZERO_GAP_BYTES..4096 + ZERO_GAP_BYTES + ZERO_CHUNK_BYTES)
+        );
     }
 
     #[test]
     fn zeroing_continues_from_where_it_stopped_until_the_lead_is_full() {
         let claimed = 10_000;
-        let start = 12_288 + ZERO_CHUNK_BYTES;
+        let start = 12_288 + ZERO_GAP_BYTES;
         assert_eq!(next_chunk(claimed, start, SEGMENT, LEAD), Some(start..start + ZERO_CHUNK_BYTES));
         assert_eq!(next_chunk(claimed, 12_288 + LEAD, SEGMENT, LEAD), None, "the lead is full");
     }
 
     #[test]
-    fn a_writer_that_overtook_the_zeros_gets_a_chunk_of_room() {
+    fn a_writer_that_overtook_the_zeros_gets_a_gap_of_room() {
         let claimed = 5 << 20;
         assert_eq!(
             next_chunk(claimed, 1 << 20, SEGMENT, LEAD),
-            Some(claimed + ZERO_CHUNK_BYTES..claimed + 2 * ZERO_CHUNK_BYTES)
+            Some(claimed + ZERO_GAP_BYTES..claimed + ZERO_GAP_BYTES + ZERO_CHUNK_BYTES)
         );
     }
 
