@@ -163,11 +163,16 @@ async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc
         }));
     }
     let mut merged = Recorder::new(started);
+    let mut events_per_worker = Vec::with_capacity(workers);
     for task in tasks {
-        if let Ok(recorder) = task.await {
-            merged.merge(recorder);
+        match task.await {
+            Ok(recorder) => {
+                events_per_worker.push(recorder.events());
+                merged.merge(recorder);
+            }
+            Err(_) => events_per_worker.push(0),
         }
     }
     stop_sender.send_replace(true);
-    merged.finish(started.elapsed())
+    Report { events_per_worker, ..merged.finish(started.elapsed()) }
 }

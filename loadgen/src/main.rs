@@ -9,7 +9,7 @@
 use ate::Durability;
 use ate_loadgen::driver::{self, LoadModel, Progress, RunPlan, Stop};
 use ate_loadgen::html;
-use ate_loadgen::report::Report;
+use ate_loadgen::report::{Fanout, Report};
 use ate_loadgen::target::{AckSink, Target};
 use ate_loadgen::workload::{self, KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -290,7 +290,10 @@ async fn run_once(
     let workload = workload::build(&settings.config, backend, settings.workers).await.map_err(usage)?;
     let progress = Arc::new(Progress::default());
     let display = std::io::stderr().is_terminal().then(|| spawn_display(Arc::clone(&progress)));
-    let report = driver::run(workload, &settings.plan, Arc::clone(&progress)).await;
+    let mut report = driver::run(workload, &settings.plan, Arc::clone(&progress)).await;
+    if settings.config.kind == WorkloadKind::Fanout {
+        report.fanout = Fanout::from_workers(&report.events_per_worker, settings.config.publishers, report.elapsed_s);
+    }
     if let Some((bar, task)) = display {
         task.abort();
         bar.finish_and_clear();
@@ -450,6 +453,14 @@ async fn compare(arguments: CompareArguments) -> Result<(), Failure> {
                 println!("{:<20} skipped: {why}", labels[index]);
                 rows.push(serde_json::json!({ "system": labels[index], "skipped": why }));
             }
+        }
+    }
+    for (label, report) in &runs {
+        if let Some(fanout) = &report.fanout {
+            println!(
+                "{label:<20} fan-out: published {:.0} events/s; slowest of {} subscribers {:.0} events/s",
+                fanout.published_events_per_s, fanout.subscribers, fanout.slowest_subscriber_events_per_s
+            );
         }
     }
     if let Some(path) = &arguments.run.json {

@@ -80,6 +80,11 @@ impl Recorder {
         }
     }
 
+    /// Events counted so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
     pub fn merge(&mut self, other: Recorder) {
         self.latency_us.add(&other.latency_us).expect("same bounds");
         self.requests += other.requests;
@@ -139,6 +144,8 @@ impl Recorder {
                     latency_us_p99: if *requests == 0 { 0 } else { latency.value_at_quantile(0.99) },
                 })
                 .collect(),
+            events_per_worker: Vec::new(),
+            fanout: None,
         }
     }
 }
@@ -167,14 +174,52 @@ pub struct Report {
     /// (quantile, latency µs) from the median to the maximum, for plots.
     pub spectrum: Vec<(f64, u64)>,
     pub timeline: Vec<Second>,
+    /// Events each worker counted, in worker order.
+    pub events_per_worker: Vec<u64>,
+    /// Set for fan-out runs: how fast the slowest subscriber kept up.
+    pub fanout: Option<Fanout>,
+}
+
+/// A fan-out run seen per subscriber: "every subscriber ≥ N events/s" is
+/// about the slowest one, which a total over all of them hides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fanout {
+    pub subscribers: usize,
+    pub published_events_per_s: f64,
+    pub slowest_subscriber_events_per_s: f64,
+    pub fastest_subscriber_events_per_s: f64,
+}
+
+impl Fanout {
+    /// The first `publishers` workers published; the others subscribed.
+    /// `None` when no worker subscribed.
+    pub fn from_workers(events_per_worker: &[u64], publishers: usize, elapsed_s: f64) -> Option<Self> {
+        let (published, received) = events_per_worker.split_at(publishers.min(events_per_worker.len()));
+        let seconds = elapsed_s.max(1e-9);
+        Some(Self {
+            subscribers: received.len(),
+            published_events_per_s: published.iter().sum::<u64>() as f64 / seconds,
+            slowest_subscriber_events_per_s: *received.iter().min()? as f64 / seconds,
+            fastest_subscriber_events_per_s: *received.iter().max()? as f64 / seconds,
+        })
+    }
 }
 
 impl Report {
     /// The human summary table.
     pub fn table(&self, workload: &str, target: &str) -> String {
         let latency = &self.latency_us;
+        let fanout = self.fanout.as_ref().map_or(String::new(), |fanout| {
+            format!(
+                "fan-out      published {:.0} events/s; {} subscribers, slowest {:.0} events/s, fastest {:.0}\n",
+                fanout.published_events_per_s,
+                fanout.subscribers,
+                fanout.slowest_subscriber_events_per_s,
+                fanout.fastest_subscriber_events_per_s
+            )
+        });
         format!(
-            "workload     {workload}\ntarget       {target}\nelapsed      {:.1} s\nevents       {}  ({} requests, {} errors)\nthroughput   {:.0} events/s  {:.2} MB/s\nlatency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
+            "workload     {workload}\ntarget       {target}\nelapsed      {:.1} s\nevents       {}  ({} requests, {} errors)\nthroughput   {:.0} events/s  {:.2} MB/s\nlatency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n{fanout}",
             self.elapsed_s,
             self.events,
             self.requests,
@@ -193,9 +238,18 @@ impl Report {
     /// `events`, `errors`, `throughput_events_per_s`, `throughput_mb_per_s`,
     /// `latency_us` {`p50`, `p90`, `p99`, `p999`, `max`}; plus `config`
     /// (every setting of the run), `requests`, `bytes`, `elapsed_s`,
-    /// `error_kinds` and `timeline` (per second).
+    /// `error_kinds`, `timeline` (per second), `events_per_worker`, and
+    /// `fanout` (null unless the workload is one).
     pub fn to_json(&self, workload: &str, target: &str, config: serde_json::Value) -> serde_json::Value {
         let latency = &self.latency_us;
+        let fanout = self.fanout.as_ref().map(|fanout| {
+            serde_json::json!({
+                "subscribers": fanout.subscribers,
+                "published_events_per_s": fanout.published_events_per_s,
+                "slowest_subscriber_events_per_s": fanout.slowest_subscriber_events_per_s,
+                "fastest_subscriber_events_per_s": fanout.fastest_subscriber_events_per_s,
+            })
+        });
         serde_json::json!({
             "workload": workload,
             "target": target,
@@ -220,6 +274,8 @@ impl Report {
                 "events": second.events,
                 "latency_us_p99": second.latency_us_p99,
             })).collect::<Vec<_>>(),
+            "events_per_worker": self.events_per_worker,
+            "fanout": fanout,
             "config": config,
         })
     }

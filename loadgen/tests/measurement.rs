@@ -112,6 +112,53 @@ async fn the_json_report_keeps_its_stable_fields() {
     assert!(json["timeline"].as_array().is_some_and(|seconds| !seconds.is_empty()));
 }
 
+/// Worker 0 publishes 64 events a request; worker `n` of the others
+/// receives `n` events a request, so the subscribers run at known, uneven rates.
+struct UnevenFanout;
+
+impl Workload for UnevenFanout {
+    fn step<'a>(&'a self, worker: usize, _random: &'a mut fastrand::Rng) -> StepFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let events = if worker == 0 { 64 } else { worker as u64 };
+            Ok(Outcome { events, bytes: events, end_to_end_us: vec![100; events as usize] })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_report_names_its_slowest_subscriber_not_an_average() {
+    let plan = RunPlan {
+        workers: 4,
+        model: LoadModel::Closed,
+        stop: Stop::After(Duration::from_millis(400)),
+        warmup: Duration::ZERO,
+    };
+    let mut report = run(Arc::new(UnevenFanout), &plan, Default::default()).await;
+    let per_worker = report.events_per_worker.clone();
+    assert_eq!(per_worker.len(), 4);
+    assert_eq!(per_worker.iter().sum::<u64>(), report.events, "every event belongs to one worker");
+    // Each worker made about the same number of requests (2 ms apart).
+    let requests: Vec<u64> = per_worker.iter().zip([64, 1, 2, 3]).map(|(events, each)| events / each).collect();
+    assert!(requests.iter().all(|count| *count > 20), "{per_worker:?}");
+
+    let fanout = ate_loadgen::report::Fanout::from_workers(&per_worker, 1, report.elapsed_s).unwrap();
+    assert_eq!(fanout.subscribers, 3);
+    let rate = |events: u64| events as f64 / report.elapsed_s;
+    assert_eq!(fanout.published_events_per_s, rate(per_worker[0]));
+    assert_eq!(fanout.slowest_subscriber_events_per_s, rate(per_worker[1]));
+    assert_eq!(fanout.fastest_subscriber_events_per_s, rate(per_worker[3]));
+    assert!(fanout.slowest_subscriber_events_per_s < report.throughput_events_per_s / 4.0, "below the average");
+    assert_eq!(ate_loadgen::report::Fanout::from_workers(&per_worker, 4, report.elapsed_s), None, "no subscriber");
+
+    report.fanout = Some(fanout);
+    let json = report.to_json("fanout", "synthetic", serde_json::Value::Null);
+    assert_eq!(json["events_per_worker"].as_array().map(Vec::len), Some(4));
+    assert_eq!(json["fanout"]["subscribers"], 3);
+    assert!(json["fanout"]["slowest_subscriber_events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report.table("fanout", "synthetic").contains("3 subscribers, slowest"));
+}
+
 /// A queue that only counts: what was pushed and what was taken.
 #[derive(Default)]
 struct CountingQueue {

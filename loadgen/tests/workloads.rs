@@ -72,6 +72,11 @@ async fn drive(target: &Target, config: &WorkloadConfig) {
     assert_eq!(report.errors, 0, "{} {kind:?}: {:?}", target.describe(), report.error_kinds);
     assert!(report.events > 0, "{} {kind:?} did nothing", target.describe());
     assert!(report.latency_us.p50 > 0);
+    if kind == WorkloadKind::Fanout {
+        let fanout = ate_loadgen::report::Fanout::from_workers(&report.events_per_worker, config.publishers, 1.0);
+        let slowest = fanout.expect("fan-out runs have subscribers").slowest_subscriber_events_per_s;
+        assert!(slowest > 0.0, "{}: a subscriber received nothing: {:?}", target.describe(), report.events_per_worker);
+    }
 }
 
 /// Peers run when their servers are on loopback (`ci/peers.sh start`
