@@ -91,11 +91,23 @@ CONF
     disown
 }
 
+# Waits until each server has exited: a `start` right after a `stop`
+# would otherwise find a dying server still listening, reuse it, and the
+# next client would be refused.
 stop() {
+    local pids=()
     for name in redis nats nats-default; do
         if [ -f "$state/$name.pid" ]; then
-            kill "$(cat "$state/$name.pid")" 2>/dev/null || true
+            pids+=("$(cat "$state/$name.pid")")
+            kill "${pids[-1]}" 2>/dev/null || true
             rm -f "$state/$name.pid"
+        fi
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "peer $pid did not stop within 10 s" >&2
+            exit 1
         fi
     done
 }
