@@ -27,11 +27,12 @@ use std::thread::JoinHandle;
 
 /// Zeros written (and synced) per step. A commit's fdatasync flushes every
 /// dirty page of the file, zeros not yet written back included, so a commit
-/// that meets a chunk in flight waits for it: with 1 MiB chunks, the 5% of
-/// D1's commits (open loop, half rate) that met one took 0.5-2 ms, and the
-/// run's p99 was 2.5-3.7 ms; with 256 KiB chunks it was 0.9-2.4 ms. Smaller
-/// chunks cost more writes, fdatasyncs and VM doorbells: 128 KiB gained
-/// nothing more (docs/benchmarks.md, tenth session).
+/// that meets a chunk in flight waits for it. With 1 MiB chunks, the 5% of
+/// D1's commits (open loop, half rate) that met one mostly took 0.25-2 ms
+/// (16% over 1 ms, against 0.1% of the others), and the run's p99 was
+/// 2.5-3.7 ms; with 256 KiB chunks it was 0.9-2.4 ms. Smaller chunks cost
+/// more writes, fdatasyncs and VM doorbells: 128 KiB gained nothing more
+/// (docs/benchmarks.md, tenth session).
 pub(crate) const ZERO_CHUNK_BYTES: u64 = 256 << 10;
 
 /// Room left between the appends and the zeros when zeroing (re)starts,
