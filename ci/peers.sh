@@ -91,24 +91,34 @@ CONF
     disown
 }
 
+# Whether PID is a live (not zombie) redis-server or nats-server: a pid
+# file can outlive its process, and the pid be reused by another.
+is_peer() {
+    local comm state
+    comm="$(cat "/proc/$1/comm" 2>/dev/null)" || return 1
+    case "$comm" in redis-server | nats-server) ;; *) return 1 ;; esac
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [ "$state" != Z ]
+}
+
 # Waits until each server has exited: a `start` right after a `stop`
 # would otherwise find a dying server still listening, reuse it, and the
-# next client would be refused.
+# next client would be refused. The pid file goes only once it has.
 stop() {
-    local pids=()
+    local name file pid
     for name in redis nats nats-default; do
-        if [ -f "$state/$name.pid" ]; then
-            pids+=("$(cat "$state/$name.pid")")
-            kill "${pids[-1]}" 2>/dev/null || true
-            rm -f "$state/$name.pid"
+        file="$state/$name.pid"
+        [ -f "$file" ] || continue
+        pid="$(cat "$file" 2>/dev/null || true)"
+        if [[ "$pid" =~ ^[1-9][0-9]*$ ]] && is_peer "$pid"; then
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do is_peer "$pid" || break; sleep 0.1; done
+            if is_peer "$pid"; then
+                echo "$name (pid $pid) did not stop within 10 s" >&2
+                exit 1
+            fi
         fi
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "peer $pid did not stop within 10 s" >&2
-            exit 1
-        fi
+        rm -f "$file"
     done
 }
 

@@ -164,13 +164,17 @@ async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc
     }
     let mut merged = Recorder::new(started);
     let mut events_per_worker = Vec::with_capacity(workers);
-    for task in tasks {
+    for (worker, task) in tasks.into_iter().enumerate() {
         match task.await {
             Ok(recorder) => {
                 events_per_worker.push(recorder.events());
                 merged.merge(recorder);
             }
-            Err(_) => events_per_worker.push(0),
+            // Its events are lost with it: an error says why a worker shows none.
+            Err(error) => {
+                events_per_worker.push(0);
+                merged.error(&format!("worker {worker} ended abnormally: {error}"));
+            }
         }
     }
     stop_sender.send_replace(true);

@@ -191,10 +191,13 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// The first `publishers` workers published; the others subscribed.
-    /// `None` when no worker subscribed.
+    /// The first `publishers` workers (at least one, as the workload has
+    /// it) published; the others subscribed. `None` when no worker
+    /// subscribed. Subscribers may still drain events published during the
+    /// warm-up, so in a short run the slowest can exceed the published rate.
     pub fn from_workers(events_per_worker: &[u64], publishers: usize, elapsed_s: f64) -> Option<Self> {
-        let (published, received) = events_per_worker.split_at(publishers.min(events_per_worker.len()));
+        let publishers = publishers.max(1).min(events_per_worker.len());
+        let (published, received) = events_per_worker.split_at(publishers);
         let seconds = elapsed_s.max(1e-9);
         Some(Self {
             subscribers: received.len(),

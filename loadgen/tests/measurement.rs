@@ -159,6 +159,44 @@ async fn a_fanout_report_names_its_slowest_subscriber_not_an_average() {
     assert!(report.table("fanout", "synthetic").contains("3 subscribers, slowest"));
 }
 
+/// Worker 1 panics on its third request; the others answer.
+struct PanickingWorker {
+    calls: AtomicU64,
+}
+
+impl Workload for PanickingWorker {
+    fn step<'a>(&'a self, worker: usize, _random: &'a mut fastrand::Rng) -> StepFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if worker == 1 && self.calls.fetch_add(1, Ordering::Relaxed) == 2 {
+                panic!("a worker's own bug");
+            }
+            Ok(Outcome { events: 1, bytes: 1, end_to_end_us: Vec::new() })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_panics_is_an_error_and_keeps_its_place() {
+    let plan = RunPlan {
+        workers: 3,
+        model: LoadModel::Closed,
+        stop: Stop::After(Duration::from_millis(200)),
+        warmup: Duration::ZERO,
+    };
+    let report = run(Arc::new(PanickingWorker { calls: AtomicU64::new(0) }), &plan, Default::default()).await;
+    let per_worker = &report.events_per_worker;
+    assert_eq!(per_worker.len(), 3);
+    assert_eq!(per_worker[1], 0, "its events went with it: {per_worker:?}");
+    assert!(per_worker[0] > 10 && per_worker[2] > 10, "{per_worker:?}");
+    assert_eq!(report.errors, 1);
+    assert!(
+        report.error_kinds.keys().any(|kind| kind.starts_with("worker 1 ended abnormally")),
+        "{:?}",
+        report.error_kinds
+    );
+}
+
 /// A queue that only counts: what was pushed and what was taken.
 #[derive(Default)]
 struct CountingQueue {

@@ -73,7 +73,8 @@ async fn drive(target: &Target, config: &WorkloadConfig) {
     assert!(report.events > 0, "{} {kind:?} did nothing", target.describe());
     assert!(report.latency_us.p50 > 0);
     if kind == WorkloadKind::Fanout {
-        let fanout = ate_loadgen::report::Fanout::from_workers(&report.events_per_worker, config.publishers, 1.0);
+        let fanout =
+            ate_loadgen::report::Fanout::from_workers(&report.events_per_worker, config.publishers, report.elapsed_s);
         let slowest = fanout.expect("fan-out runs have subscribers").slowest_subscriber_events_per_s;
         assert!(slowest > 0.0, "{}: a subscriber received nothing: {:?}", target.describe(), report.events_per_worker);
     }

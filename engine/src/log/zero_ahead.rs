@@ -319,7 +319,7 @@ mod tests {
     const SEGMENT: u64 = 64 << 20;
 
     #[test]
-    fn a_fresh_segment_is_zeroed_from_a_chunk_past_the_appends() {
+    fn a_fresh_segment_is_zeroed_from_a_gap_past_the_appends() {
         assert_eq!(
             next_chunk(128, 0, SEGMENT, LEAD),
             Some(4096 + ZERO_GAP_BYTES..4096 + ZERO_GAP_BYTES + ZERO_CHUNK_BYTES)
@@ -329,7 +329,8 @@ mod tests {
     #[test]
     fn zeroing_continues_from_where_it_stopped_until_the_lead_is_full() {
         let claimed = 10_000;
-        let start = 12_288 + ZERO_GAP_BYTES;
+        // Closer to the appends than a restart would begin: where it stopped, not past a new gap.
+        let start = 12_288 + 4096;
         assert_eq!(next_chunk(claimed, start, SEGMENT, LEAD), Some(start..start + ZERO_CHUNK_BYTES));
         assert_eq!(next_chunk(claimed, 12_288 + LEAD, SEGMENT, LEAD), None, "the lead is full");
     }
