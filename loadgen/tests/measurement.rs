@@ -33,9 +33,14 @@ fn synthetic(delay: Duration, stall_at: Option<u64>, stall: Duration) -> Arc<Syn
     Arc::new(Synthetic { delay, stall_at, stall, calls: AtomicU64::new(0) })
 }
 
+/// `workers` sending as fast as they are answered, until `stop`, no warm-up.
+fn closed_loop(workers: usize, stop: Stop) -> RunPlan {
+    RunPlan { workers, model: LoadModel::Closed, stop, warmup: Duration::ZERO }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_latency_comes_out_as_the_percentiles() {
-    let plan = RunPlan { workers: 4, model: LoadModel::Closed, stop: Stop::Count(200), warmup: Duration::ZERO };
+    let plan = closed_loop(4, Stop::Count(200));
     let report = run(synthetic(Duration::from_millis(5), None, Duration::ZERO), &plan, Default::default()).await;
     assert_eq!(report.events, 200);
     assert_eq!(report.bytes, 200 * 100);
@@ -58,7 +63,7 @@ impl Workload for Batched {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_of_a_batch_counts_with_its_own_latency() {
-    let plan = RunPlan { workers: 2, model: LoadModel::Closed, stop: Stop::Count(100), warmup: Duration::ZERO };
+    let plan = closed_loop(2, Stop::Count(100));
     let report = run(Arc::new(Batched), &plan, Default::default()).await;
     assert_eq!((report.requests, report.events, report.bytes), (100, 400, 40_000));
     // A quarter of the events took 90 ms: the p75 is 300 µs, the p90 and
@@ -88,7 +93,7 @@ async fn the_open_loop_holds_its_rate_and_charges_a_stall_to_every_delayed_reque
     assert!(report.latency_us.p90 >= 50_000, "{:?}", report.latency_us);
 
     // The closed loop cannot see it: one slow request among many.
-    let closed = RunPlan { workers: 1, model: LoadModel::Closed, stop: Stop::Count(300), warmup: Duration::ZERO };
+    let closed = closed_loop(1, Stop::Count(300));
     let report = run(synthetic(Duration::ZERO, Some(20), stall), &closed, Default::default()).await;
     assert!(report.latency_us.max >= 290_000);
     assert!(report.latency_us.p90 < 50_000, "{:?}", report.latency_us);
@@ -96,7 +101,7 @@ async fn the_open_loop_holds_its_rate_and_charges_a_stall_to_every_delayed_reque
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_report_keeps_its_stable_fields() {
-    let plan = RunPlan { workers: 2, model: LoadModel::Closed, stop: Stop::Count(50), warmup: Duration::ZERO };
+    let plan = closed_loop(2, Stop::Count(50));
     let report = run(synthetic(Duration::from_millis(1), None, Duration::ZERO), &plan, Default::default()).await;
     let json = report.to_json("ingest", "synthetic", serde_json::json!({ "workers": 2 }));
     assert_eq!(json["workload"], "ingest");
@@ -128,12 +133,7 @@ impl Workload for UnevenFanout {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fanout_report_names_its_slowest_subscriber_not_an_average() {
-    let plan = RunPlan {
-        workers: 4,
-        model: LoadModel::Closed,
-        stop: Stop::After(Duration::from_millis(400)),
-        warmup: Duration::ZERO,
-    };
+    let plan = closed_loop(4, Stop::After(Duration::from_millis(400)));
     let mut report = run(Arc::new(UnevenFanout), &plan, Default::default()).await;
     let per_worker = report.events_per_worker.clone();
     assert_eq!(per_worker.len(), 4);
@@ -178,12 +178,7 @@ impl Workload for PanickingWorker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_panics_is_an_error_and_keeps_its_place() {
-    let plan = RunPlan {
-        workers: 3,
-        model: LoadModel::Closed,
-        stop: Stop::After(Duration::from_millis(200)),
-        warmup: Duration::ZERO,
-    };
+    let plan = closed_loop(3, Stop::After(Duration::from_millis(200)));
     let report = run(Arc::new(PanickingWorker { calls: AtomicU64::new(0) }), &plan, Default::default()).await;
     let per_worker = &report.events_per_worker;
     assert_eq!(per_worker.len(), 3);
@@ -256,12 +251,7 @@ async fn a_queue_counts_each_message_once_when_it_is_taken() {
         durability: None,
     };
     let load = build(&config, Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4).await.unwrap();
-    let plan = RunPlan {
-        workers: 4,
-        model: LoadModel::Closed,
-        stop: Stop::After(Duration::from_millis(300)),
-        warmup: Duration::ZERO,
-    };
+    let plan = closed_loop(4, Stop::After(Duration::from_millis(300)));
     let report = run(load, &plan, Default::default()).await;
     let (pushed, taken) = (queue.pushed.load(Ordering::SeqCst), queue.taken.load(Ordering::SeqCst));
     assert!(taken > 0 && pushed >= taken, "pushed {pushed}, taken {taken}");
