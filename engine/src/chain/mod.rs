@@ -11,7 +11,7 @@ use crate::config::{AteConfig, Durability, StorageBackend};
 use crate::crypto::{KeyId, PrivateSignKey, PublicSignKey};
 use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
 use crate::key::{ChainKey, CollectionId, PrimaryKey};
-use crate::log::{recover, spawn_writer, ChainShared, CommitReceipt, CommitRequest};
+use crate::log::{recover, ChainShared, CommitReceipt, CommitRequest, WriterHandle};
 use crate::plugin::{Linter, SizeValidator, TimestampValidator, Transformer, ValidationContext, Validator};
 use crate::proof::{ConsistencyProof, InclusionProof, MerkleTree, TreeHead};
 use crate::session::AteSession;
@@ -150,6 +150,8 @@ pub struct ChainBuilder {
     root_public_keys: Vec<PublicSignKey>,
     server_key: Option<PrivateSignKey>,
     plugins: Plugins,
+    /// Commits are written by the committer, not a writer thread (chains in memory).
+    inline_writes: bool,
 }
 
 /// Plugins of a chain (see `crate::plugin`).
@@ -191,6 +193,7 @@ impl ChainBuilder {
             root_public_keys: Vec::new(),
             server_key: None,
             plugins: Plugins::default(),
+            inline_writes: false,
         }
     }
 
@@ -218,6 +221,8 @@ impl ChainBuilder {
         builder.config.backend = StorageBackend::Portable;
         // tmpfs has no unwritten extents for zeros to convert ahead of time.
         builder.config.zero_ahead_bytes = 0;
+        // A commit is a memcpy here: written by the committer, no thread hop.
+        builder.inline_writes = true;
         builder
     }
 
@@ -386,11 +391,11 @@ impl ChainBuilder {
         if recovered.truncated_bytes > 0 {
             tracing::info!(chain = %key, bytes = recovered.truncated_bytes, "recovery cut a torn tail");
         }
-        let (sender, receiver) = crossbeam_channel::bounded(self.config.writer_queue_commits);
-        let writer = spawn_writer(
+        let writer = WriterHandle::start(
             Arc::clone(&shared),
             device,
-            receiver,
+            self.config.writer_queue_commits,
+            self.inline_writes,
             recovered.next_sequence,
             recovered.last_hash,
             recovered.active_write_offset,
@@ -417,8 +422,7 @@ impl ChainBuilder {
             proofs: parking_lot::Mutex::new(proofs),
             upkeep: tokio::sync::Mutex::new(()),
             shared,
-            sender: Some(sender),
-            writer: Some(writer),
+            writer,
             _lock: lock,
             _temp: self.temp.clone(),
         });
@@ -559,8 +563,8 @@ pub struct Chain {
     shared: Arc<ChainShared>,
     append: parking_lot::Mutex<AppendState>,
     permits: Arc<tokio::sync::Semaphore>,
-    sender: Option<crossbeam_channel::Sender<CommitRequest>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    /// Dropped before the segment files' lock: finishes what is queued.
+    writer: WriterHandle,
     _lock: File,
     _temp: Option<Arc<tempfile::TempDir>>,
 }
@@ -864,9 +868,6 @@ impl Chain {
                 reply,
                 _permit: permit,
             };
-            let sender = self.sender.as_ref().expect("sender lives until drop");
-            // The permit guarantees room: permits == channel capacity.
-            sender.try_send(request).map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
             for key in staged.public_keys() {
                 self.shared.keys.public_keys.insert(key.id(), key.clone());
             }
@@ -882,11 +883,20 @@ impl Chain {
                     state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));
                 }
             }
+            // Last: an inline writer publishes the commit to readers at once,
+            // and they may look up the keys and trust it brought.
+            self.send_to_writer(request)?;
             state.next_sequence = receipt.last_sequence + 1;
             state.last_timestamp_us = stamp;
             written = keys;
         }
         Ok(Assigned::Pending { receipt, written })
+    }
+
+    /// Hands an encoded commit to the writer (under the append lock, with a
+    /// permit: the writer's queue has room).
+    pub(crate) fn send_to_writer(&self, request: CommitRequest) -> Result<()> {
+        self.writer.send(request).map_err(|_| AteError::Closed { chain: self.key.to_string() })
     }
 
     /// Waits until an assigned commit is durable and in the view.
@@ -1376,16 +1386,6 @@ impl Chain {
             Ok(())
         } else {
             Err(AteError::Conflict { key: event.key })
-        }
-    }
-}
-
-impl Drop for Chain {
-    fn drop(&mut self) {
-        // Closing the channel lets the writer finish what is queued and exit.
-        drop(self.sender.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
         }
     }
 }

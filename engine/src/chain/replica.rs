@@ -306,9 +306,7 @@ impl Chain {
             reply,
             _permit: permit,
         };
-        let sender = self.sender.as_ref().expect("sender lives until drop");
-        // The permit guarantees room: permits == channel capacity.
-        sender.try_send(request).map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
+        self.send_to_writer(request)?;
         state.next_sequence = next_sequence;
         state.last_hash = last_hash;
         state.last_timestamp_us = state.last_timestamp_us.max(last_timestamp_us);

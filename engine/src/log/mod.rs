@@ -11,7 +11,7 @@ pub(crate) use recovery::{list_segments, recover};
 pub use segments::EventRef;
 pub(crate) use segments::{Segment, SegmentTable};
 pub use writer::CommitReceipt;
-pub(crate) use writer::{spawn_writer, CommitRequest};
+pub(crate) use writer::{CommitRequest, WriterHandle};
 
 use crate::config::AteConfig;
 use crate::format::{ArchivedEventHeader, EventKind};

@@ -12,7 +12,7 @@ use crate::format::{header_at, EventHash};
 use crate::storage::{LogDevice, WriteBuffer, DIRECT_BLOCK};
 use crate::view::EventLocation;
 use crate::Result;
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rkyv::util::AlignedVec;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -105,7 +105,7 @@ struct Group {
     synced: bool,
 }
 
-struct Writer {
+pub(crate) struct Writer {
     chain: Arc<ChainShared>,
     device: Box<dyn LogDevice>,
     active: ActiveSegment,
@@ -127,33 +127,100 @@ struct Writer {
     zero_ahead: Option<ZeroAhead>,
 }
 
-pub(crate) fn spawn_writer(
-    chain: Arc<ChainShared>,
-    device: Box<dyn LogDevice>,
-    receiver: Receiver<CommitRequest>,
-    next_sequence: u64,
-    last_hash: EventHash,
-    write_offset: u64,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    // Recovery leaves the last segment of the table active.
-    let active = ActiveSegment::open(&chain, chain.segments.len() - 1, write_offset).map_err(std::io::Error::other)?;
-    let zero_ahead = ZeroAhead::start(&chain, active.index, write_offset, active.direct.is_some())?;
-    let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
-    let mut writer = Writer {
-        chain,
-        device,
-        active,
-        in_flight: VecDeque::new(),
-        spare: Vec::new(),
-        unsynced_bytes: 0,
-        // No zeros before the first small group: a chain that is only
-        // opened (atedb opens many) writes none.
-        last_group_bytes: usize::MAX,
-        next_sequence,
-        last_hash,
-        zero_ahead,
-    };
-    std::thread::Builder::new().name(name).spawn(move || writer.run(receiver))
+/// How commits reach a chain's writer.
+pub(crate) enum WriterHandle {
+    /// A thread of its own, fed over a bounded channel: it groups what is
+    /// queued into one write and one fdatasync.
+    Thread { sender: Option<Sender<CommitRequest>>, thread: Option<std::thread::JoinHandle<()>> },
+    /// Written by the committer itself, under the chain's append lock (which
+    /// keeps commits in sequence order). For chains in memory: a write there
+    /// is a memcpy, cheaper than waking a thread to do it and being woken back.
+    Inline(parking_lot::Mutex<Writer>),
+}
+
+impl std::fmt::Debug for WriterHandle {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            WriterHandle::Thread { .. } => "WriterHandle::Thread",
+            WriterHandle::Inline(_) => "WriterHandle::Inline",
+        })
+    }
+}
+
+impl WriterHandle {
+    /// Starts the writer of a recovered chain: a thread with a queue of
+    /// `queue_commits`, or (`inline`) none at all.
+    pub(crate) fn start(
+        chain: Arc<ChainShared>,
+        device: Box<dyn LogDevice>,
+        queue_commits: usize,
+        inline: bool,
+        next_sequence: u64,
+        last_hash: EventHash,
+        write_offset: u64,
+    ) -> std::io::Result<Self> {
+        // Recovery leaves the last segment of the table active.
+        let active =
+            ActiveSegment::open(&chain, chain.segments.len() - 1, write_offset).map_err(std::io::Error::other)?;
+        // Inline writers serve chains in memory, which have no extents to zero.
+        let zero_ahead =
+            if inline { None } else { ZeroAhead::start(&chain, active.index, write_offset, active.direct.is_some())? };
+        let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
+        let mut writer = Writer {
+            chain,
+            device,
+            active,
+            in_flight: VecDeque::new(),
+            spare: Vec::new(),
+            unsynced_bytes: 0,
+            // No zeros before the first small group: a chain that is only
+            // opened (atedb opens many) writes none.
+            last_group_bytes: usize::MAX,
+            next_sequence,
+            last_hash,
+            zero_ahead,
+        };
+        if inline {
+            return Ok(WriterHandle::Inline(parking_lot::Mutex::new(writer)));
+        }
+        let (sender, receiver) = crossbeam_channel::bounded(queue_commits);
+        let thread = std::thread::Builder::new().name(name).spawn(move || writer.run(receiver))?;
+        Ok(WriterHandle::Thread { sender: Some(sender), thread: Some(thread) })
+    }
+
+    /// Hands a commit over; it comes back if the writer is gone. The
+    /// caller holds a permit, so a thread's queue has room, and holds the
+    /// chain's append lock, so commits arrive in sequence order.
+    pub(crate) fn send(&self, request: CommitRequest) -> std::result::Result<(), CommitRequest> {
+        match self {
+            WriterHandle::Thread { sender: Some(sender), .. } => {
+                sender.try_send(request).map_err(|error| match error {
+                    crossbeam_channel::TrySendError::Full(request)
+                    | crossbeam_channel::TrySendError::Disconnected(request) => request,
+                })
+            }
+            WriterHandle::Thread { sender: None, .. } => Err(request),
+            WriterHandle::Inline(writer) => {
+                writer.lock().write_now(request);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        match self {
+            WriterHandle::Thread { sender, thread } => {
+                // Closing the channel lets the thread finish what is queued and exit.
+                drop(sender.take());
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            WriterHandle::Inline(writer) => writer.get_mut().drain(),
+        }
+    }
 }
 
 impl Writer {
@@ -182,18 +249,7 @@ impl Writer {
                     }
                 },
             };
-            if let Some(error) = self.chain.poisoned() {
-                let _ = first.reply.send(Err(error));
-                continue;
-            }
-            if !self.fits(&first) {
-                self.drain();
-                if let Err(error) = self.roll() {
-                    self.chain.poison(error.to_string());
-                    let _ = first.reply.send(Err(self.chain.poisoned().expect("just poisoned")));
-                    continue;
-                }
-            }
+            let Some(first) = self.admit(first) else { continue };
             // Gather what is queued behind it, up to one write's worth.
             let max_bytes = self.chain.config.max_write_bytes;
             let mut bytes = first.records.len();
@@ -228,6 +284,33 @@ impl Writer {
             let alone = self.in_flight.is_empty() && carried.is_none() && receiver.is_empty();
             self.submit(commits, bytes, alone);
         }
+        self.drain();
+    }
+
+    /// Checks a group's first commit: refused (and answered) once the chain
+    /// is poisoned; the segment is rolled first if the commit does not fit.
+    fn admit(&mut self, request: CommitRequest) -> Option<CommitRequest> {
+        if let Some(error) = self.chain.poisoned() {
+            let _ = request.reply.send(Err(error));
+            return None;
+        }
+        if !self.fits(&request) {
+            self.drain();
+            if let Err(error) = self.roll() {
+                self.chain.poison(error.to_string());
+                let _ = request.reply.send(Err(self.chain.poisoned().expect("just poisoned")));
+                return None;
+            }
+        }
+        Some(request)
+    }
+
+    /// Writes one commit and completes it before returning (an inline
+    /// writer: the caller is the committer, and nothing else is queued).
+    fn write_now(&mut self, request: CommitRequest) {
+        let Some(request) = self.admit(request) else { return };
+        let bytes = request.records.len();
+        self.submit(vec![request], bytes, true);
         self.drain();
     }
 
