@@ -668,6 +668,13 @@ impl Chain {
         self.shared.view.is_empty()
     }
 
+    /// Entries of the chain's authority tree: a link per live object under
+    /// a parent (and per deleted one that still has children), a node per
+    /// authority record or retention. Deleted leaves leave nothing behind.
+    pub fn trust_tree_entries(&self) -> usize {
+        self.append.lock().trust.tree_entries()
+    }
+
     /// Every live key (snapshot, unordered).
     pub fn keys(&self) -> Vec<PrimaryKey> {
         self.shared.view.keys().into_iter().map(PrimaryKey::from_u128).collect()

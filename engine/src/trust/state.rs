@@ -93,6 +93,14 @@ impl<'a> NodeRef<'a> {
     }
 }
 
+/// An object written again after its tombstone in the same commit stays
+/// linked. Most commits delete nothing: no hashing then.
+fn cancel_deletion(deleted: &mut HashSet<u128, FastHash>, key: u128) {
+    if !deleted.is_empty() {
+        deleted.remove(&key);
+    }
+}
+
 /// Longest parent chain followed; deeper (or cyclic) trees fall back to the
 /// chain's root rule instead of looping.
 const MAX_DEPTH: usize = 1024;
@@ -117,6 +125,9 @@ pub struct StagedTrust {
     commit_root: Option<([u8; 32], u64)>,
     /// A retention policy set by this commit.
     policy: Option<RetentionPolicy>,
+    /// Objects this commit deletes (and does not write again after): their
+    /// links go at commit if nothing links to them ([`TrustState::forget_deleted`]).
+    deleted: HashSet<u128, FastHash>,
 }
 
 impl StagedTrust {
@@ -137,9 +148,16 @@ pub struct TrustState {
     nodes: HashMap<u128, Node, FastHash>,
     /// Every other object that has a parent, as just the link: most objects
     /// are plain children, and 32-byte entries keep this map (one entry per
-    /// object ever written under a parent) small to grow and to search. A
-    /// key is in at most one of `nodes` and `parents`.
+    /// live object under a parent) small to grow and to search. A key is in
+    /// at most one of `nodes` and `parents`.
     parents: HashMap<u128, u128, FastHash>,
+    /// How many entries of `nodes` and `parents` link to each key (keys
+    /// with none are absent). A deleted object's link is dropped only when
+    /// this is zero: its children still inherit their rules through it.
+    children: HashMap<u128, u32, FastHash>,
+    /// Recovery: objects the commit being replayed deleted, forgotten at its
+    /// end as [`TrustState::commit`] forgets a validated commit's.
+    recovered_deletions: HashSet<u128, FastHash>,
     public_keys: HashMap<KeyId, PublicSignKey>,
     /// Content hashes of recent events (within twice the timestamp skew), so
     /// a replayed commit is recognised while its timestamps are still valid.
@@ -178,28 +196,77 @@ impl TrustState {
     /// changes it and files it again with [`TrustState::put_node`], as
     /// `commit` files what validation staged.
     fn take_node(&mut self, key: u128) -> Option<Node> {
-        self.nodes
+        let node = self
+            .nodes
             .remove(&key)
-            .or_else(|| self.parents.remove(&key).map(|parent| Node { parent: Some(parent), ..Node::default() }))
+            .or_else(|| self.parents.remove(&key).map(|parent| Node { parent: Some(parent), ..Node::default() }))?;
+        self.unlink_child(node.parent);
+        Some(node)
     }
 
     /// Files a node in whichever map fits it (what `commit` validated, what
     /// recovery replayed).
     fn put_node(&mut self, key: u128, node: Node) {
-        match node.is_plain_link() {
+        let new_parent = node.parent;
+        let old_parent = match node.is_plain_link() {
             Some(parent) => {
-                if !self.nodes.is_empty() {
-                    self.nodes.remove(&key);
-                }
-                self.parents.insert(key, parent);
+                let old_node = if self.nodes.is_empty() { None } else { self.nodes.remove(&key) };
+                let old_link = self.parents.insert(key, parent);
+                old_node.map(|node| node.parent).or(old_link.map(Some))
             }
             None => {
-                if !self.parents.is_empty() {
-                    self.parents.remove(&key);
-                }
-                self.nodes.insert(key, node);
+                let old_link = if self.parents.is_empty() { None } else { self.parents.remove(&key) };
+                let old_node = self.nodes.insert(key, node);
+                old_node.map(|node| node.parent).or(old_link.map(Some))
+            }
+        };
+        if old_parent != Some(new_parent) {
+            self.unlink_child(old_parent.flatten());
+            if let Some(parent) = new_parent {
+                *self.children.entry(parent).or_insert(0) += 1;
             }
         }
+    }
+
+    fn unlink_child(&mut self, parent: Option<u128>) {
+        let Some(parent) = parent else { return };
+        if let std::collections::hash_map::Entry::Occupied(mut count) = self.children.entry(parent) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
+
+    /// A deleted object's link goes unless something still links to it, so
+    /// that deleted objects (a queue's acknowledged items, say) do not
+    /// accumulate. Only plain links go: authority records and retention stay.
+    /// Later children of that key are then checked as those of any object
+    /// without a link, against the chain's root rule, as after a log drop
+    /// removed the object (docs/security.md, "Inheritance walk").
+    ///
+    /// `deleted`: what one commit deleted. Forgetting a child may free a
+    /// parent deleted in the same commit, so the walk goes up from each
+    /// leaf: the outcome does not depend on the set's order (recovery must
+    /// reach validation's), and each link goes once.
+    fn forget_deleted(&mut self, deleted: &HashSet<u128, FastHash>) {
+        for &key in deleted {
+            let mut at = key;
+            while !self.children.contains_key(&at) {
+                let Some(parent) = self.parents.remove(&at) else { break };
+                self.unlink_child(Some(parent));
+                if !deleted.contains(&parent) {
+                    break;
+                }
+                at = parent;
+            }
+        }
+    }
+
+    /// Entries the authority tree holds (links and nodes): what the state
+    /// costs in memory grows with this.
+    pub fn tree_entries(&self) -> usize {
+        self.nodes.len() + self.parents.len()
     }
 
     /// The chain's retention policy (as of the last validated commit).
@@ -227,6 +294,7 @@ impl TrustState {
         }
         let mut node = self.node(staged, key).map(NodeRef::to_node).unwrap_or(Node { parent, ..Node::default() });
         node.retention = retention;
+        cancel_deletion(&mut staged.deleted, key);
         staged.nodes.insert(key, node);
     }
 
@@ -246,6 +314,7 @@ impl TrustState {
                 staged.policy = Some(next);
             }
             RetentionChange::Object { retain_until_us, legal_hold } if !on_policy_object => {
+                cancel_deletion(&mut staged.deleted, event.key);
                 let current = self.staged_retention(staged, event.key);
                 let policy = self.staged_policy(staged);
                 let next = retention::apply_object_change(policy, current, retain_until_us, legal_hold, signers)?;
@@ -313,6 +382,7 @@ impl TrustState {
             }
             None => node.parent = parent,
         }
+        cancel_deletion(&mut staged.deleted, key);
         staged.nodes.insert(key, node);
     }
 
@@ -369,8 +439,11 @@ impl TrustState {
                         let current = self.staged_retention(staged, event.key);
                         let policy = self.staged_policy(staged);
                         retention::check_delete(policy, &current, event.content.timestamp_us, signers)?;
+                        staged.deleted.insert(event.key);
                     }
                     EventKind::Data => {
+                        // Written again after a delete in the same commit: it stays.
+                        cancel_deletion(&mut staged.deleted, event.key);
                         let current = self.node(staged, event.key).map(|node| node.parent);
                         if (current.is_some() || event.parent.is_some()) && current != Some(event.parent) {
                             // A move must also be allowed where the object lands.
@@ -481,6 +554,7 @@ impl TrustState {
         for (key, node) in staged.nodes {
             self.put_node(key, node);
         }
+        self.forget_deleted(&staged.deleted);
         if let Some(policy) = staged.policy {
             self.policy = policy;
         }
@@ -516,17 +590,33 @@ impl TrustState {
     /// signature checks (they were made before it was written; `verify`
     /// re-checks everything). Events of unknown kinds change nothing.
     pub fn apply_recovered(&mut self, header: &ArchivedEventHeader, payload: &[u8]) -> Vec<NodeKeyWrap> {
+        let wraps = match header.kind() {
+            Some(kind) => self.replay_event(kind, header, payload),
+            None => Vec::new(),
+        };
+        if header.is_commit_end() {
+            let deleted = std::mem::take(&mut self.recovered_deletions);
+            self.forget_deleted(&deleted);
+        }
+        wraps
+    }
+
+    fn replay_event(&mut self, kind: EventKind, header: &ArchivedEventHeader, payload: &[u8]) -> Vec<NodeKeyWrap> {
         let mut wraps = Vec::new();
-        let Some(kind) = header.kind() else { return wraps };
         let key = u128::from_le_bytes(header.key);
         let parent = header.parent().map(u128::from_le_bytes);
         match kind {
+            EventKind::Tombstone => {
+                self.recovered_deletions.insert(key);
+            }
             EventKind::PublicKey => {
                 if let Ok(public) = PublicSignKey::decode(payload) {
                     self.add_public_key(public);
                 }
             }
             EventKind::Data => {
+                // Written again after a delete in the same commit: it stays (as in `check_event`).
+                cancel_deletion(&mut self.recovered_deletions, key);
                 let retained = self.policy.default_retention_us > 0;
                 let existing = self.take_node(key);
                 // A root that never had an entry still has none.
@@ -543,6 +633,7 @@ impl TrustState {
             EventKind::Retention => match postcard::from_bytes::<RetentionChange>(payload) {
                 Ok(RetentionChange::Policy(policy)) => self.policy = policy,
                 Ok(RetentionChange::Object { retain_until_us, legal_hold }) => {
+                    cancel_deletion(&mut self.recovered_deletions, key);
                     let mut node = self.take_node(key).unwrap_or_default();
                     if let Some(until) = retain_until_us {
                         node.retention.retain_until_us = until;
@@ -556,6 +647,7 @@ impl TrustState {
             },
             EventKind::Authority => {
                 if let Ok(record) = postcard::from_bytes::<AuthorityRecord>(payload) {
+                    cancel_deletion(&mut self.recovered_deletions, key);
                     wraps.extend(record.node_key.iter().cloned());
                     wraps.extend(record.previous_node_keys.iter().cloned());
                     let mut node = self.take_node(key).unwrap_or_default();
@@ -710,5 +802,40 @@ mod tests {
         state.commit(staged, &config, 0, 0, 0);
         assert_eq!(state.write_rule(&config, &StagedTrust::default(), 1, None), WriteRule::AnyOf(vec![key_id(1)]));
         assert_eq!(state.read_rule(&StagedTrust::default(), 1, None), ReadRule::Everyone);
+    }
+
+    #[test]
+    fn child_counts_follow_random_writes_moves_and_deletes_and_deleted_leaves_leave_no_link() {
+        let mut random = Random(0x005E_ED0F_7EE5);
+        let config = TrustConfig::default();
+        let mut state = TrustState::new();
+        for step in 0..3000 {
+            let mut staged = StagedTrust::default();
+            let mut deleted_last = HashSet::new();
+            for _ in 0..1 + random.below(4) {
+                let key = 1 + random.below(48) as u128;
+                if random.below(3) == 0 {
+                    staged.deleted.insert(key);
+                    deleted_last.insert(key);
+                } else {
+                    let parent = (random.below(4) != 0).then(|| 1 + random.below(48) as u128);
+                    state.stage(&mut staged, key, parent, None);
+                    deleted_last.remove(&key);
+                }
+            }
+            state.commit(staged, &config, 0, 0, 0);
+            let mut recount: HashMap<u128, u32> = HashMap::new();
+            let links = state.parents.values().copied().chain(state.nodes.values().filter_map(|node| node.parent));
+            for parent in links {
+                *recount.entry(parent).or_insert(0) += 1;
+            }
+            let counted: HashMap<u128, u32> = state.children.iter().map(|(key, count)| (*key, *count)).collect();
+            assert_eq!(counted, recount, "step {step}");
+            for key in deleted_last {
+                if !state.children.contains_key(&key) {
+                    assert!(!state.parents.contains_key(&key), "step {step}: deleted leaf {key} kept its link");
+                }
+            }
+        }
     }
 }
