@@ -244,9 +244,12 @@ async fn prometheus_metrics_count_commits_rejections_and_fsyncs() {
         "atedb_chains_open 1",
         "atedb_fsync_seconds_count{chain=\"metered-",
         "atedb_chain_events_total{chain=\"metered-",
+        "atedb_chain_trust_entries{chain=\"metered-",
     ] {
         assert!(response.contains(expected), "missing {expected} in\n{response}");
     }
+    let objects = response.lines().find(|line| line.starts_with("atedb_chain_objects{chain=\"metered-"));
+    assert!(objects.is_some_and(|line| line.ends_with(" 1")), "one live object: {objects:?}");
 }
 
 /// A CA-issued identity instead of the self-signed one: clients verify the
