@@ -171,20 +171,19 @@ pub async fn render(server: &Server) -> String {
         log.zeroed_bytes.load(Ordering::Relaxed)
     });
     // What each chain holds in memory grows with these.
-    let gauges: [(&str, &str, fn(&ate::Chain) -> usize); 2] = [
-        ("atedb_chain_objects", "Live objects in the view.", |chain| chain.len()),
-        (
-            "atedb_chain_trust_entries",
-            "Entries of the authority tree (links of live children, authority and retention nodes).",
-            |chain| chain.trust_tree_entries(),
-        ),
-    ];
-    for (name, help, value) in gauges {
+    let gauge = |out: &mut String, name: &str, help: &str, value: fn(&ate::Chain) -> usize| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for chain in &chains {
             let _ = writeln!(out, "{name}{{chain=\"{}\"}} {}", chain.key().directory_name(), value(chain));
         }
-    }
+    };
+    gauge(&mut out, "atedb_chain_objects", "Live objects in the view.", |chain| chain.len());
+    gauge(
+        &mut out,
+        "atedb_chain_trust_entries",
+        "Entries of the authority tree (links of live children, authority and retention nodes).",
+        |chain| chain.trust_tree_entries(),
+    );
     let _ = writeln!(
         out,
         "# HELP atedb_fsync_seconds Write + fdatasync of one group.\n# TYPE atedb_fsync_seconds histogram"
