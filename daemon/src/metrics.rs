@@ -184,6 +184,12 @@ pub async fn render(server: &Server) -> String {
         "Entries of the authority tree (links of live children, authority and retention nodes).",
         |chain| chain.trust_tree_entries(),
     );
+    gauge(
+        &mut out,
+        "atedb_chain_leases",
+        "Queue items taken and not yet acknowledged (lease table entries).",
+        |chain| chain.leases_held(),
+    );
     let _ = writeln!(
         out,
         "# HELP atedb_fsync_seconds Write + fdatasync of one group.\n# TYPE atedb_fsync_seconds histogram"

@@ -305,6 +305,7 @@ async fn batched_takes_and_acknowledgements_skip_lost_leases() {
     assert_eq!(queue.ack_many(thief).await.unwrap(), 2);
     assert_eq!(queue.ack_many(second).await.unwrap(), 6);
     assert!(queue.is_empty());
+    assert_eq!(chain.leases_held(), 0, "durable acknowledgements ended every lease");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,6 +391,7 @@ async fn an_ack_after_the_lease_passed_to_someone_else_is_refused_alone_or_in_a_
     queue.ack(fresh.next().unwrap()).await.unwrap();
     assert_eq!(queue.ack_many(fresh.collect()).await.unwrap(), 1);
     assert!(queue.is_empty());
+    assert_eq!(chain.leases_held(), 0, "single and batched acknowledgements ended every lease");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -517,8 +517,9 @@ enum Assigned {
     Done(CommitReceipt),
     Pending {
         receipt: tokio::sync::oneshot::Receiver<Result<CommitReceipt>>,
-        /// (key, sequence) of the data events, to clear from `in_flight`.
-        written: Vec<(u128, u64)>,
+        /// (key, sequence, is a tombstone) of the events: cleared from
+        /// `in_flight` when durable; a tombstone also ends the key's lease.
+        written: Vec<(u128, u64, bool)>,
     },
 }
 
@@ -668,6 +669,13 @@ impl Chain {
         self.shared.view.is_empty()
     }
 
+    /// Queue items this chain holds a lease table entry for (on the owner;
+    /// a replica's leases live there): taken and not yet acknowledged, or
+    /// released with a delivery count. An acknowledged item leaves none.
+    pub fn leases_held(&self) -> usize {
+        self.leases.len()
+    }
+
     /// Entries of the chain's authority tree: a link per live object under
     /// a parent (and per deleted one that still has children), a node per
     /// authority record or retention. Deleted leaves leave nothing behind.
@@ -788,7 +796,7 @@ impl Chain {
             .await
             .map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
         let (reply, receipt) = tokio::sync::oneshot::channel();
-        let written: Vec<(u128, u64)>;
+        let written: Vec<(u128, u64, bool)>;
         {
             let mut state = self.append.lock();
             if let Some(error) = self.shared.poisoned() {
@@ -863,7 +871,7 @@ impl Chain {
                     reserved_tail: [0; 4],
                 };
                 state.last_hash = encode_record(&mut records, &header, &event.payload);
-                keys.push((event.key.as_u128(), sequence));
+                keys.push((event.key.as_u128(), sequence, event.kind == EventKind::Tombstone));
             }
             debug_assert_eq!(records.len(), bytes);
             let receipt = CommitReceipt { first_sequence, last_sequence: first_sequence + count as u64 - 1 };
@@ -885,7 +893,7 @@ impl Chain {
                 staged.set_commit_root(root, commit_time_us);
             }
             state.trust.commit(staged, &self.trust, now, first_sequence, receipt.last_sequence);
-            for (event, (key, sequence)) in events.iter().zip(&keys) {
+            for (event, (key, sequence, _)) in events.iter().zip(&keys) {
                 if matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
                     state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));
                 }
@@ -917,17 +925,18 @@ impl Chain {
             // The view has it now; drop in-flight entries unless a later
             // commit has taken them over.
             let mut state = self.append.lock();
-            for (key, sequence) in written {
-                if let Some(&(latest, deleted)) = state.in_flight.get(&key) {
-                    if latest == sequence {
-                        state.in_flight.remove(&key);
-                        if deleted {
-                            // A deleted object cannot be leased again: its
-                            // lease entry goes with it (queue acks need no
-                            // separate "forget", and the table stays bounded).
-                            self.leases.drop_key(key);
-                        }
-                    }
+            for (key, sequence, tombstone) in written {
+                if state.in_flight.get(&key).is_some_and(|&(latest, _)| latest == sequence) {
+                    state.in_flight.remove(&key);
+                }
+                if tombstone {
+                    // A deleted object cannot be leased again: its lease
+                    // entry goes with it, even if a later commit already
+                    // wrote the key again (a new object, leased afresh). So
+                    // an acknowledgement needs no separate "forget" (on a
+                    // replica that was a round trip per item) and the
+                    // table stays bounded.
+                    self.leases.drop_key(key);
                 }
             }
         }

@@ -79,6 +79,12 @@ impl Leases {
         }
     }
 
+    /// Entries of the table: items taken and not yet acknowledged (or
+    /// whose lease ran out, until taken again or deleted).
+    pub(crate) fn len(&self) -> usize {
+        self.table.lock().len()
+    }
+
     /// Drops whatever lease `key` has (the object was deleted).
     pub(crate) fn drop_key(&self, key: u128) {
         self.table.lock().remove(&key);
@@ -274,13 +280,10 @@ impl Queue {
             let placement = Some((self.items, CollectionId::default()));
             dio.delete_expecting(delivery.key, Expect::Version(delivery.version), placement);
         }
+        // The owner ends an item's lease when its tombstone is durable
+        // (`Chain::finish`): nothing to release after a successful commit.
         match dio.commit().await {
-            Ok(()) => {
-                for delivery in &held {
-                    self.chain.lease_release(delivery.key, delivery.token, true).await?;
-                }
-                Ok(held.len())
-            }
+            Ok(()) => Ok(held.len()),
             Err(AteError::Conflict { .. }) => {
                 let mut acked = 0;
                 for delivery in held {
@@ -308,12 +311,9 @@ impl Queue {
             Expect::Version(delivery.version),
             Some((self.items, CollectionId::default())),
         );
-        let result = dio.commit().await;
-        match result {
-            Ok(()) => {
-                self.chain.lease_release(delivery.key, delivery.token, true).await?;
-                Ok(())
-            }
+        // As in `ack_many`, the durable tombstone ends the lease.
+        match dio.commit().await {
+            Ok(()) => Ok(()),
             Err(AteError::Conflict { .. }) => Err(AteError::LeaseLost { key: delivery.key }),
             Err(error) => Err(error),
         }
