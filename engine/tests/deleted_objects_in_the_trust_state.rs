@@ -147,3 +147,26 @@ async fn within_one_commit_the_last_word_on_an_object_decides() {
     let chain = common::open(dir.path()).await.unwrap();
     assert_eq!(chain.trust_tree_entries(), before + 2, "recovery decided the same");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_object_with_its_own_authority_keeps_its_name_governed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, editor) = (signing_key(), signing_key());
+    let chain = common::open(dir.path()).await.unwrap();
+    let mut as_editor = chain.dio(&session_with(&[&root, &editor])).await;
+    let folder = *as_editor.store("folder".to_string()).unwrap().key();
+    as_editor.set_authority(&folder, WriteAuthority::Specific(vec![editor.id()]), ReadAuthority::Inherit).unwrap();
+    as_editor.commit().await.unwrap();
+    let entries = chain.trust_tree_entries();
+    as_editor.delete(&folder).unwrap();
+    as_editor.commit().await.unwrap();
+    assert_eq!(chain.trust_tree_entries(), entries, "an authority record outlives its object");
+    // On this chain anyone may write at the root, but not this name.
+    let squatter = NewEvent::data(folder, b"mine now".to_vec());
+    let error = chain.append(vec![squatter], None).await.unwrap_err();
+    assert!(
+        matches!(error, AteError::Rejected { reason: ate::trust::RejectReason::Unauthorized { .. }, .. }),
+        "{error}"
+    );
+    chain.append(vec![NewEvent::data(PrimaryKey::from_name("elsewhere"), b"free".to_vec())], None).await.unwrap();
+}
