@@ -724,11 +724,17 @@ async fn follow_subscription(chain: &Weak<Chain>, stream: Stream) -> std::ops::C
             }
         };
         let Some(replica) = chain.upgrade() else { return ControlFlow::Break(()) };
-        carry.extend_from_slice(&batch);
-        match replica.ingest(&carry).await {
-            Ok(used) => {
+        // Usually a batch ends on a commit boundary: ingest it where it
+        // arrived, and keep only an unfinished tail for the next one.
+        let carried = !carry.is_empty();
+        if carried {
+            carry.extend_from_slice(&batch);
+        }
+        match replica.ingest(if carried { &carry } else { &batch }).await {
+            Ok(used) if carried => {
                 carry.drain(..used);
             }
+            Ok(used) => carry.extend_from_slice(&batch[used..]),
             Err(error) => {
                 tracing::error!(%error, "the server sent events that do not verify; the replica stops following");
                 replica.fail_replica(error.to_string());
