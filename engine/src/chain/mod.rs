@@ -893,9 +893,9 @@ impl Chain {
                 staged.set_commit_root(root, commit_time_us);
             }
             state.trust.commit(staged, &self.trust, now, first_sequence, receipt.last_sequence);
-            for (event, (key, sequence, _)) in events.iter().zip(&keys) {
+            for (event, (key, sequence, tombstone)) in events.iter().zip(&keys) {
                 if matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
-                    state.in_flight.insert(*key, (*sequence, event.kind == EventKind::Tombstone));
+                    state.in_flight.insert(*key, (*sequence, *tombstone));
                 }
             }
             // Last: an inline writer publishes the commit to readers at once,

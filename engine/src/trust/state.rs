@@ -93,8 +93,10 @@ impl<'a> NodeRef<'a> {
     }
 }
 
-/// An object written again after its tombstone in the same commit stays
-/// linked. Most commits delete nothing: no hashing then.
+/// An object written again (Data, Authority, an object's Retention) after
+/// its tombstone in the same commit stays linked: `check_event` and
+/// recovery cancel the deletion at the same events. Most commits delete
+/// nothing: no hashing then.
 fn cancel_deletion(deleted: &mut HashSet<u128, FastHash>, key: u128) {
     if !deleted.is_empty() {
         deleted.remove(&key);
@@ -208,18 +210,18 @@ impl TrustState {
     /// recovery replayed).
     fn put_node(&mut self, key: u128, node: Node) {
         let new_parent = node.parent;
-        let old_parent = match node.is_plain_link() {
+        let (old_node, old_link) = match node.is_plain_link() {
             Some(parent) => {
                 let old_node = if self.nodes.is_empty() { None } else { self.nodes.remove(&key) };
-                let old_link = self.parents.insert(key, parent);
-                old_node.map(|node| node.parent).or(old_link.map(Some))
+                (old_node, self.parents.insert(key, parent))
             }
             None => {
                 let old_link = if self.parents.is_empty() { None } else { self.parents.remove(&key) };
-                let old_node = self.nodes.insert(key, node);
-                old_node.map(|node| node.parent).or(old_link.map(Some))
+                (self.nodes.insert(key, node), old_link)
             }
         };
+        // `None`: the key had no entry; `Some(parent)`: the parent it had.
+        let old_parent = old_node.map(|node| node.parent).or(old_link.map(Some));
         if old_parent != Some(new_parent) {
             self.unlink_child(old_parent.flatten());
             if let Some(parent) = new_parent {
@@ -294,7 +296,6 @@ impl TrustState {
         }
         let mut node = self.node(staged, key).map(NodeRef::to_node).unwrap_or(Node { parent, ..Node::default() });
         node.retention = retention;
-        cancel_deletion(&mut staged.deleted, key);
         staged.nodes.insert(key, node);
     }
 
@@ -382,7 +383,6 @@ impl TrustState {
             }
             None => node.parent = parent,
         }
-        cancel_deletion(&mut staged.deleted, key);
         staged.nodes.insert(key, node);
     }
 
@@ -468,6 +468,7 @@ impl TrustState {
                                 "encrypted read authority without a node key".into(),
                             ));
                         }
+                        cancel_deletion(&mut staged.deleted, event.key);
                         staged.node_key_wraps.extend(record.node_key.iter().cloned());
                         staged.node_key_wraps.extend(record.previous_node_keys.iter().cloned());
                         self.stage(staged, event.key, event.parent, Some(record));
@@ -819,6 +820,8 @@ mod tests {
                     deleted_last.insert(key);
                 } else {
                     let parent = (random.below(4) != 0).then(|| 1 + random.below(48) as u128);
+                    // A write after a delete cancels it, as `check_event` does.
+                    cancel_deletion(&mut staged.deleted, key);
                     state.stage(&mut staged, key, parent, None);
                     deleted_last.remove(&key);
                 }
