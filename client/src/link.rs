@@ -95,7 +95,7 @@ impl Link {
         let writer_routes = Arc::clone(&routes);
         let writer = tokio::spawn(async move {
             if let Err(error) =
-                write_queued(&mut write_half, FrameKind::Client, &mut outgoing, ClientMessage::encode).await
+                write_queued(&mut write_half, FrameKind::Client, &mut outgoing, ClientMessage::encode_into).await
             {
                 close(&writer_routes, format!("sending failed: {error}"));
             }

@@ -5,7 +5,9 @@
 //! client pins it by fingerprint (hex BLAKE3 of the certificate's DER),
 //! like SSH host keys — no CA needed on a private network.
 
-use crate::protocol::{encode_frame, FrameKind, FrameReader, ProtocolError, DEFAULT_MAX_FRAME_BYTES};
+use crate::protocol::{
+    encode_frame, encode_frame_with, FrameKind, FrameReader, PartialFrame, ProtocolError, DEFAULT_MAX_FRAME_BYTES,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -246,22 +248,56 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
 
     /// The next message body; `Closed` at a clean end of stream.
     pub async fn next(&mut self) -> Result<Vec<u8>, TransportError> {
-        let mut chunk = [0u8; 16 << 10];
         loop {
             if let Some((kind, body)) = self.frames.next_frame()? {
-                if kind != self.expect {
-                    return Err(ProtocolError::UnknownFrameKind(kind as u8).into());
-                }
-                return Ok(body);
+                return self.expected(kind).map(|()| body);
             }
-            let read = self.stream.read(&mut chunk).await?;
-            if read == 0 {
+            // A large message is read straight into a buffer of its own:
+            // through the frame buffer it was copied twice more.
+            if let Some(partial) = self.frames.take_partial(DIRECT_READ_MIN_BYTES)? {
+                self.expected(partial.kind)?;
+                return self.read_rest(partial).await;
+            }
+            let buffer = self.frames.room(READ_BYTES);
+            if self.stream.read_buf(buffer).await? == 0 {
                 return Err(TransportError::Closed);
             }
-            self.frames.push(&chunk[..read])?;
+            self.frames.received()?;
         }
     }
+
+    fn expected(&self, kind: FrameKind) -> Result<(), TransportError> {
+        if kind != self.expect {
+            return Err(ProtocolError::UnknownFrameKind(kind as u8).into());
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of a large message, growing its buffer as bytes
+    /// arrive (doubling, up to the announced length, which the frame limit
+    /// bounds).
+    async fn read_rest(&mut self, partial: PartialFrame) -> Result<Vec<u8>, TransportError> {
+        let PartialFrame { mut body, length, .. } = partial;
+        while body.len() < length {
+            if body.len() == body.capacity() {
+                body.reserve_exact(body.len().max(READ_BYTES).min(length - body.len()));
+            }
+            let room = (body.capacity() - body.len()).min(length - body.len());
+            if (&mut self.stream).take(room as u64).read_buf(&mut body).await? == 0 {
+                return Err(TransportError::Closed);
+            }
+        }
+        Ok(body)
+    }
 }
+
+/// Bytes asked of the stream per read into the frame buffer.
+const READ_BYTES: usize = 16 << 10;
+
+/// Messages at least this long are read into their own buffer
+/// ([`FramedReader::next`]); shorter ones, often many to a read, come out of
+/// the shared frame buffer.
+const DIRECT_READ_MIN_BYTES: usize = 8 << 10;
 
 /// How many bytes of queued frames [`write_queued`] gathers into one write.
 const COALESCED_WRITE_BYTES: usize = 256 << 10;
@@ -274,18 +310,22 @@ pub async fn write_queued<W, M>(
     stream: &mut W,
     kind: FrameKind,
     queue: &mut tokio::sync::mpsc::Receiver<M>,
-    encode: impl Fn(&M) -> Vec<u8>,
+    encode_into: impl Fn(&M, &mut Vec<u8>),
 ) -> Result<(), TransportError>
 where
     W: AsyncWrite + Unpin,
 {
     let mut buffer = Vec::with_capacity(COALESCED_WRITE_BYTES);
+    // Each message is encoded straight into the write buffer.
+    let add = |message: &M, buffer: &mut Vec<u8>| {
+        encode_frame_with(kind, DEFAULT_MAX_FRAME_BYTES, buffer, |out| encode_into(message, out))
+    };
     while let Some(message) = queue.recv().await {
         buffer.clear();
-        encode_frame(kind, &encode(&message), DEFAULT_MAX_FRAME_BYTES, &mut buffer)?;
+        add(&message, &mut buffer)?;
         while buffer.len() < COALESCED_WRITE_BYTES {
             let Ok(message) = queue.try_recv() else { break };
-            encode_frame(kind, &encode(&message), DEFAULT_MAX_FRAME_BYTES, &mut buffer)?;
+            add(&message, &mut buffer)?;
         }
         stream.write_all(&buffer).await?;
         stream.flush().await?;
@@ -308,4 +348,47 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     stream.write_all(&frame).await?;
     stream.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn framed_reader_returns_small_and_large_messages_whole_from_any_split() {
+        let sizes = [3usize, 70_000, 0, 300_000, 17, 9_000, 3 << 20, 5, 8 << 10];
+        let messages: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(index, size)| (0..*size).map(|at| (at * 13 + index) as u8).collect())
+            .collect();
+        let mut wire = Vec::new();
+        for message in &messages {
+            encode_frame(FrameKind::Server, message, DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
+        }
+        for pipe_bytes in [7usize, 4096, 1 << 20] {
+            let (mut near, far) = tokio::io::duplex(pipe_bytes);
+            let sent = wire.clone();
+            let writer = tokio::spawn(async move { near.write_all(&sent).await });
+            let mut reader = FramedReader::new(far, FrameKind::Server);
+            for message in &messages {
+                assert_eq!(&reader.next().await.unwrap(), message, "pipe of {pipe_bytes} bytes");
+            }
+            writer.await.unwrap().unwrap();
+            assert!(matches!(reader.next().await, Err(TransportError::Closed)));
+        }
+    }
+
+    #[tokio::test]
+    async fn framed_reader_reports_a_stream_cut_inside_a_large_message() {
+        let mut wire = Vec::new();
+        encode_frame(FrameKind::Server, &vec![1u8; 100_000], DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
+        wire.truncate(50_000);
+        let mut reader = FramedReader::new(&wire[..], FrameKind::Server);
+        assert!(matches!(reader.next().await, Err(TransportError::Closed)));
+        let mut client_frame = Vec::new();
+        encode_frame(FrameKind::Client, &vec![1u8; 100_000], DEFAULT_MAX_FRAME_BYTES, &mut client_frame).unwrap();
+        let mut reader = FramedReader::new(&client_frame[..], FrameKind::Server);
+        assert!(matches!(reader.next().await, Err(TransportError::Protocol(ProtocolError::UnknownFrameKind(1)))));
+    }
 }

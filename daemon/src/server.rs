@@ -304,7 +304,7 @@ impl Server {
         let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_FRAMES);
         let writer = tokio::spawn(async move {
             // A failed write ends the writer; the reader notices the closed outbox.
-            let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, ServerMessage::encode).await;
+            let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, ServerMessage::encode_into).await;
         });
         let mut session = Session {
             server: self,

@@ -1,6 +1,6 @@
 //! Bytes from a socket: the frame reader and both message decoders return a
 //! message or a typed error for any input, split at any point, and never
-//! buffer more than the frame limit.
+//! buffer more than the frame limit, whole frames or partly received ones.
 #![no_main]
 
 use ate_client::protocol::{ClientMessage, FrameReader, ServerMessage};
@@ -24,6 +24,18 @@ fuzz_target!(|data: &[u8]| {
                     let _ = ServerMessage::decode(&body);
                 }
                 Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        // The socket reader takes large frames out partly received.
+        if split % 2 == 1 {
+            match reader.take_partial(usize::from(split) * 16) {
+                Ok(Some(partial)) => {
+                    assert!(partial.body.len() < partial.length && partial.length < LIMIT);
+                    assert_eq!(reader.buffered(), 0);
+                    return;
+                }
+                Ok(None) => {}
                 Err(_) => return,
             }
         }

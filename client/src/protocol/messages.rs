@@ -346,6 +346,30 @@ fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     postcard::to_stdvec(message).expect("protocol messages always serialize")
 }
 
+/// Appends `message` to `out`, as [`encode`] would return it.
+fn encode_into<T: Serialize>(message: &T, out: &mut Vec<u8>) {
+    postcard::serialize_with_flavor(message, AppendTo(out)).expect("protocol messages always serialize")
+}
+
+/// A postcard output that appends to a vector the caller owns (a frame
+/// being built), copying byte strings in one go.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
     postcard::from_bytes(bytes).map_err(|error| ProtocolError::Malformed(error.to_string()))
 }
@@ -353,6 +377,10 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
 impl ClientMessage {
     pub fn encode(&self) -> Vec<u8> {
         encode(self)
+    }
+    /// [`ClientMessage::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        encode_into(self, out)
     }
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
         decode(bytes)
@@ -362,6 +390,10 @@ impl ClientMessage {
 impl ServerMessage {
     pub fn encode(&self) -> Vec<u8> {
         encode(self)
+    }
+    /// [`ServerMessage::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        encode_into(self, out)
     }
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
         decode(bytes)

@@ -11,7 +11,9 @@
 mod frame;
 mod messages;
 
-pub use frame::{encode_frame, FrameKind, FrameReader, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN};
+pub use frame::{
+    encode_frame, encode_frame_with, FrameKind, FrameReader, PartialFrame, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN,
+};
 pub use messages::{
     negotiate_version, ClientMessage, ErrorCode, ServerMessage, WireDurability, WireEvent, WireExpect,
     PROTOCOL_VERSION, SUPPORTED_VERSIONS,
