@@ -75,4 +75,9 @@ loadgen d4 compare --workload fanout --target "tcp://$listen/d4" --connections 1
 fresh_peers
 loadgen d5 compare --workload queue --target "tcp://$listen/d5" --connections 1 --in-flight 8 --batch 16 \
     --warmup 1 --rounds 1 $redis $nats_always $nats_default --html "$out/d5.html"
+# Consumers that fetch 100 at a time, as the embedded D5 does (Kafka's
+# consumers poll up to 500 by default).
+fresh_peers
+loadgen d5-100 compare --workload queue --target "tcp://$listen/d5b" --connections 1 --in-flight 8 --batch 100 \
+    --warmup 1 --rounds 1 $redis $nats_default --html "$out/d5-100.html"
 date -u +"end %F %H:%M:%S UTC"

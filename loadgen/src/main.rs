@@ -101,6 +101,11 @@ struct RunArguments {
     /// also the most a subscriber takes at once).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Queue: producers wait while this many pushed items are not yet
+    /// taken, so that the run measures the rate the queue sustains (0: no
+    /// limit; the backlog then grows as fast as producers outrun consumers).
+    #[arg(long, default_value_t = 10_000)]
+    max_backlog: u64,
     /// Fanout: how many of the workers publish (one producer with that
     /// many commits in flight); the rest subscribe.
     #[arg(long, default_value_t = 1)]
@@ -215,6 +220,7 @@ impl Settings {
             batch: arguments.batch.max(1),
             publishers: arguments.publishers.max(1),
             read_ratio: arguments.read_ratio,
+            max_backlog: arguments.max_backlog,
             durability: Some(durability),
         };
         let workers = arguments.connections.max(1) * arguments.in_flight.max(1);
@@ -239,7 +245,7 @@ impl Settings {
     }
 
     fn describe(&self, arguments: &RunArguments) -> Vec<String> {
-        vec![
+        let mut lines = vec![
             format!(
                 "workload {}, message size {:?}, batch {}",
                 self.workload_name(),
@@ -251,7 +257,14 @@ impl Settings {
                 "keys {} ({:?}), read ratio {}",
                 self.config.keys, self.config.distribution, self.config.read_ratio
             ),
-        ]
+        ];
+        if self.config.kind == WorkloadKind::Queue {
+            lines.push(match self.config.max_backlog {
+                0 => "producers never wait for consumers (no backlog limit)".to_string(),
+                limit => format!("producers wait while {limit} items wait to be taken"),
+            });
+        }
+        lines
     }
 
     fn to_json(&self, arguments: &RunArguments, settings: &str) -> serde_json::Value {

@@ -142,6 +142,11 @@ pub struct WorkloadConfig {
     pub publishers: usize,
     /// Fraction of cache requests that are gets.
     pub read_ratio: f64,
+    /// Queue: producers wait while this many pushed items are not yet
+    /// taken (0: never). A queue's throughput is the rate it sustains; a
+    /// producer that outruns the consumers only grows the backlog, and on
+    /// a shared machine takes CPU from the consumers it outruns.
+    pub max_backlog: u64,
     #[serde(skip)]
     pub durability: Option<Durability>,
 }
@@ -195,6 +200,8 @@ pub async fn build(
         keys: KeyChooser::new(config.keys, config.distribution),
         counter: AtomicU64::new(0),
         run_id: fastrand::u32(..),
+        pushed: AtomicU64::new(0),
+        taken: AtomicU64::new(0),
     }))
 }
 
@@ -206,6 +213,9 @@ struct Driven {
     /// Names written by this run start with it, so that runs against one
     /// chain (say, before and after a crash) never overwrite each other.
     run_id: u32,
+    /// Queue items acknowledged as pushed, and as taken (and acknowledged).
+    pushed: AtomicU64,
+    taken: AtomicU64,
 }
 
 impl Driven {
@@ -228,6 +238,20 @@ impl Driven {
         let bytes = records.iter().map(|(_, payload)| payload.len() as u64).sum();
         self.backend.append(worker, records).await?;
         Ok(Outcome { events: count, bytes, end_to_end_us: Vec::new() })
+    }
+
+    /// Queue producers: waits while `max_backlog` items wait to be taken;
+    /// whether it waited.
+    async fn wait_for_room(&self) -> bool {
+        let limit = self.config.max_backlog;
+        let mut waited = false;
+        while limit > 0
+            && self.pushed.load(Ordering::Relaxed).saturating_sub(self.taken.load(Ordering::Relaxed)) >= limit
+        {
+            waited = true;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        waited
     }
 
     fn key(&self, random: &mut fastrand::Rng) -> String {
@@ -264,12 +288,20 @@ impl Workload for Driven {
                 // count as events, so the throughput is messages through the
                 // queue; a push is a request with a latency but no events.
                 WorkloadKind::Queue if worker % 2 == 0 => {
+                    // Waiting for room is not part of the push: its latency
+                    // is then timed from the request on.
+                    let waited = self.wait_for_room().await;
+                    let started = std::time::Instant::now();
                     let payloads: Vec<Vec<u8>> = (0..self.config.batch.max(1)).map(|_| self.payload(random)).collect();
+                    let count = payloads.len() as u64;
                     self.backend.push(worker, payloads).await?;
-                    Ok(Outcome { events: 0, bytes: 0, end_to_end_us: Vec::new() })
+                    self.pushed.fetch_add(count, Ordering::Relaxed);
+                    let end_to_end_us = if waited { vec![started.elapsed().as_micros() as u64] } else { Vec::new() };
+                    Ok(Outcome { events: 0, bytes: 0, end_to_end_us })
                 }
                 WorkloadKind::Queue => loop {
                     let taken = self.backend.take(worker, self.config.batch.max(1)).await?;
+                    self.taken.fetch_add(taken.len() as u64, Ordering::Relaxed);
                     if !taken.is_empty() {
                         let bytes = taken.iter().map(|bytes| *bytes as u64).sum();
                         return Ok(Outcome { events: taken.len() as u64, bytes, end_to_end_us: Vec::new() });

@@ -196,11 +196,24 @@ async fn a_worker_that_panics_is_an_error_and_keeps_its_place() {
     );
 }
 
-/// A queue that only counts: what was pushed and what was taken.
-#[derive(Default)]
+/// A queue that only counts: what was pushed and what was taken, each
+/// request taking `delays` (push, take).
 struct CountingQueue {
     pushed: AtomicU64,
     taken: AtomicU64,
+    delays: (Duration, Duration),
+}
+
+impl Default for CountingQueue {
+    fn default() -> Self {
+        Self::with_delays(Duration::from_micros(200), Duration::from_micros(300))
+    }
+}
+
+impl CountingQueue {
+    fn with_delays(push: Duration, take: Duration) -> Self {
+        Self { pushed: AtomicU64::new(0), taken: AtomicU64::new(0), delays: (push, take) }
+    }
 }
 
 impl ate_loadgen::workload::Backend for CountingQueue {
@@ -216,13 +229,13 @@ impl ate_loadgen::workload::Backend for CountingQueue {
     fn push(&self, _: usize, payloads: Vec<Vec<u8>>) -> ate_loadgen::workload::BackendFuture<'_, ()> {
         self.pushed.fetch_add(payloads.len() as u64, Ordering::SeqCst);
         Box::pin(async {
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            tokio::time::sleep(self.delays.0).await;
             Ok(())
         })
     }
     fn take(&self, _: usize, max: usize) -> ate_loadgen::workload::BackendFuture<'_, Vec<usize>> {
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_micros(300)).await;
+            tokio::time::sleep(self.delays.1).await;
             let waiting = self.pushed.load(Ordering::SeqCst) - self.taken.load(Ordering::SeqCst);
             let count = waiting.min(max as u64);
             self.taken.fetch_add(count, Ordering::SeqCst);
@@ -252,6 +265,7 @@ async fn a_queue_counts_each_message_once_when_it_is_taken() {
         batch: 8,
         publishers: 1,
         read_ratio: 0.5,
+        max_backlog: 0,
         durability: None,
     };
     let load = build(&config, Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4).await.unwrap();
@@ -262,4 +276,34 @@ async fn a_queue_counts_each_message_once_when_it_is_taken() {
     // Pushes are requests, not events: every message counts once, when taken.
     assert_eq!(report.events, taken, "pushed {pushed}, taken {taken}");
     assert_eq!(report.bytes, taken * 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_producers_wait_while_the_backlog_is_full() {
+    use ate_loadgen::workload::{build, KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
+    // Producers twice as fast as consumers: without a limit the backlog grows.
+    let backlog_after = |max_backlog: u64| async move {
+        let queue = Arc::new(CountingQueue::with_delays(Duration::from_millis(1), Duration::from_millis(2)));
+        let config = WorkloadConfig {
+            kind: WorkloadKind::Queue,
+            message: MessageSize::Fixed(100),
+            keys: 10,
+            distribution: KeyDistribution::Uniform,
+            batch: 8,
+            publishers: 1,
+            read_ratio: 0.5,
+            max_backlog,
+            durability: None,
+        };
+        let load = build(&config, Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4).await.unwrap();
+        let report = run(load, &closed_loop(4, Stop::After(Duration::from_millis(400))), Default::default()).await;
+        let (pushed, taken) = (queue.pushed.load(Ordering::SeqCst), queue.taken.load(Ordering::SeqCst));
+        assert!(taken > 0 && report.errors == 0, "pushed {pushed}, taken {taken}");
+        pushed - taken
+    };
+    // Two producers may each have one batch of 8 on its way past the limit.
+    let limited = backlog_after(40).await;
+    assert!(limited <= 40 + 2 * 8, "backlog {limited} with a limit of 40");
+    let unlimited = backlog_after(0).await;
+    assert!(unlimited > 2 * (40 + 2 * 8), "backlog {unlimited} without a limit");
 }

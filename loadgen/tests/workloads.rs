@@ -55,6 +55,7 @@ fn config(kind: WorkloadKind) -> WorkloadConfig {
         batch: 4,
         publishers: 1,
         read_ratio: 0.5,
+        max_backlog: 0,
         durability: Some(Durability::Batched),
     }
 }
