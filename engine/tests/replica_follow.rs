@@ -325,3 +325,48 @@ async fn records_are_ingested_alike_wherever_the_received_buffer_starts() {
         assert_eq!(replica.get(&PrimaryKey::from_name("k19")).unwrap().payload, vec![19u8; 300].as_slice());
     }
 }
+
+/// A server that splices records (each well-formed and checksummed) whose
+/// hash links do not follow: refused at the first broken link, whether it
+/// is inside a commit or where a commit meets the one before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_hash_chain_breaks_is_refused_at_the_break() {
+    let owner_dir = tempfile::tempdir().unwrap();
+    let owner = open(owner_dir.path()).await;
+    for commit in 0..3u8 {
+        let events = (0..4u8)
+            .map(|index| NewEvent::data(PrimaryKey::from_name(&format!("c{commit}-{index}")), vec![index; 100]))
+            .collect();
+        owner.append(events, None).await.unwrap();
+    }
+    let (records, _) = owner.read_records(0, usize::MAX).unwrap();
+    let mut offsets = Vec::new();
+    let aligned = ate::format::aligned_copy(&records);
+    let mut offset = 0;
+    while let Some(record) = ate::format::decode_record(&aligned, offset).unwrap() {
+        offsets.push(offset);
+        offset = record.next_offset;
+    }
+    assert_eq!(offsets.len(), 12);
+    // Record 6 sits inside the second commit; record 8 starts the third.
+    for broken in [6usize, 8] {
+        let mut spliced = aligned.clone();
+        let at = offsets[broken];
+        let field = at + ate::format::FRAME_LEN + std::mem::offset_of!(ate::format::ArchivedEventHeader, prev_hash);
+        spliced[field] ^= 1;
+        let body_len = u32::from_le_bytes(spliced[at..at + 4].try_into().unwrap()) as usize;
+        let crc = crc32c::crc32c(&spliced[at + 8..at + ate::format::FRAME_LEN + body_len]);
+        spliced[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        let replica_dir = tempfile::tempdir().unwrap();
+        let replica = open(replica_dir.path()).await;
+        match replica.ingest(&spliced).await {
+            Err(AteError::Corrupt { sequence, reason, .. }) => {
+                assert_eq!(sequence, Some(broken as u64), "the first broken link is named");
+                assert!(reason.contains("hash chain"), "{reason}");
+            }
+            other => panic!("a broken hash chain must be refused, got {other:?}"),
+        }
+        // The commits before the broken one were applied, nothing of it.
+        assert_eq!(replica.next_sequence(), (broken as u64 / 4) * 4, "record {broken}");
+    }
+}

@@ -244,7 +244,6 @@ impl Chain {
         let mut pending: Vec<(usize, DecodedRecord<'_>)> = Vec::new();
         let mut cursor = offset;
         let mut next_sequence = state.next_sequence;
-        let mut last_hash = state.last_hash;
         loop {
             if !whole_record_at(records, cursor) {
                 // Bounded: a commit may not outgrow the chain's limit while it arrives.
@@ -263,13 +262,9 @@ impl Chain {
                 let reason = format!("sent sequence {} where {next_sequence} belongs", record.sequence());
                 return Err(corrupt(cursor, next_sequence, reason));
             }
-            if record.header.prev_hash != last_hash {
-                return Err(corrupt(cursor, next_sequence, "hash chain broken".into()));
-            }
             if record.next_offset - offset > self.shared.config.max_commit_bytes {
                 return Err(corrupt(cursor, next_sequence, "commit larger than this chain allows".into()));
             }
-            last_hash = record.event_hash();
             next_sequence += 1;
             let commit_end = record.header.is_commit_end();
             pending.push((cursor, record));
@@ -278,6 +273,16 @@ impl Chain {
                 break;
             }
         }
+        // The hash chain: each header names the hash of the one before
+        // (hashed side by side; the first break is named).
+        let event_hashes = crate::format::event_hashes(pending.iter().map(|(_, record)| record));
+        let previous_hashes = std::iter::once(&state.last_hash).chain(&event_hashes);
+        if let Some(((at, record), _)) =
+            pending.iter().zip(previous_hashes).find(|((_, record), previous)| record.header.prev_hash != **previous)
+        {
+            return Err(corrupt(*at, record.sequence(), "hash chain broken".into()));
+        }
+        let last_hash = *event_hashes.last().expect("a commit holds at least one record");
         // Payloads are checked together (hashed side by side); the first
         // mismatch is named.
         let payload_checks = crate::format::verify_payload_hashes(pending.iter().map(|(_, record)| record));

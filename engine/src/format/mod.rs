@@ -12,8 +12,8 @@ pub use header::{ArchivedEventHeader, EventFlags, EventHeader, EventKind, HEADER
 pub use payload_hash::{derive_key_hashes, payload_hashes, DerivedKey};
 pub(crate) use record::decode_validated_record;
 pub use record::{
-    decode_record, encode_compacted, encode_record, header_at, is_compacted, padded_record_len, verify_payload_hashes,
-    DecodedRecord, RecordError, FRAME_LEN, RECORD_ALIGN,
+    decode_record, encode_compacted, encode_record, event_hashes, header_at, is_compacted, padded_record_len,
+    verify_payload_hashes, DecodedRecord, RecordError, FRAME_LEN, RECORD_ALIGN,
 };
 pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_LEN};
 

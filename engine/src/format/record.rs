@@ -163,6 +163,14 @@ pub fn verify_payload_hashes<'r, 'a: 'r>(
     records.iter().zip(hashes).map(|(record, hash)| record.payload_hash_is(|| hash)).collect()
 }
 
+/// [`DecodedRecord::event_hash`] of each record, hashed side by side: a
+/// header is three BLAKE3 blocks, and one after another they cost a replica
+/// more than its payload hashes did.
+pub fn event_hashes<'r, 'a: 'r>(records: impl IntoIterator<Item = &'r DecodedRecord<'a>>) -> Vec<EventHash> {
+    let headers: Vec<&[u8]> = records.into_iter().map(|record| record.header_bytes).collect();
+    super::payload_hashes(&headers)
+}
+
 /// Reads the frame at `offset`: `Ok(None)` where a zero length marks the end
 /// of written data, `Err` for anything that is not a whole, valid record.
 pub fn decode_record(bytes: &[u8], offset: usize) -> Result<Option<DecodedRecord<'_>>, RecordError> {
