@@ -1092,11 +1092,17 @@ impl Chain {
         token: u64,
         lease: std::time::Duration,
     ) -> Option<u32> {
-        let live = match state.in_flight.get(&key.as_u128()) {
+        self.is_live(state, key.as_u128()).then(|| self.leases.acquire(key.as_u128(), token, lease)).flatten()
+    }
+
+    /// Whether `key` exists, counting commits in flight (a deletion
+    /// assigned but not yet durable makes it gone). The view alone answers
+    /// for the rest: its record is not read.
+    fn is_live(&self, state: &AppendState, key: u128) -> bool {
+        match state.in_flight.get(&key) {
             Some(&(_, deleted)) => !deleted,
-            None => self.version(&key).is_some(),
-        };
-        live.then(|| self.leases.acquire(key.as_u128(), token, lease)).flatten()
+            None => self.shared.view.get(key).is_some(),
+        }
     }
 
     /// Leases up to `max` of `candidates`, in order, under one `token`,
@@ -1113,16 +1119,9 @@ impl Chain {
             Some((upstream, _)) => upstream.lease_many(candidates.to_vec(), token, lease, max).await,
             None => {
                 let state = self.append.lock();
-                let mut leased = Vec::new();
-                for key in candidates {
-                    if leased.len() >= max {
-                        break;
-                    }
-                    if let Some(deliveries) = self.lease_locally(&state, *key, token, lease) {
-                        leased.push((*key, deliveries));
-                    }
-                }
-                Ok(leased)
+                let keys: Vec<u128> = candidates.iter().map(PrimaryKey::as_u128).collect();
+                let leased = self.leases.acquire_many(&keys, token, lease, max, |key| self.is_live(&state, key));
+                Ok(leased.into_iter().map(|(key, deliveries)| (PrimaryKey::from_u128(key), deliveries)).collect())
             }
         }
     }

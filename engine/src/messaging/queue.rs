@@ -60,6 +60,38 @@ impl Leases {
         Some(entry.deliveries)
     }
 
+    /// Takes up to `max` of `candidates`, in order, as [`Leases::acquire`]
+    /// takes one, skipping those a live lease holds and those `is_live`
+    /// says are gone. Held candidates are skipped before `is_live` is asked:
+    /// with competing consumers most candidates are held, and the table is
+    /// small where the view is not (one lock for the lot, too).
+    pub(crate) fn acquire_many(
+        &self,
+        candidates: &[u128],
+        token: u64,
+        lease: Duration,
+        max: usize,
+        is_live: impl Fn(u128) -> bool,
+    ) -> Vec<(u128, u32)> {
+        let now = Instant::now();
+        let mut table = self.table.lock();
+        let mut leased = Vec::new();
+        for &key in candidates {
+            if leased.len() >= max {
+                break;
+            }
+            if table.get(&key).is_some_and(|held| held.token != 0 && held.until > now) || !is_live(key) {
+                continue;
+            }
+            let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
+            entry.token = token;
+            entry.until = now + lease;
+            entry.deliveries += 1;
+            leased.push((key, entry.deliveries));
+        }
+        leased
+    }
+
     /// Whether `token` still holds `key` (its lease may have run out, but
     /// nobody has taken the item since).
     pub(crate) fn holds(&self, key: u128, token: u64) -> bool {
@@ -356,5 +388,33 @@ impl Queue {
             Ok(()) | Err(AteError::Conflict { .. }) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_leases_skip_held_and_gone_items_and_keep_their_order() {
+        let leases = Leases::default();
+        let lease = Duration::from_secs(30);
+        assert_eq!(leases.acquire(2, 7, lease), Some(1));
+        // 2 is held by token 7, 4 is gone; 1, 3 and 5 are free.
+        let asked = std::cell::RefCell::new(Vec::new());
+        let taken = leases.acquire_many(&[1, 2, 3, 4, 5, 6], 9, lease, 3, |key| {
+            asked.borrow_mut().push(key);
+            key != 4
+        });
+        assert_eq!(taken, vec![(1, 1), (3, 1), (5, 1)]);
+        assert_eq!(*asked.borrow(), vec![1, 3, 4, 5], "a held item is skipped before the view is asked");
+        assert!(leases.holds(5, 9) && leases.holds(2, 7) && !leases.holds(4, 9) && !leases.holds(6, 9));
+        // An expired lease is taken over, and the delivery counted.
+        assert!(leases.release(1, 9));
+        assert_eq!(leases.acquire_many(&[1, 2], 11, lease, 8, |_| true), vec![(1, 2)]);
+        let expired = Leases::default();
+        assert_eq!(expired.acquire(8, 1, Duration::ZERO), Some(1));
+        assert_eq!(expired.acquire_many(&[8], 2, lease, 1, |_| true), vec![(8, 2)]);
+        assert_eq!(leases.acquire_many(&[3, 5], 12, lease, 8, |_| true), Vec::new(), "held by 9");
     }
 }
