@@ -67,9 +67,14 @@ impl Recorder {
         let slot = &mut self.per_second[second];
         slot.0 += 1;
         slot.1 += outcome.events;
-        for latency_us in measured.iter().map(|latency_us| (*latency_us).clamp(1, HIGHEST_TRACKABLE_US)) {
-            self.latency_us.saturating_record(latency_us);
-            slot.2.saturating_record(latency_us);
+        // Events of one commit arrive together with one latency: each run
+        // of equal values is recorded once, with its count (a fan-out run
+        // records every event of 16 subscribers).
+        for run in measured.chunk_by(|a, b| a == b) {
+            let latency_us = run[0].clamp(1, HIGHEST_TRACKABLE_US);
+            let count = run.len() as u64;
+            self.latency_us.saturating_record_n(latency_us, count);
+            slot.2.saturating_record_n(latency_us, count);
         }
     }
 
