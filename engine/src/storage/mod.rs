@@ -127,12 +127,6 @@ impl<S: Storage + ?Sized> LogDevice for SynchronousDevice<S> {
     }
 }
 
-/// tmpfs, by `statfs`.
-fn is_tmpfs(file: &File) -> bool {
-    const TMPFS_MAGIC: u64 = 0x0102_1994;
-    rustix::fs::fstatfs(file).is_ok_and(|stat| stat.f_type as u64 == TMPFS_MAGIC)
-}
-
 /// ext4 (and ext2/3, which share its magic) or XFS, by `statfs`.
 fn converts_extents_on_first_write(file: &File) -> bool {
     const EXT4_SUPER_MAGIC: u64 = 0xEF53;
@@ -149,14 +143,6 @@ pub(crate) fn std_create_preallocated(path: &Path, len: u64) -> io::Result<File>
 fn preallocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // On tmpfs (chains in memory) fallocate allocates and zeroes every page
-    // of the segment at once, and a segment is created under the append
-    // lock: a 256 MiB one stalled a replica's ingest for about 0.1 s. A
-    // sparse file gets its pages as the appends write them, at the same
-    // total cost; there are no extents for preallocation to reserve.
-    if is_tmpfs(file) {
-        return file.set_len(len as u64);
-    }
     // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
     let status = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
     if status == 0 {
@@ -214,36 +200,4 @@ fn direct_alignment_fits(file: &File) -> bool {
     }
     let fits = |align: u32| align != 0 && DIRECT_BLOCK % align as usize == 0;
     fits(status.stx_dio_mem_align) && fits(status.stx_dio_offset_align)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn segments_are_preallocated_on_disk_and_sparse_in_memory() {
-        const LEN: u64 = 8 << 20;
-        let on_disk = tempfile::tempdir().unwrap();
-        let file = std_create_preallocated(&on_disk.path().join("segment"), LEN).unwrap();
-        assert_eq!(file.metadata().unwrap().len(), LEN);
-        if !is_tmpfs(&file) {
-            assert!(file.metadata().unwrap().blocks() * 512 >= LEN, "extents reserved up front");
-        }
-        let shm = Path::new("/dev/shm");
-        if !shm.is_dir() {
-            eprintln!("SKIPPED the tmpfs half: no /dev/shm here");
-            return;
-        }
-        let in_memory = tempfile::tempdir_in(shm).unwrap();
-        let file = std_create_preallocated(&in_memory.path().join("segment"), LEN).unwrap();
-        if !is_tmpfs(&file) {
-            eprintln!("SKIPPED the tmpfs half: /dev/shm is not tmpfs here");
-            return;
-        }
-        let metadata = file.metadata().unwrap();
-        assert_eq!((metadata.len(), metadata.blocks()), (LEN, 0), "no page allocated before it is written");
-        std_write_all_at(&file, &[7; 4096], LEN - 4096).unwrap();
-        assert!(file.metadata().unwrap().blocks() > 0);
-    }
 }
