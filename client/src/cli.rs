@@ -300,8 +300,15 @@ impl ConnectOptions<'_> {
 /// The event storing `value` under the named key `name`, in the format
 /// `ate get` reads (also used by `ate-loadgen`, whose acknowledged-write
 /// log names keys `ate get` accepts).
-pub fn named_event(name: &str, value: Vec<u8>) -> Result<NewEvent, CliError> {
-    let payload = postcard::to_stdvec(&CliValue { name: name.to_string(), value })
+pub fn named_event(name: &str, value: impl AsRef<[u8]>) -> Result<NewEvent, CliError> {
+    /// [`CliValue`], borrowed: the same encoding without copying the value first.
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        name: &'a str,
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    }
+    let payload = postcard::to_stdvec(&Borrowed { name, value: value.as_ref() })
         .map_err(|e| CliError::Io(format!("encoding the value: {e}")))?;
     let mut event = NewEvent::data(PrimaryKey::from_name(name), payload);
     event.type_tag = cli_type_tag();
@@ -466,6 +473,15 @@ mod tests {
         assert!(matches!(Target::parse("tcp://host"), Err(CliError::Usage(_))));
         assert!(matches!(Target::parse("nodir"), Err(CliError::Usage(_))));
         assert!(matches!(Target::parse("dir/"), Err(CliError::Usage(_))));
+    }
+
+    #[test]
+    fn a_named_event_stores_the_cli_value_encoding() {
+        let event = named_event("doc-1", [1u8, 2, 3]).unwrap();
+        let value = CliValue { name: "doc-1".into(), value: vec![1, 2, 3] };
+        assert_eq!(event.payload, postcard::to_stdvec(&value).unwrap());
+        assert_eq!(postcard::from_bytes::<CliValue>(&event.payload).unwrap(), value);
+        assert_eq!(event.key, PrimaryKey::from_name("doc-1"));
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl Backend for AteBackend {
         Box::pin(async move {
             let mut events = Vec::with_capacity(records.len());
             for (name, payload) in &records {
-                events.push(ate_client::cli::named_event(name, payload.clone()).map_err(|e| e.to_string())?);
+                events.push(ate_client::cli::named_event(name, payload).map_err(|e| e.to_string())?);
             }
             let (receipt, chain_name) = if self.producers.is_empty() {
                 let chain = self.chain(worker)?;
