@@ -131,12 +131,10 @@ impl RemoteConnection {
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = connector.connect(name, tcp).await.map_err(|error| TransportError::Tls(error.to_string()))?;
         let (read_half, writer) = tokio::io::split(tls);
-        let mut connection = Self {
-            reader: FramedReader::new(read_half, FrameKind::Server),
-            writer,
-            next_request: 1,
-            subject: String::new(),
-        };
+        let mut reader = FramedReader::new(read_half, FrameKind::Server);
+        // The handshake checked the server's certificate.
+        reader.trust_peer();
+        let mut connection = Self { reader, writer, next_request: 1, subject: String::new() };
         let hello = ClientMessage::Hello { versions: SUPPORTED_VERSIONS.to_vec(), client: "ate-client".into() };
         match connection.exchange(hello).await? {
             ServerMessage::HelloAck { .. } => {}

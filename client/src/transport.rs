@@ -7,6 +7,7 @@
 
 use crate::protocol::{
     encode_frame, encode_frame_with, FrameKind, FrameReader, PartialFrame, ProtocolError, DEFAULT_MAX_FRAME_BYTES,
+    TRUSTED_RESERVE_AHEAD_BYTES,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -239,14 +240,27 @@ pub struct FramedReader<R> {
     stream: R,
     frames: FrameReader,
     expect: FrameKind,
+    /// Room a large message gets before its bytes arrive: none for a peer
+    /// that has not authenticated (it makes this side hold only what it
+    /// sent), more once it has ([`FramedReader::trust_peer`]).
+    reserve_ahead: usize,
 }
 
 impl<R: AsyncRead + Unpin> FramedReader<R> {
     pub fn new(stream: R, expect: FrameKind) -> Self {
-        Self { stream, frames: FrameReader::new(DEFAULT_MAX_FRAME_BYTES), expect }
+        Self { stream, frames: FrameReader::new(DEFAULT_MAX_FRAME_BYTES), expect, reserve_ahead: 0 }
     }
 
-    /// The next message body; `Closed` at a clean end of stream.
+    /// The peer authenticated: a large message's buffer is now reserved
+    /// ahead of its bytes ([`TRUSTED_RESERVE_AHEAD_BYTES`]), so that it is
+    /// not copied to grow.
+    pub fn trust_peer(&mut self) {
+        self.reserve_ahead = TRUSTED_RESERVE_AHEAD_BYTES;
+    }
+
+    /// The next message body; `Closed` at a clean end of stream. Not
+    /// cancel-safe: a message being read is lost if the future is dropped
+    /// (every caller then drops the connection too).
     pub async fn next(&mut self) -> Result<Vec<u8>, TransportError> {
         loop {
             if let Some((kind, body)) = self.frames.next_frame()? {
@@ -254,7 +268,7 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             }
             // A large message is read straight into a buffer of its own:
             // through the frame buffer it was copied twice more.
-            if let Some(partial) = self.frames.take_partial(DIRECT_READ_MIN_BYTES)? {
+            if let Some(partial) = self.frames.take_partial(DIRECT_READ_MIN_BYTES, self.reserve_ahead)? {
                 self.expected(partial.kind)?;
                 return self.read_rest(partial).await;
             }
@@ -366,11 +380,16 @@ mod tests {
         for message in &messages {
             encode_frame(FrameKind::Server, message, DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
         }
-        for pipe_bytes in [7usize, 4096, 1 << 20] {
+        // Untrusted peers' large messages grow as they arrive; trusted ones
+        // have room reserved ahead.
+        for (pipe_bytes, trusted) in [(7usize, false), (4096, false), (1 << 20, false), (4096, true), (1 << 20, true)] {
             let (mut near, far) = tokio::io::duplex(pipe_bytes);
             let sent = wire.clone();
             let writer = tokio::spawn(async move { near.write_all(&sent).await });
             let mut reader = FramedReader::new(far, FrameKind::Server);
+            if trusted {
+                reader.trust_peer();
+            }
             for message in &messages {
                 assert_eq!(&reader.next().await.unwrap(), message, "pipe of {pipe_bytes} bytes");
             }

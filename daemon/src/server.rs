@@ -330,6 +330,8 @@ impl Server {
                     }
                 }
             } else {
+                // Authenticated: large commits may have their buffers reserved ahead.
+                reader.trust_peer();
                 reader.next().await
             };
             let body = match next {

@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         }
         // The socket reader takes large frames out partly received.
         if split % 2 == 1 {
-            match reader.take_partial(usize::from(split) * 16) {
+            match reader.take_partial(usize::from(split) * 16, usize::from(split) << 10) {
                 Ok(Some(partial)) => {
                     assert!(partial.body.len() < partial.length && partial.length < LIMIT);
                     assert_eq!(reader.buffered(), 0);

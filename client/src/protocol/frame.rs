@@ -158,8 +158,13 @@ impl FrameReader {
     /// its message is at least `min_length` bytes long and not all of it
     /// is here yet: the caller reads the rest straight into its body
     /// instead of through this buffer. Nothing else may be buffered
-    /// behind it, so the buffer is empty afterwards.
-    pub fn take_partial(&mut self, min_length: usize) -> Result<Option<PartialFrame>, ProtocolError> {
+    /// behind it, so the buffer is empty afterwards. The body has room
+    /// for up to `reserve_ahead` bytes of the message before they arrive.
+    pub fn take_partial(
+        &mut self,
+        min_length: usize,
+        reserve_ahead: usize,
+    ) -> Result<Option<PartialFrame>, ProtocolError> {
         self.check_announced_length()?;
         let unread = self.unread();
         if unread.len() <= FRAME_HEADER_LEN {
@@ -171,20 +176,20 @@ impl FrameReader {
             return Ok(None);
         }
         let kind = FrameKind::from_u8(unread[FRAME_HEADER_LEN])?;
-        // Room for the message as it arrives, up to a first step: a peer
-        // must send bytes, not only announce them, to make this grow.
-        let mut body = Vec::with_capacity(message_length.min(PARTIAL_FIRST_CAPACITY));
-        body.extend_from_slice(&unread[FRAME_HEADER_LEN + 1..]);
+        let received = &unread[FRAME_HEADER_LEN + 1..];
+        let mut body = Vec::with_capacity(message_length.min(reserve_ahead.max(received.len())));
+        body.extend_from_slice(received);
         self.buffer.clear();
         self.start = 0;
         Ok(Some(PartialFrame { kind, body, length: message_length }))
     }
 }
 
-/// What [`FrameReader::take_partial`] reserves for a message before its
-/// bytes arrive: a subscription's batch of records (256 KiB) and its
-/// envelope fit.
-pub const PARTIAL_FIRST_CAPACITY: usize = 260 << 10;
+/// What a reader of a trusted peer may reserve for a message before its
+/// bytes arrive ([`FrameReader::take_partial`]): a subscription's batch of
+/// records (256 KiB) and its envelope fit, so they are never copied to
+/// grow. An untrusted peer gets room only for what it sent.
+pub const TRUSTED_RESERVE_AHEAD_BYTES: usize = 260 << 10;
 
 #[cfg(test)]
 mod tests {
@@ -238,9 +243,9 @@ mod tests {
             while let Some((_, body)) = reader.next_frame().unwrap() {
                 seen.push(body);
             }
-            if let Some(frame) = reader.take_partial(min_partial).unwrap() {
+            if let Some(frame) = reader.take_partial(min_partial, TRUSTED_RESERVE_AHEAD_BYTES).unwrap() {
                 assert!(frame.body.len() < frame.length);
-                assert!(frame.body.capacity() <= frame.length.max(PARTIAL_FIRST_CAPACITY));
+                assert!(frame.body.capacity() <= frame.length.max(TRUSTED_RESERVE_AHEAD_BYTES));
                 assert_eq!(reader.buffered(), 0, "nothing may sit behind a partial frame");
                 partial = Some(frame);
             }
@@ -285,20 +290,27 @@ mod tests {
     }
 
     #[test]
-    fn an_announced_frame_reserves_a_bounded_first_step() {
+    fn an_announced_frame_reserves_only_what_the_reader_allows() {
+        let announce = |reader: &mut FrameReader| {
+            reader.push(&(16u32 << 20).to_le_bytes()).unwrap();
+            assert!(reader.take_partial(0, 0).unwrap().is_none(), "the kind byte is not here yet");
+            reader.push(&[FrameKind::Client as u8, 1, 2]).unwrap();
+        };
+        // An untrusted peer: only what it sent is held.
         let mut reader = FrameReader::new(16 << 20);
-        reader.push(&(16u32 << 20).to_le_bytes()).unwrap();
-        assert!(reader.take_partial(0).unwrap().is_none(), "the kind byte is not here yet");
-        reader.push(&[FrameKind::Client as u8, 1, 2]).unwrap();
-        let partial = reader.take_partial(0).unwrap().expect("a partial frame");
-        assert_eq!(
-            (partial.kind, partial.body.as_slice(), partial.length),
-            (FrameKind::Client, &[1u8, 2][..], (16 << 20) - 1)
-        );
-        assert!(partial.body.capacity() <= PARTIAL_FIRST_CAPACITY);
+        announce(&mut reader);
+        let partial = reader.take_partial(0, 0).unwrap().expect("a partial frame");
+        let expected = (FrameKind::Client, &[1u8, 2][..], (16 << 20) - 1);
+        assert_eq!((partial.kind, partial.body.as_slice(), partial.length), expected);
+        assert!(partial.body.capacity() < 64);
+        // A trusted one: room ahead, bounded.
+        let mut reader = FrameReader::new(16 << 20);
+        announce(&mut reader);
+        let partial = reader.take_partial(0, TRUSTED_RESERVE_AHEAD_BYTES).unwrap().expect("a partial frame");
+        assert!((TRUSTED_RESERVE_AHEAD_BYTES..2 * TRUSTED_RESERVE_AHEAD_BYTES).contains(&partial.body.capacity()));
         let mut reader = FrameReader::new(1 << 20);
         reader.push(&[10, 0, 0, 0, 7]).unwrap();
-        assert_eq!(reader.take_partial(0).unwrap_err(), ProtocolError::UnknownFrameKind(7));
+        assert_eq!(reader.take_partial(0, 0).unwrap_err(), ProtocolError::UnknownFrameKind(7));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod messages;
 
 pub use frame::{
     encode_frame, encode_frame_with, FrameKind, FrameReader, PartialFrame, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN,
+    TRUSTED_RESERVE_AHEAD_BYTES,
 };
 pub use messages::{
     negotiate_version, ClientMessage, ErrorCode, ServerMessage, WireDurability, WireEvent, WireExpect,
