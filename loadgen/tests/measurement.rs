@@ -253,11 +253,10 @@ impl ate_loadgen::workload::Backend for CountingQueue {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_counts_each_message_once_when_it_is_taken() {
-    use ate_loadgen::workload::{build, KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
-    let queue = Arc::new(CountingQueue::default());
-    let config = WorkloadConfig {
+/// A queue workload of 100-byte items in batches of 8.
+fn queue_config(max_backlog: u64) -> ate_loadgen::workload::WorkloadConfig {
+    use ate_loadgen::workload::{KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
+    WorkloadConfig {
         kind: WorkloadKind::Queue,
         message: MessageSize::Fixed(100),
         keys: 10,
@@ -265,10 +264,16 @@ async fn a_queue_counts_each_message_once_when_it_is_taken() {
         batch: 8,
         publishers: 1,
         read_ratio: 0.5,
-        max_backlog: 0,
+        max_backlog,
         durability: None,
-    };
-    let load = build(&config, Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_counts_each_message_once_when_it_is_taken() {
+    use ate_loadgen::workload::build;
+    let queue = Arc::new(CountingQueue::default());
+    let load = build(&queue_config(0), Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4).await.unwrap();
     let plan = closed_loop(4, Stop::After(Duration::from_millis(300)));
     let report = run(load, &plan, Default::default()).await;
     let (pushed, taken) = (queue.pushed.load(Ordering::SeqCst), queue.taken.load(Ordering::SeqCst));
@@ -280,22 +285,13 @@ async fn a_queue_counts_each_message_once_when_it_is_taken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_producers_wait_while_the_backlog_is_full() {
-    use ate_loadgen::workload::{build, KeyDistribution, MessageSize, WorkloadConfig, WorkloadKind};
+    use ate_loadgen::workload::build;
     // Producers twice as fast as consumers: without a limit the backlog grows.
     let backlog_after = |max_backlog: u64| async move {
         let queue = Arc::new(CountingQueue::with_delays(Duration::from_millis(1), Duration::from_millis(2)));
-        let config = WorkloadConfig {
-            kind: WorkloadKind::Queue,
-            message: MessageSize::Fixed(100),
-            keys: 10,
-            distribution: KeyDistribution::Uniform,
-            batch: 8,
-            publishers: 1,
-            read_ratio: 0.5,
-            max_backlog,
-            durability: None,
-        };
-        let load = build(&config, Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4).await.unwrap();
+        let load = build(&queue_config(max_backlog), Arc::clone(&queue) as Arc<dyn ate_loadgen::workload::Backend>, 4)
+            .await
+            .unwrap();
         let report = run(load, &closed_loop(4, Stop::After(Duration::from_millis(400))), Default::default()).await;
         let (pushed, taken) = (queue.pushed.load(Ordering::SeqCst), queue.taken.load(Ordering::SeqCst));
         assert!(taken > 0 && report.errors == 0, "pushed {pushed}, taken {taken}");
