@@ -370,3 +370,39 @@ async fn a_stream_whose_hash_chain_breaks_is_refused_at_the_break() {
         assert_eq!(replica.next_sequence(), (broken as u64 / 4) * 4, "record {broken}");
     }
 }
+
+/// What a server streams is the stored bytes, whichever segments they span
+/// and however the batches are cut: read whole or in pieces, the same
+/// bytes, and a replica ingests them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_read_across_segments_are_the_stored_bytes() {
+    let owner_dir = tempfile::tempdir().unwrap();
+    let config = AteConfig {
+        segment_size_bytes: 64 << 10,
+        max_commit_bytes: 32 << 10,
+        ..common::small_config(owner_dir.path())
+    };
+    let owner = common::open_with(&config, None).await.unwrap();
+    for commit in 0..40u32 {
+        let events = (0..3u32)
+            .map(|index| NewEvent::data(PrimaryKey::from_name(&format!("k{commit}-{index}")), vec![commit as u8; 3000]))
+            .collect();
+        owner.append(events, None).await.unwrap();
+    }
+    assert!(owner.segment_count() > 3, "the records span several segments");
+    let (whole, next) = owner.read_records(0, usize::MAX).unwrap();
+    assert_eq!(next, owner.next_sequence());
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    while from < next {
+        let (piece, after) = owner.read_records(from, 10_000).unwrap();
+        assert!(after > from && !piece.is_empty());
+        pieces.extend_from_slice(&piece);
+        from = after;
+    }
+    assert_eq!(pieces, whole);
+    let replica_dir = tempfile::tempdir().unwrap();
+    let replica = open(replica_dir.path()).await;
+    assert_eq!(replica.ingest(&whole).await.unwrap(), whole.len());
+    assert_eq!(replica.next_sequence(), next);
+}

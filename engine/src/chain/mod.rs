@@ -1296,12 +1296,26 @@ impl Chain {
     pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
         self.ensure_held(from)?;
         let mut cursor = self.cursor_at(from)?;
-        let mut out = Vec::new();
-        while out.len() < max_bytes {
+        // Records follow each other within a segment: the batch is a few
+        // runs of bytes (one per segment it spans), copied once each into a
+        // buffer of the right size, rather than record by record into one
+        // that grows (and is copied again each time it does).
+        let mut runs: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
+        let mut bytes = 0;
+        while bytes < max_bytes {
             let Some(event) = self.read_at(&mut cursor)? else { break };
             // The cursor now sits right after this record, in the same segment.
-            let segment = self.shared.segments.get(event.location.segment()).expect("a record was just read from it");
-            out.extend_from_slice(&segment.bytes()[event.location.offset() as usize..cursor.offset]);
+            let (segment, start) = (event.location.segment(), event.location.offset() as usize);
+            bytes += cursor.offset - start;
+            match runs.last_mut() {
+                Some((last_segment, run)) if *last_segment == segment && run.end == start => run.end = cursor.offset,
+                _ => runs.push((segment, start..cursor.offset)),
+            }
+        }
+        let mut out = Vec::with_capacity(bytes);
+        for (segment, run) in runs {
+            let segment = self.shared.segments.get(segment).expect("records were just read from it");
+            out.extend_from_slice(&segment.bytes()[run]);
         }
         Ok((out, cursor.next_sequence))
     }
