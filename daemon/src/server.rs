@@ -301,10 +301,10 @@ impl Server {
         self.metrics.connections_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut reader = FramedReader::new(read_half, FrameKind::Client);
-        let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_FRAMES);
+        let (outbox, mut outgoing) = mpsc::channel::<Outgoing>(OUTBOX_FRAMES);
         let writer = tokio::spawn(async move {
             // A failed write ends the writer; the reader notices the closed outbox.
-            let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, ServerMessage::encode_into).await;
+            let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, Outgoing::encode_into).await;
         });
         let mut session = Session {
             server: self,
@@ -373,7 +373,7 @@ impl Server {
 
 struct Session {
     server: Arc<Server>,
-    outbox: mpsc::Sender<ServerMessage>,
+    outbox: mpsc::Sender<Outgoing>,
     claims: Option<Claims>,
     version: Option<u16>,
     chains: HashMap<String, Arc<Chain>>,
@@ -412,7 +412,7 @@ fn error_code(error: &AteError) -> ErrorCode {
 
 impl Session {
     async fn send(&self, message: ServerMessage) -> bool {
-        self.outbox.send(message).await.is_ok()
+        self.outbox.send(message.into()).await.is_ok()
     }
 
     async fn error(&self, request: Option<u64>, code: ErrorCode, message: String) -> bool {
@@ -597,7 +597,7 @@ impl Session {
                         }
                         Err(error) => engine_error_reply(&server.metrics, request, error),
                     };
-                    let _ = outbox.send(reply).await;
+                    let _ = outbox.send(reply.into()).await;
                     drop((permit, server_permit));
                     server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 });
@@ -735,11 +735,38 @@ impl Session {
 /// Streams a chain's records from `from` to one subscription until the
 /// connection goes or the token expires (`valid_until_us`): a stream is
 /// not a way to keep reading with a token that no longer allows it.
+/// What a connection's writer sends: a message, or a batch of a
+/// subscription's records still in the chain's segments, encoded straight
+/// from there into the write buffer (copied once, not read into a buffer
+/// of its own first).
+#[derive(Debug)]
+enum Outgoing {
+    Message(ServerMessage),
+    Events { subscription: u64, records: ate::chain::StoredRecords },
+}
+
+impl From<ServerMessage> for Outgoing {
+    fn from(message: ServerMessage) -> Self {
+        Outgoing::Message(message)
+    }
+}
+
+impl Outgoing {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Outgoing::Message(message) => message.encode_into(out),
+            Outgoing::Events { subscription, records } => {
+                ServerMessage::encode_events_into(*subscription, records.len(), records.runs(), out)
+            }
+        }
+    }
+}
+
 async fn stream_records(
     server: Arc<Server>,
     chain: Arc<Chain>,
     (mut from, subscription, valid_until_us): (u64, u64, u64),
-    outbox: mpsc::Sender<ServerMessage>,
+    outbox: mpsc::Sender<Outgoing>,
 ) {
     let tracked = server.metrics.track_stream(Arc::clone(&chain), from);
     let mut durable = chain.durable_watch();
@@ -750,14 +777,14 @@ async fn stream_records(
         if expired() {
             let message = format!("token expired: subscription {subscription} ended");
             let code = ErrorCode::Unauthenticated;
-            let _ = outbox.send(ServerMessage::Error { request: None, code, message, key: None }).await;
+            let _ = outbox.send(ServerMessage::Error { request: None, code, message, key: None }.into()).await;
             return;
         }
-        let (records, next) = match chain.read_records(from, EVENTS_BATCH_BYTES) {
+        let (records, next) = match chain.stored_records(from, EVENTS_BATCH_BYTES) {
             Ok(batch) => batch,
             Err(error) => {
                 let (code, message) = (error_code(&error), error.to_string());
-                let _ = outbox.send(ServerMessage::Error { request: None, code, message, key: None }).await;
+                let _ = outbox.send(ServerMessage::Error { request: None, code, message, key: None }.into()).await;
                 return;
             }
         };
@@ -773,7 +800,7 @@ async fn stream_records(
             }
             continue;
         }
-        if outbox.send(ServerMessage::Events { subscription, records }).await.is_err() {
+        if outbox.send(Outgoing::Events { subscription, records }).await.is_err() {
             return;
         }
         from = next;

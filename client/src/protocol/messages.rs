@@ -395,6 +395,32 @@ impl ServerMessage {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         encode_into(self, out)
     }
+
+    /// Appends the encoding of `Events { subscription, records }` where
+    /// `records` is `runs` concatenated (`len` bytes in all), without
+    /// gathering them first: a server streams straight from its segments.
+    pub fn encode_events_into<'a>(
+        subscription: u64,
+        len: usize,
+        runs: impl IntoIterator<Item = &'a [u8]>,
+        out: &mut Vec<u8>,
+    ) {
+        // `records` is the variant's last field, a byte string: its
+        // encoding is a varint length, then the bytes.
+        encode_into(&ServerMessage::Events { subscription, records: Vec::new() }, out);
+        assert_eq!(out.pop(), Some(0), "an empty byte string ends the encoding");
+        let mut length = len;
+        while length >= 0x80 {
+            out.push(length as u8 | 0x80);
+            length >>= 7;
+        }
+        out.push(length as u8);
+        let start = out.len();
+        for run in runs {
+            out.extend_from_slice(run);
+        }
+        assert_eq!(out.len() - start, len, "the runs make up the length given");
+    }
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
         decode(bytes)
     }
@@ -444,6 +470,21 @@ mod tests {
             },
             ClientMessage::LeaseHoldsMany { request: 9, chain: "c".into(), leases: vec![([1; 16], 3)] },
         ]
+    }
+
+    #[test]
+    fn events_encoded_from_runs_match_the_message() {
+        for len in [0usize, 1, 127, 128, 16_383, 16_384, 300_000] {
+            let records: Vec<u8> = (0..len).map(|at| at as u8).collect();
+            let subscription = 7 + len as u64;
+            let expected = ServerMessage::Events { subscription, records: records.clone() }.encode();
+            let cuts = [0, len / 3, len / 2, len];
+            let runs = cuts.windows(2).map(|cut| &records[cut[0]..cut[1]]);
+            let mut out = vec![9u8];
+            ServerMessage::encode_events_into(subscription, len, runs, &mut out);
+            assert_eq!(out[1..], expected[..], "{len} bytes");
+            assert_eq!(out[0], 9, "appended after what was there");
+        }
     }
 
     #[test]

@@ -1294,30 +1294,31 @@ impl Chain {
     /// about `max_bytes`, concatenated as on disk; and the next sequence.
     /// Errors: [`AteError::HistoryDropped`] if `from` is before the log's first sequence.
     pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
+        let (records, next) = self.stored_records(from, max_bytes)?;
+        let mut out = Vec::with_capacity(records.len());
+        for run in records.runs() {
+            out.extend_from_slice(run);
+        }
+        Ok((out, next))
+    }
+
+    /// [`Chain::read_records`] without the copy: where the records lie in
+    /// the segments, to be copied once by whoever sends them.
+    pub fn stored_records(&self, from: u64, max_bytes: usize) -> Result<(StoredRecords, u64)> {
         self.ensure_held(from)?;
         let mut cursor = self.cursor_at(from)?;
-        // Records follow each other within a segment: the batch is a few
-        // runs of bytes (one per segment it spans), copied once each into a
-        // buffer of the right size, rather than record by record into one
-        // that grows (and is copied again each time it does).
-        let mut runs: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
-        let mut bytes = 0;
-        while bytes < max_bytes {
+        let mut records = StoredRecords { shared: Arc::clone(&self.shared), runs: Vec::new(), len: 0 };
+        while records.len < max_bytes {
             let Some(event) = self.read_at(&mut cursor)? else { break };
             // The cursor now sits right after this record, in the same segment.
             let (segment, start) = (event.location.segment(), event.location.offset() as usize);
-            bytes += cursor.offset - start;
-            match runs.last_mut() {
+            records.len += cursor.offset - start;
+            match records.runs.last_mut() {
                 Some((last_segment, run)) if *last_segment == segment && run.end == start => run.end = cursor.offset,
-                _ => runs.push((segment, start..cursor.offset)),
+                _ => records.runs.push((segment, start..cursor.offset)),
             }
         }
-        let mut out = Vec::with_capacity(bytes);
-        for (segment, run) in runs {
-            let segment = self.shared.segments.get(segment).expect("records were just read from it");
-            out.extend_from_slice(&segment.bytes()[run]);
-        }
-        Ok((out, cursor.next_sequence))
+        Ok((records, cursor.next_sequence))
     }
 
     /// The next durable event at `cursor`, checksum verified; `None` at the
@@ -1416,5 +1417,40 @@ impl Chain {
         } else {
             Err(AteError::Conflict { key: event.key })
         }
+    }
+}
+
+/// Where a batch of stored records lies ([`Chain::stored_records`]):
+/// records follow each other within a segment, so a batch is one run of
+/// bytes per segment it spans. Sealed segments never change while their
+/// chain is open (compaction and log drops take effect on reopening), and
+/// the batch keeps the chain's segments alive, so its runs stay valid.
+pub struct StoredRecords {
+    shared: Arc<ChainShared>,
+    runs: Vec<(u32, std::ops::Range<usize>)>,
+    len: usize,
+}
+
+impl std::fmt::Debug for StoredRecords {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("StoredRecords").field("runs", &self.runs).field("len", &self.len).finish()
+    }
+}
+
+impl StoredRecords {
+    /// Bytes in all.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The runs of bytes, in order; together they are the batch.
+    pub fn runs(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.runs.iter().map(|(segment, run)| {
+            &self.shared.segments.get(*segment).expect("records were read from it").bytes()[run.clone()]
+        })
     }
 }
