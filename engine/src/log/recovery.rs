@@ -15,6 +15,7 @@ use super::{view_change_for, ChainShared, Segment};
 use crate::format::{decode_record, EventHash, SegmentHeader, FRAME_LEN, HEADER_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN};
 use crate::view::{EventLocation, ViewChange};
 use crate::{AteError, Result};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Where appending resumes.
@@ -80,14 +81,62 @@ fn remove_interrupted_compactions(dir: &Path) -> Result<()> {
 pub(crate) fn create_segment(chain: &ChainShared, first_sequence: u64, prev_hash: EventHash) -> Result<Segment> {
     let path = chain.dir.join(segment_file_name(first_sequence));
     let len = chain.config.segment_size_bytes;
+    let file = chain
+        .storage
+        .create_preallocated(&path, len)
+        .map_err(|e| AteError::io(format!("creating segment {}", path.display()), e))?;
+    start_segment(chain, file, &path, first_sequence, prev_hash)
+}
+
+/// Name of the file [`prepare_segment_file`] makes: not a segment's name,
+/// so nothing reads it as one.
+const PREPARED_SEGMENT_FILE: &str = "next-segment.prepared";
+
+/// Preallocates the file of a chain's next segment ahead of the roll, for
+/// chains in memory only: there, preallocation zeroes every page of it,
+/// which takes tens of milliseconds, and a roll happens under the append
+/// lock. (Their directories are temporary: no recovery ever meets the file.)
+pub(crate) fn prepare_segment_file(chain: &ChainShared) -> std::io::Result<(File, PathBuf)> {
+    let path = chain.dir.join(PREPARED_SEGMENT_FILE);
+    match chain.storage.create_preallocated(&path, chain.config.segment_size_bytes) {
+        Ok(file) => Ok((file, path)),
+        Err(error) => {
+            let _ = std::fs::remove_file(&path);
+            Err(error)
+        }
+    }
+}
+
+/// Turns a file from [`prepare_segment_file`] into the segment that starts
+/// at `first_sequence`: its header written and synced, then the file
+/// renamed to the segment's name.
+pub(crate) fn start_prepared_segment(
+    chain: &ChainShared,
+    (file, prepared): (File, PathBuf),
+    first_sequence: u64,
+    prev_hash: EventHash,
+) -> Result<Segment> {
+    let path = chain.dir.join(segment_file_name(first_sequence));
+    let renamed = chain.storage.rename(&prepared, &path);
+    renamed.map_err(|e| AteError::io(format!("naming prepared segment {}", path.display()), e))?;
+    start_segment(chain, file, &path, first_sequence, prev_hash)
+}
+
+/// Writes and syncs the header of the new segment `file` at `path`, and maps it.
+fn start_segment(
+    chain: &ChainShared,
+    file: File,
+    path: &Path,
+    first_sequence: u64,
+    prev_hash: EventHash,
+) -> Result<Segment> {
     let context = |what: &str| format!("{what} segment {}", path.display());
-    let file = chain.storage.create_preallocated(&path, len).map_err(|e| AteError::io(context("creating"), e))?;
     let header = SegmentHeader {
         first_sequence,
         created_unix_us: crate::chain::now_us(),
         chain_id: chain.chain_id,
         prev_hash,
-        segment_len: len,
+        segment_len: chain.config.segment_size_bytes,
     };
     chain
         .storage
@@ -95,8 +144,8 @@ pub(crate) fn create_segment(chain: &ChainShared, first_sequence: u64, prev_hash
         .map_err(|e| AteError::io(context("writing header of"), e))?;
     chain.storage.sync_data(&file).map_err(|e| AteError::io(context("syncing"), e))?;
     chain.storage.sync_dir(&chain.dir).map_err(|e| AteError::io(context("syncing directory of"), e))?;
-    let (segment, decoded) = Segment::open(file, &path).map_err(|e| AteError::io(context("mapping"), e))?;
-    decoded.map_err(|e| corrupt(chain, &path, 0, None, format!("header just written does not read back: {e}")))?;
+    let (segment, decoded) = Segment::open(file, path).map_err(|e| AteError::io(context("mapping"), e))?;
+    decoded.map_err(|e| corrupt(chain, path, 0, None, format!("header just written does not read back: {e}")))?;
     Ok(segment)
 }
 
