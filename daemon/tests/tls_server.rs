@@ -250,6 +250,9 @@ async fn prometheus_metrics_count_commits_rejections_and_fsyncs() {
     }
     let objects = response.lines().find(|line| line.starts_with("atedb_chain_objects{chain=\"metered-"));
     assert!(objects.is_some_and(|line| line.ends_with(" 1")), "one live object: {objects:?}");
+    // The server did work (a TLS handshake at least): some CPU time.
+    let cpu_s = response.lines().find_map(|line| line.strip_prefix("process_cpu_seconds_total "));
+    assert!(cpu_s.and_then(|value| value.parse::<f64>().ok()).is_some_and(|cpu_s| cpu_s > 0.0), "{cpu_s:?}");
 }
 
 /// A CA-issued identity instead of the self-signed one: clients verify the

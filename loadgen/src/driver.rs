@@ -69,9 +69,16 @@ pub async fn run(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc<Prog
     run_measured(workload, plan, progress).await
 }
 
+/// CPU time this process has spent so far, in seconds.
+fn process_cpu_s() -> f64 {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    time.tv_sec as f64 + time.tv_nsec as f64 / 1e9
+}
+
 async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc<Progress>) -> Report {
     let workers = plan.workers.max(1);
     let started = Instant::now();
+    let cpu_started_s = process_cpu_s();
     // Stopping cancels requests still waiting (a subscriber with nothing to
     // receive, a consumer with nothing to take): they are not counted.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -178,5 +185,6 @@ async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc
         }
     }
     stop_sender.send_replace(true);
-    Report { events_per_worker, ..merged.finish(started.elapsed()) }
+    let cpu_s = process_cpu_s() - cpu_started_s;
+    Report { events_per_worker, cpu_s, ..merged.finish(started.elapsed()) }
 }

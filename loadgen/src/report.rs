@@ -112,6 +112,7 @@ impl Recorder {
         }
     }
 
+    /// The report, with no CPU time (the driver measures it).
     pub fn finish(self, elapsed: Duration) -> Report {
         let seconds = elapsed.as_secs_f64().max(1e-9);
         let percentile =
@@ -151,6 +152,7 @@ impl Recorder {
                 .collect(),
             events_per_worker: Vec::new(),
             fanout: None,
+            cpu_s: 0.0,
         }
     }
 }
@@ -183,6 +185,11 @@ pub struct Report {
     pub events_per_worker: Vec<u64>,
     /// Set for fan-out runs: how fast the slowest subscriber kept up.
     pub fanout: Option<Fanout>,
+    /// CPU time (user and system) this process spent during the measured
+    /// run: the load generator's own cost, and with `--embedded` the
+    /// engine's too. Throughput on a shared machine drifts; CPU per event
+    /// drifts less.
+    pub cpu_s: f64,
 }
 
 /// A fan-out run seen per subscriber: "every subscriber ≥ N events/s" is
@@ -226,8 +233,16 @@ impl Report {
                 fanout.fastest_subscriber_events_per_s
             )
         });
+        // Per published event in a fan-out run (what the producer pays for).
+        let counted =
+            self.fanout.as_ref().map_or(self.events as f64, |fanout| fanout.published_events_per_s * self.elapsed_s);
+        let cpu = format!(
+            "cpu          {:.2} s in this process ({:.2} µs per event)\n",
+            self.cpu_s,
+            self.cpu_s * 1e6 / counted.max(1.0)
+        );
         format!(
-            "workload     {workload}\ntarget       {target}\nelapsed      {:.1} s\nevents       {}  ({} requests, {} errors)\nthroughput   {:.0} events/s  {:.2} MB/s\nlatency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n{fanout}",
+            "workload     {workload}\ntarget       {target}\nelapsed      {:.1} s\nevents       {}  ({} requests, {} errors)\nthroughput   {:.0} events/s  {:.2} MB/s\nlatency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n{fanout}{cpu}",
             self.elapsed_s,
             self.events,
             self.requests,
@@ -246,7 +261,8 @@ impl Report {
     /// `events`, `errors`, `throughput_events_per_s`, `throughput_mb_per_s`,
     /// `latency_us` {`p50`, `p90`, `p99`, `p999`, `max`}; plus `config`
     /// (every setting of the run), `requests`, `bytes`, `elapsed_s`,
-    /// `error_kinds`, `timeline` (per second), `events_per_worker`, and
+    /// `error_kinds`, `timeline` (per second), `events_per_worker`,
+    /// `loadgen_cpu_s` (this process's CPU time during the run), and
     /// `fanout` (null unless the workload is one).
     pub fn to_json(&self, workload: &str, target: &str, config: serde_json::Value) -> serde_json::Value {
         let latency = &self.latency_us;
@@ -283,6 +299,7 @@ impl Report {
                 "latency_us_p99": second.latency_us_p99,
             })).collect::<Vec<_>>(),
             "events_per_worker": self.events_per_worker,
+            "loadgen_cpu_s": self.cpu_s,
             "fanout": fanout,
             "config": config,
         })

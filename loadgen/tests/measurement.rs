@@ -115,6 +115,32 @@ async fn the_json_report_keeps_its_stable_fields() {
     }
     assert_eq!(json["config"]["workers"], 2);
     assert!(json["timeline"].as_array().is_some_and(|seconds| !seconds.is_empty()));
+    assert!(json["loadgen_cpu_s"].as_f64().is_some_and(|cpu_s| cpu_s >= 0.0));
+}
+
+/// Each request spins the CPU for 2 ms.
+struct Spinning;
+
+impl Workload for Spinning {
+    fn step<'a>(&'a self, _worker: usize, _random: &'a mut fastrand::Rng) -> StepFuture<'a> {
+        Box::pin(async move {
+            let until = std::time::Instant::now() + Duration::from_millis(2);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            Ok(Outcome { events: 1, bytes: 1, end_to_end_us: Vec::new() })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_counts_the_cpu_time_of_the_measured_run() {
+    // 100 requests of 2 ms of spinning each: at least 0.2 s of CPU, whatever
+    // the machine's speed. (Other tests in this process may add to it, so
+    // there is no upper bound here.)
+    let report = run(Arc::new(Spinning), &closed_loop(1, Stop::Count(100)), Default::default()).await;
+    assert!(report.cpu_s >= 0.19, "{} s of CPU", report.cpu_s);
+    assert!(report.table("ingest", "spinning").contains("µs per event"));
 }
 
 /// Worker 0 publishes 64 events a request; worker `n` of the others
