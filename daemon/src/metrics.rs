@@ -107,11 +107,10 @@ pub async fn render(server: &Server) -> String {
     };
     // The standard process metric: with the events counted below, the
     // server's CPU per event (throughput on a shared machine drifts more).
-    let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     let _ = writeln!(
         out,
         "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {:.6}",
-        cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9
+        ate::metrics::process_cpu_seconds()
     );
     counter(
         &mut out,

@@ -69,16 +69,10 @@ pub async fn run(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc<Prog
     run_measured(workload, plan, progress).await
 }
 
-/// CPU time this process has spent so far, in seconds.
-fn process_cpu_s() -> f64 {
-    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    time.tv_sec as f64 + time.tv_nsec as f64 / 1e9
-}
-
 async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc<Progress>) -> Report {
     let workers = plan.workers.max(1);
     let started = Instant::now();
-    let cpu_started_s = process_cpu_s();
+    let cpu_started_s = ate::metrics::process_cpu_seconds();
     // Stopping cancels requests still waiting (a subscriber with nothing to
     // receive, a consumer with nothing to take): they are not counted.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -185,6 +179,6 @@ async fn run_measured(workload: Arc<dyn Workload>, plan: &RunPlan, progress: Arc
         }
     }
     stop_sender.send_replace(true);
-    let cpu_s = process_cpu_s() - cpu_started_s;
+    let cpu_s = ate::metrics::process_cpu_seconds() - cpu_started_s;
     Report { events_per_worker, cpu_s, ..merged.finish(started.elapsed()) }
 }

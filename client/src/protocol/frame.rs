@@ -118,9 +118,14 @@ impl FrameReader {
         &self.buffer[self.start..]
     }
 
+    /// The length the frame at the front announces, once its header is here.
+    fn announced_length(&self) -> Option<usize> {
+        let header = self.unread().get(..FRAME_HEADER_LEN)?;
+        Some(u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize)
+    }
+
     fn check_announced_length(&self) -> Result<(), ProtocolError> {
-        if let Some(header) = self.unread().get(..FRAME_HEADER_LEN) {
-            let length = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+        if let Some(length) = self.announced_length() {
             if length > self.max_frame_bytes {
                 return Err(ProtocolError::FrameTooLarge { length, limit: self.max_frame_bytes });
             }
@@ -134,9 +139,8 @@ impl FrameReader {
     /// The next whole frame, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<(FrameKind, Vec<u8>)>, ProtocolError> {
         self.check_announced_length()?;
+        let Some(length) = self.announced_length() else { return Ok(None) };
         let unread = self.unread();
-        let Some(header) = unread.get(..FRAME_HEADER_LEN) else { return Ok(None) };
-        let length = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
         if unread.len() < FRAME_HEADER_LEN + length {
             return Ok(None);
         }
@@ -167,10 +171,9 @@ impl FrameReader {
     ) -> Result<Option<PartialFrame>, ProtocolError> {
         self.check_announced_length()?;
         let unread = self.unread();
-        if unread.len() <= FRAME_HEADER_LEN {
+        let Some(length) = self.announced_length().filter(|_| unread.len() > FRAME_HEADER_LEN) else {
             return Ok(None);
-        }
-        let length = u32::from_le_bytes(unread[..FRAME_HEADER_LEN].try_into().expect("4 bytes")) as usize;
+        };
         let message_length = length - 1;
         if message_length < min_length || unread.len() >= FRAME_HEADER_LEN + length {
             return Ok(None);

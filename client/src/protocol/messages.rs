@@ -409,12 +409,8 @@ impl ServerMessage {
         // encoding is a varint length, then the bytes.
         encode_into(&ServerMessage::Events { subscription, records: Vec::new() }, out);
         assert_eq!(out.pop(), Some(0), "an empty byte string ends the encoding");
-        let mut length = len;
-        while length >= 0x80 {
-            out.push(length as u8 | 0x80);
-            length >>= 7;
-        }
-        out.push(length as u8);
+        // A byte string's length is encoded as a `usize` is.
+        encode_into(&len, out);
         let start = out.len();
         for run in runs {
             out.extend_from_slice(run);

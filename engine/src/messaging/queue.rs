@@ -45,19 +45,31 @@ pub(crate) struct Leases {
     table: parking_lot::Mutex<HashMap<u128, Lease>>,
 }
 
+impl Lease {
+    /// Whether the item is taken and its time not yet up at `now`.
+    fn held_at(&self, now: Instant) -> bool {
+        self.token != 0 && self.until > now
+    }
+}
+
+/// Takes `key` in `table` for `token` until `until`, unless a live lease
+/// holds it; returns the delivery count.
+fn take(table: &mut HashMap<u128, Lease>, key: u128, token: u64, until: Instant, now: Instant) -> Option<u32> {
+    let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
+    if entry.held_at(now) {
+        return None;
+    }
+    entry.token = token;
+    entry.until = until;
+    entry.deliveries += 1;
+    Some(entry.deliveries)
+}
+
 impl Leases {
     /// Takes the item unless a live lease holds it; returns the delivery count.
     pub(crate) fn acquire(&self, key: u128, token: u64, lease: Duration) -> Option<u32> {
         let now = Instant::now();
-        let mut table = self.table.lock();
-        let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
-        if entry.token != 0 && entry.until > now {
-            return None;
-        }
-        entry.token = token;
-        entry.until = now + lease;
-        entry.deliveries += 1;
-        Some(entry.deliveries)
+        take(&mut self.table.lock(), key, token, now + lease, now)
     }
 
     /// Takes up to `max` of `candidates`, in order, as [`Leases::acquire`]
@@ -80,14 +92,12 @@ impl Leases {
             if leased.len() >= max {
                 break;
             }
-            if table.get(&key).is_some_and(|held| held.token != 0 && held.until > now) || !is_live(key) {
+            if table.get(&key).is_some_and(|held| held.held_at(now)) || !is_live(key) {
                 continue;
             }
-            let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
-            entry.token = token;
-            entry.until = now + lease;
-            entry.deliveries += 1;
-            leased.push((key, entry.deliveries));
+            if let Some(deliveries) = take(&mut table, key, token, now + lease, now) {
+                leased.push((key, deliveries));
+            }
         }
         leased
     }
