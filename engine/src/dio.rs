@@ -126,8 +126,9 @@ impl Dio {
     }
 
     /// Whether loads verify the signatures of the commit they read from
-    /// (on by default under distributed integrity; each commit is checked
-    /// once per chain, then remembered).
+    /// (on by default under distributed integrity; each commit recovered
+    /// from disk is checked once per open chain, then remembered; commits
+    /// appended or ingested since the chain opened were checked on arrival).
     pub fn set_verify_loads(&mut self, verify: bool) {
         self.verify_loads = verify;
     }
@@ -275,7 +276,9 @@ impl Dio {
         }
         let parent =
             event.header.parent().map(|p| (PrimaryKey::from_bytes(p), CollectionId(event.header.collection())));
-        if self.verify_loads {
+        // A commit this process checked on its way in is not checked again
+        // (and remembering each one would grow without bound).
+        if self.verify_loads && !chain.checked_on_arrival(event.header.sequence()) {
             chain.verify_event(event.header.sequence())?;
         }
         let plaintext = self.open_payload(*key, event.header, event.payload)?;

@@ -237,6 +237,33 @@ async fn proofs_verify_against_signed_tree_heads() {
     assert!(verify_tree_head(&new, stranger.public()).is_err());
 }
 
+/// Rewrites every data payload of the segment at `path` to `forged` with
+/// consistent payload hashes, hash links and checksums, in place (so a
+/// chain with the file mapped keeps reading it); `forged` encodes to as many
+/// bytes as each original, so every record stays where it was.
+fn forge_payloads(path: &std::path::Path, forged: &str) {
+    use std::os::unix::fs::FileExt;
+    let bytes = aligned(&std::fs::read(path).unwrap());
+    let mut out = AlignedVec::<16>::new();
+    out.extend_from_slice(&bytes[..SEGMENT_HEADER_LEN]);
+    let mut prev_hash = SegmentHeader::decode(&bytes).unwrap().prev_hash;
+    for (at, _) in records(&bytes) {
+        let record = decode_record(&bytes, at).unwrap().unwrap();
+        let mut event = record.header.to_native();
+        let mut payload = record.payload.to_vec();
+        if event.kind == ate::format::EventKind::Data as u8 {
+            let encoded = postcard::to_stdvec(&forged.to_string()).unwrap();
+            assert_eq!(encoded.len(), payload.len(), "the forgery keeps every record in place");
+            payload = encoded;
+        }
+        event.payload_hash = blake3::hash(&payload).into();
+        event.prev_hash = prev_hash;
+        prev_hash = encode_record(&mut out, &event, &payload);
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&out, 0).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -252,25 +279,7 @@ async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
     drop((dio, chain));
 
     // Rewrite the payload at rest with consistent hashes and checksums.
-    let bytes = aligned(&std::fs::read(&path).unwrap());
-    let mut out = AlignedVec::<16>::new();
-    out.extend_from_slice(&bytes[..SEGMENT_HEADER_LEN]);
-    let mut prev_hash = SegmentHeader::decode(&bytes).unwrap().prev_hash;
-    for (at, _) in records(&bytes) {
-        let record = decode_record(&bytes, at).unwrap().unwrap();
-        let mut event = record.header.to_native();
-        let mut payload = record.payload.to_vec();
-        if event.kind == ate::format::EventKind::Data as u8 {
-            payload = postcard::to_stdvec(&"pay eve 10000".to_string()).unwrap();
-        }
-        event.payload_len = payload.len() as u32;
-        event.payload_hash = blake3::hash(&payload).into();
-        event.prev_hash = prev_hash;
-        prev_hash = encode_record(&mut out, &event, &payload);
-    }
-    let mut forged = out.to_vec();
-    forged.resize(bytes.len(), 0);
-    std::fs::write(&path, forged).unwrap();
+    forge_payloads(&path, "pay eve 99");
 
     // Recovery only checks hashes and checksums: it opens. Loads check signatures.
     let chain = open().await;
@@ -279,7 +288,35 @@ async fn loads_verify_signatures_so_a_rehashed_forgery_is_refused() {
     assert!(matches!(error, AteError::Unverified { .. }), "{error}");
     // With verification off, the forgery would have been served.
     dio.set_verify_loads(false);
-    assert_eq!(*dio.load::<String>(&honest).await.unwrap(), "pay eve 10000");
+    assert_eq!(*dio.load::<String>(&honest).await.unwrap(), "pay eve 99");
+}
+
+/// Verified loads check what was recovered from disk; a commit appended
+/// while the chain is open was checked on its way in and is not checked
+/// again (so nothing per commit is remembered for the life of the chain).
+/// The boundary, as docs/security.md states it: a forgery written to disk
+/// under a running chain, over a commit that arrived since it opened, is
+/// caught by loads after the next open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_check_recovered_commits_and_trust_those_checked_on_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PrivateSignKey::generate(SignatureScheme::MlDsa44);
+    let open = || common::open_rooted(common::small_config(dir.path()), root.public(), "audited");
+    let chain = open().await;
+    let mut session = AteSession::new("owner");
+    session.add_user_write_key(root.clone());
+    let mut dio = chain.dio(&session).await;
+    let honest = *dio.store("pay bob 10".to_string()).unwrap().key();
+    dio.commit().await.unwrap();
+    forge_payloads(&chain.path().join("00000000000000000000.seg"), "pay eve 99");
+    dio = chain.dio(&session).await;
+    assert_eq!(*dio.load::<String>(&honest).await.unwrap(), "pay eve 99", "checked on arrival, not again");
+    drop((dio, chain));
+
+    let chain = open().await;
+    let mut dio = chain.dio(&session).await;
+    let error = dio.load::<String>(&honest).await.unwrap_err();
+    assert!(matches!(error, AteError::Unverified { .. }), "recovered, so checked on load: {error}");
 }
 
 /// Large segments are framed and hashed by other threads, a window ahead of

@@ -419,6 +419,7 @@ impl ChainBuilder {
             leases: Default::default(),
             upstream: Default::default(),
             verified_commits: Default::default(),
+            checked_from: recovered.next_sequence,
             proofs: parking_lot::Mutex::new(proofs),
             upkeep: tokio::sync::Mutex::new(()),
             shared,
@@ -555,8 +556,13 @@ pub struct Chain {
     leases: crate::messaging::Leases,
     /// Set on a replica: the owner that takes its commits and leases.
     upstream: std::sync::OnceLock<(Arc<dyn Upstream>, CommitScope)>,
-    /// Commits `verify_event` already checked (by last sequence).
+    /// Commits `verify_event` already checked (by last sequence): only
+    /// commits recovered from disk, so at most the log as it was opened.
     verified_commits: dashmap::DashSet<u64>,
+    /// The first sequence this process appended or ingested: every commit
+    /// from here on was checked on its way in (signatures and authority by
+    /// `assign`, or `ate verify`'s checks by `ingest_commit` on a replica).
+    checked_from: u64,
     /// Merkle tree over event hashes, built on first use and extended after.
     proofs: parking_lot::Mutex<ProofCache>,
     /// Held by compaction and segment drops: one rewrite of the directory at a time.
@@ -1229,6 +1235,16 @@ impl Chain {
     /// A public signing key published in this chain.
     pub(crate) fn published_key(&self, id: &crate::crypto::KeyId) -> Option<crate::crypto::PublicSignKey> {
         self.shared.keys.public_keys.get(id).map(|key| key.clone())
+    }
+
+    /// Whether the commit holding event `sequence` entered the log while
+    /// this chain was open, and so was checked on its way in: appended
+    /// (validated under the append lock) or ingested from the owner
+    /// (verified as `ate verify` would). Only what was recovered from disk
+    /// still needs [`Chain::verify_event`] on load. Recovery keeps whole
+    /// commits only, so no commit straddles the boundary.
+    pub(crate) fn checked_on_arrival(&self, sequence: u64) -> bool {
+        sequence >= self.checked_from
     }
 
     /// Checks that the commit holding event `sequence` is authentic, from the
