@@ -156,6 +156,11 @@ impl Dio {
         }
     }
 
+    /// The version of `key` this transaction last loaded, if it loaded it.
+    pub(crate) fn loaded_version(&self, key: &PrimaryKey) -> Option<u64> {
+        self.versions.get(key).copied().flatten()
+    }
+
     /// Stages a new object under a fresh random key.
     pub fn store<T: Serialize>(&mut self, value: T) -> Result<Dao<T>> {
         self.store_new(PrimaryKey::generate(), None, value)
@@ -281,7 +286,7 @@ impl Dio {
         if self.verify_loads && !chain.checked_on_arrival(event.header.sequence()) {
             chain.verify_event(event.header.sequence())?;
         }
-        let plaintext = self.open_payload(*key, event.header, event.payload)?;
+        let plaintext = self.open_payload_borrowed(*key, event.header, event.payload)?;
         let value = deserialize(*key, &plaintext)?;
         self.versions.insert(*key, Some(event.header.sequence()));
         Ok(Dao { key: *key, parent, value })

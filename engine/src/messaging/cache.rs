@@ -99,7 +99,7 @@ impl<T: Serialize + DeserializeOwned> Cache<T> {
         for key in chain.children(&self.parent, CollectionId::default()) {
             let Some(event) = chain.get(&key) else { continue };
             // The expiry is the entry's first field: read it without knowing `T`.
-            let Ok(plaintext) = dio.open_payload(key, event.header, event.payload) else { continue };
+            let Ok(plaintext) = dio.open_payload_borrowed(key, event.header, event.payload) else { continue };
             let Ok((expires_at_us, _)) = postcard::take_from_bytes::<u64>(&plaintext) else { continue };
             if expires_at_us <= now && dio.delete(&key).is_ok() {
                 removed += 1;

@@ -269,11 +269,8 @@ impl Queue {
             let candidates: Vec<PrimaryKey> = page.into_iter().map(|(_, key)| key).collect();
             let leased = chain.lease_acquire_many(&candidates, token, self.config.lease, max - taken.len()).await?;
             for (key, deliveries) in leased {
-                let Some(version) = self.chain.version(&key) else {
-                    chain.lease_release(key, token, true).await?;
-                    continue;
-                };
                 if deliveries > self.config.max_deliveries {
+                    // Also releases an item that is gone meanwhile.
                     self.dead_letter_item(key, token).await?;
                     continue;
                 }
@@ -283,7 +280,8 @@ impl Queue {
                         value: value.into_inner(),
                         deliveries,
                         token,
-                        version,
+                        // The version the value was read from, not a second lookup.
+                        version: dio.loaded_version(&key).expect("a successful load records its version"),
                         surely_held_until,
                     }),
                     // Acknowledged by someone else in the meantime.
