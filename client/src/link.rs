@@ -94,8 +94,12 @@ impl Link {
         let (outbox, mut outgoing) = mpsc::channel::<ClientMessage>(OUTBOX_MESSAGES);
         let writer_routes = Arc::clone(&routes);
         let writer = tokio::spawn(async move {
+            // The message being written has its own waiter: others mean
+            // requests in flight, whose replies release more requests.
+            let more_coming = || writer_routes.lock().waiters.len() > 1;
+            let encode = ClientMessage::encode_into;
             if let Err(error) =
-                write_queued(&mut write_half, FrameKind::Client, &mut outgoing, ClientMessage::encode_into).await
+                write_queued(&mut write_half, FrameKind::Client, &mut outgoing, encode, more_coming).await
             {
                 close(&writer_routes, format!("sending failed: {error}"));
             }

@@ -316,15 +316,22 @@ const DIRECT_READ_MIN_BYTES: usize = 8 << 10;
 /// How many bytes of queued frames [`write_queued`] gathers into one write.
 const COALESCED_WRITE_BYTES: usize = 256 << 10;
 
+/// Writes shorter than this wait one scheduling round for more messages
+/// when more are likely ([`write_queued`]).
+const PAUSE_BEFORE_WRITES_UNDER_BYTES: usize = 16 << 10;
+
 /// Sends what `queue` yields as frames until it closes. Whatever is already
 /// queued behind a message goes out in the same write and flush (up to
 /// `COALESCED_WRITE_BYTES`): one TLS record run and one syscall for many
-/// small frames, instead of a wakeup and a flush per frame.
+/// small frames, instead of a wakeup and a flush per frame. `more_coming`
+/// says whether other requests are outstanding, so that more messages are
+/// likely within a scheduling round.
 pub async fn write_queued<W, M>(
     stream: &mut W,
     kind: FrameKind,
     queue: &mut tokio::sync::mpsc::Receiver<M>,
     encode_into: impl Fn(&M, &mut Vec<u8>),
+    more_coming: impl Fn() -> bool,
 ) -> Result<(), TransportError>
 where
     W: AsyncWrite + Unpin,
@@ -337,9 +344,25 @@ where
     while let Some(message) = queue.recv().await {
         buffer.clear();
         add(&message, &mut buffer)?;
+        let mut may_wait = true;
         while buffer.len() < COALESCED_WRITE_BYTES {
-            let Ok(message) = queue.try_recv() else { break };
-            add(&message, &mut buffer)?;
+            match queue.try_recv() {
+                Ok(message) => add(&message, &mut buffer)?,
+                // With other requests outstanding, their messages come in
+                // bursts (a group of commits turns durable; replies release
+                // the next requests together): letting the ready tasks run
+                // once puts the rest of the burst into this write instead of
+                // a syscall each. Only for small writes, whose syscall and
+                // TLS record cost more than their bytes: with large ones
+                // (fan-out's event batches, 64 KiB commits) the pause cost
+                // D4 18-22% of its rate. With nothing else outstanding it
+                // would only add latency.
+                Err(_) if may_wait && buffer.len() < PAUSE_BEFORE_WRITES_UNDER_BYTES && more_coming() => {
+                    may_wait = false;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
+            }
         }
         stream.write_all(&buffer).await?;
         stream.flush().await?;
@@ -409,5 +432,67 @@ mod tests {
         encode_frame(FrameKind::Client, &vec![1u8; 100_000], DEFAULT_MAX_FRAME_BYTES, &mut client_frame).unwrap();
         let mut reader = FramedReader::new(&client_frame[..], FrameKind::Server);
         assert!(matches!(reader.next().await, Err(TransportError::Protocol(ProtocolError::UnknownFrameKind(1)))));
+    }
+
+    /// Counts flushes: `write_queued` flushes once per coalesced write.
+    #[derive(Default)]
+    struct CountingWriter {
+        bytes: Vec<u8>,
+        flushes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncWrite for CountingWriter {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A small message queued by a task that is ready to run joins the write
+    /// in progress when more messages are expected, and goes out on its own
+    /// when none are (or when the write is already large).
+    #[tokio::test(flavor = "current_thread")]
+    async fn small_writes_wait_one_round_for_ready_senders_only_when_more_are_coming() {
+        for (more_coming, first_len, expected_writes) in
+            [(true, 10, 1), (false, 10, 2), (true, PAUSE_BEFORE_WRITES_UNDER_BYTES, 2)]
+        {
+            let (sender, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+            let flushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut stream = CountingWriter { bytes: Vec::new(), flushes: Arc::clone(&flushes) };
+            let writer = tokio::spawn(async move {
+                let encode = |message: &Vec<u8>, out: &mut Vec<u8>| out.extend_from_slice(message);
+                write_queued(&mut stream, FrameKind::Client, &mut queue, encode, move || more_coming).await.unwrap();
+                stream.bytes
+            });
+            // The writer wakes for the first message; the second sender is
+            // ready to run by then but has not sent yet.
+            sender.send(vec![1; first_len]).await.unwrap();
+            let second = sender.clone();
+            tokio::spawn(async move { second.send(vec![2; 3]).await.unwrap() });
+            drop(sender);
+            let bytes = writer.await.unwrap();
+            let case = format!("more coming {more_coming}, first message {first_len} bytes");
+            assert_eq!(flushes.load(std::sync::atomic::Ordering::Relaxed), expected_writes, "{case}");
+            let mut reader = FramedReader::new(&bytes[..], FrameKind::Client);
+            assert_eq!(reader.next().await.unwrap(), vec![1; first_len], "{case}");
+            assert_eq!(reader.next().await.unwrap(), vec![2; 3], "{case}");
+        }
     }
 }

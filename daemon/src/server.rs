@@ -302,9 +302,14 @@ impl Server {
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut reader = FramedReader::new(read_half, FrameKind::Client);
         let (outbox, mut outgoing) = mpsc::channel::<Outgoing>(OUTBOX_FRAMES);
+        let replies_pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pending = Arc::clone(&replies_pending);
         let writer = tokio::spawn(async move {
+            // Commits turn durable in groups: their replies come in bursts.
+            let more_coming = || pending.load(std::sync::atomic::Ordering::Acquire) > 0;
             // A failed write ends the writer; the reader notices the closed outbox.
-            let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, Outgoing::encode_into).await;
+            let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, Outgoing::encode_into, more_coming)
+                .await;
         });
         let mut session = Session {
             server: self,
@@ -315,6 +320,7 @@ impl Server {
             subscriptions: HashMap::new(),
             next_subscription: 0,
             commits_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_COMMIT_BYTES_IN_FLIGHT)),
+            replies_pending,
         };
         // Hello and Authenticate must come within the handshake timeout: a
         // connection that never authenticates does not hold a slot for long.
@@ -381,6 +387,9 @@ struct Session {
     next_subscription: u64,
     /// Bounds the commits of this connection being appended at once.
     commits_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Commits waiting for durability, whose replies are still to be queued
+    /// (the writer pauses once before a write while any are).
+    replies_pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The reply to a request the engine refused (counted by reason), with the
@@ -586,7 +595,9 @@ impl Session {
                     Err(error) => return self.engine_error(request, error).await,
                 };
                 let (server, outbox) = (Arc::clone(&self.server), self.outbox.clone());
+                let replies_pending = Arc::clone(&self.replies_pending);
                 server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                replies_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tokio::spawn(async move {
                     let reply = match pending.durable().await {
                         Ok(receipt) => {
@@ -597,6 +608,8 @@ impl Session {
                         }
                         Err(error) => engine_error_reply(&server.metrics, request, error),
                     };
+                    // Before the send: the writer, woken by it, sees only the others.
+                    replies_pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     let _ = outbox.send(reply.into()).await;
                     drop((permit, server_permit));
                     server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
