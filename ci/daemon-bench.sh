@@ -60,6 +60,10 @@ date -u +"start %F %H:%M:%S UTC, commit $(git -C "$root" rev-parse --short HEAD)
 fresh_peers
 loadgen d1 compare --workload ingest --target "tcp://$listen/d1" --connections 1 --in-flight 16 --batch 64 \
     --warmup 1 --rounds 2 $redis $nats_always $nats_default --html "$out/d1.html"
+# One event per commit, 64 in flight: what a commit costs on its own.
+fresh_peers
+loadgen d1-single compare --workload ingest --target "tcp://$listen/d1s" --connections 1 --in-flight 64 --batch 1 \
+    --warmup 1 --rounds 1 $redis $nats_always $nats_default --html "$out/d1-single.html"
 # Half the D1 target rate, open loop (2,340 commits of 64 = 150k events/s).
 # The first run is a discarded warm-up: on this VM it can stall.
 for run in 0 1 2 3; do
