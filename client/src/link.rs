@@ -140,6 +140,17 @@ impl Link {
         Ok(request)
     }
 
+    /// Room in the outbox, taken before a request registers its waiter: a
+    /// caller that gives up while the outbox is full (a deadline) then
+    /// leaves no waiter behind, which would otherwise stay for the link's
+    /// life and make its writer expect more requests than are coming.
+    async fn reserve(&self) -> Result<mpsc::Permit<'_, ClientMessage>, RemoteError> {
+        match self.outbox.reserve().await {
+            Ok(slot) => Ok(slot),
+            Err(_) => Err(closed_error(&self.routes.lock())),
+        }
+    }
+
     /// Queues a request built around a fresh request id and returns the
     /// receiver of its reply once the request is on its way.
     pub async fn send(
@@ -147,11 +158,9 @@ impl Link {
         build: impl FnOnce(u64) -> ClientMessage,
     ) -> Result<oneshot::Receiver<Reply>, RemoteError> {
         let (reply, receiver) = oneshot::channel();
+        let slot = self.reserve().await?;
         let request = self.register(Waiter::Reply(reply))?;
-        if self.outbox.send(build(request)).await.is_err() {
-            self.routes.lock().waiters.remove(&request);
-            return Err(closed_error(&self.routes.lock()));
-        }
+        slot.send(build(request));
         Ok(receiver)
     }
 
@@ -166,11 +175,9 @@ impl Link {
     pub async fn subscribe(&self, chain: &str, from: u64) -> Result<LinkSubscription, RemoteError> {
         let (reply, receiver) = oneshot::channel();
         let (events, batches) = mpsc::channel(SUBSCRIPTION_BATCHES);
+        let slot = self.reserve().await?;
         let request = self.register(Waiter::Subscribe(reply, events))?;
-        let message = ClientMessage::Subscribe { request, chain: chain.into(), from, collection: None };
-        if self.outbox.send(message).await.is_err() {
-            return Err(closed_error(&self.routes.lock()));
-        }
+        slot.send(ClientMessage::Subscribe { request, chain: chain.into(), from, collection: None });
         match receive(receiver, &self.routes).await? {
             ServerMessage::Subscribed { .. } => Ok(LinkSubscription { batches, routes: Arc::clone(&self.routes) }),
             other => Err(RemoteError::Unexpected(format!("{other:?}"))),

@@ -377,6 +377,23 @@ impl Server {
     }
 }
 
+/// One commit whose reply is still to be queued, counted in its
+/// connection's `replies_pending` until dropped (also if its task panics).
+struct PendingReply(Arc<std::sync::atomic::AtomicUsize>);
+
+impl PendingReply {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 struct Session {
     server: Arc<Server>,
     outbox: mpsc::Sender<Outgoing>,
@@ -595,9 +612,8 @@ impl Session {
                     Err(error) => return self.engine_error(request, error).await,
                 };
                 let (server, outbox) = (Arc::clone(&self.server), self.outbox.clone());
-                let replies_pending = Arc::clone(&self.replies_pending);
                 server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                replies_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let reply_pending = PendingReply::new(&self.replies_pending);
                 tokio::spawn(async move {
                     let reply = match pending.durable().await {
                         Ok(receipt) => {
@@ -609,7 +625,7 @@ impl Session {
                         Err(error) => engine_error_reply(&server.metrics, request, error),
                     };
                     // Before the send: the writer, woken by it, sees only the others.
-                    replies_pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    drop(reply_pending);
                     let _ = outbox.send(reply.into()).await;
                     drop((permit, server_permit));
                     server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);

@@ -124,8 +124,10 @@ struct Spinning;
 impl Workload for Spinning {
     fn step<'a>(&'a self, _worker: usize, _random: &'a mut fastrand::Rng) -> StepFuture<'a> {
         Box::pin(async move {
-            let until = std::time::Instant::now() + Duration::from_millis(2);
-            while std::time::Instant::now() < until {
+            // Spins for 2 ms of this process's CPU time, not of wall time: a
+            // thread preempted by other tests would otherwise spin for less.
+            let until = ate::metrics::process_cpu_seconds() + 0.002;
+            while ate::metrics::process_cpu_seconds() < until {
                 std::hint::spin_loop();
             }
             Ok(Outcome { events: 1, bytes: 1, end_to_end_us: Vec::new() })
@@ -135,8 +137,8 @@ impl Workload for Spinning {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_counts_the_cpu_time_of_the_measured_run() {
-    // 100 requests of 2 ms of spinning each: at least 0.2 s of CPU, whatever
-    // the machine's speed. (Other tests in this process may add to it, so
+    // 100 requests of 2 ms of CPU each: at least 0.2 s of CPU, whatever the
+    // machine's speed or load. (Other tests in this process may add to it, so
     // there is no upper bound here.)
     let report = run(Arc::new(Spinning), &closed_loop(1, Stop::Count(100)), Default::default()).await;
     assert!(report.cpu_s >= 0.19, "{} s of CPU", report.cpu_s);

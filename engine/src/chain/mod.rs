@@ -1239,10 +1239,14 @@ impl Chain {
 
     /// Whether the commit holding event `sequence` entered the log while
     /// this chain was open, and so was checked on its way in: appended
-    /// (validated under the append lock) or ingested from the owner
-    /// (verified as `ate verify` would). Only what was recovered from disk
-    /// still needs [`Chain::verify_event`] on load. Recovery keeps whole
-    /// commits only, so no commit straddles the boundary.
+    /// (`assign` validates signatures and authority under the append lock)
+    /// or ingested from the owner (`check_commit`, as `ate verify` would).
+    /// Only what was recovered from disk still needs [`Chain::verify_event`]
+    /// on load. Recovery keeps whole commits only, so no commit straddles
+    /// the boundary. Arrival checks judge an unsigned write by the rule at
+    /// its time, as `ate verify` does; `verify_event` can only judge it by
+    /// today's rule, so an unsigned write to an object locked later loads
+    /// while the chain stays open and is refused after a reopen.
     pub(crate) fn checked_on_arrival(&self, sequence: u64) -> bool {
         sequence >= self.checked_from
     }
@@ -1251,7 +1255,10 @@ impl Chain {
     /// stored bytes: its checksums, and its signatures over the Merkle root
     /// of its events by keys published in the chain (or configured as root
     /// keys). An unsigned commit passes only if the object may, today, be
-    /// written by anyone. Each commit is verified once, then remembered.
+    /// written by anyone. Each commit recovered from disk is verified once,
+    /// then remembered; one that arrived while the chain is open is verified
+    /// at every call, never remembered, so the memory stays bounded by the
+    /// log as it was opened.
     pub fn verify_event(&self, sequence: u64) -> Result<()> {
         let Some((first, last, location)) = self.commit_bounds(sequence) else {
             return Err(AteError::InvalidInput(format!("no durable event {sequence}")));
@@ -1292,7 +1299,9 @@ impl Chain {
                 return Err(unverified("unsigned commit for an object that needs a signature".into()));
             }
         }
-        self.verified_commits.insert(last);
+        if !self.checked_on_arrival(first) {
+            self.verified_commits.insert(last);
+        }
         Ok(())
     }
 
