@@ -758,12 +758,6 @@ impl Session {
     }
 }
 
-/// Streams stored records from `from` on, then live ones as they become
-/// durable. Reads the log at its own pace: a slow client only slows itself
-/// (the bounded outbox makes this task wait), never producers.
-/// Streams a chain's records from `from` to one subscription until the
-/// connection goes or the token expires (`valid_until_us`): a stream is
-/// not a way to keep reading with a token that no longer allows it.
 /// What a connection's writer sends: a message, or a batch of a
 /// subscription's records still in the chain's segments, encoded straight
 /// from there into the write buffer (copied once, not read into a buffer
@@ -791,6 +785,12 @@ impl Outgoing {
     }
 }
 
+/// Streams a chain's records from `from` to one subscription: stored ones
+/// first, then live ones as they become durable, until the connection goes
+/// or the token expires (`valid_until_us`): a stream is not a way to keep
+/// reading with a token that no longer allows it. Reads the log at its own
+/// pace: a slow client only slows itself (the bounded outbox makes this
+/// task wait), never producers.
 async fn stream_records(
     server: Arc<Server>,
     chain: Arc<Chain>,
