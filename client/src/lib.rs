@@ -4,11 +4,13 @@
 //! - `protocol`: framing, messages, version negotiation (pure, tested without sockets);
 //! - `transport`, `remote`, `link`: TLS connections, one request at a time or multiplexed;
 //! - `registry`: remote chains with the embedded engine's API over a verified local replica;
+//! - `queue`: a remote queue consumed without a replica;
 //! - `ring`, `token`, `cli`: chain placement, access tokens, the `ate` tool's logic.
 
 pub mod cli;
 pub mod link;
 pub mod protocol;
+pub mod queue;
 pub mod registry;
 pub mod remote;
 pub mod ring;

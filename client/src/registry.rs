@@ -15,9 +15,11 @@
 //! accepts the next sequence) and no duplicate (nothing before it is sent).
 
 use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, WireDurability, WireEvent};
+use crate::queue::RemoteQueue;
 use crate::remote::{RemoteConnection, RemoteError};
 use crate::ring::{HashRing, DEFAULT_VIRTUAL_NODES};
 use ate::chain::{CommitScope, Upstream, UpstreamFuture};
+use ate::messaging::{QueueConfig, QueueSpec};
 use ate::prelude::*;
 use ate::{CommitReceipt, RemoteFailure};
 use std::path::PathBuf;
@@ -223,6 +225,17 @@ impl Registry {
         let (link, _) = connector.connect().await?;
         Ok(Producer { upstream: RemoteUpstream::new(connector, link) })
     }
+
+    /// The queue `name` on `tcp://host[:port]/chain`, consumed without a
+    /// replica: each take is one request that returns the items it leased
+    /// ([`RemoteQueue`]). For encrypted or signed queues, use
+    /// [`Registry::open`] and [`ate::messaging::Queue`].
+    pub async fn queue(&self, url: &str, name: &str, config: QueueConfig) -> Result<RemoteQueue, AteError> {
+        let url = ChainUrl::parse(url)?;
+        let connector = Connector { config: self.config.clone(), url };
+        let (link, _) = connector.connect().await?;
+        Ok(RemoteQueue::new(RemoteUpstream::new(connector, link), QueueSpec::new(name, config)))
+    }
 }
 
 /// Appends to a remote chain without a replica ([`Registry::producer`]).
@@ -411,8 +424,8 @@ fn wire_durability(durability: Durability) -> WireDurability {
 /// The owner of a replica, over one multiplexed connection that is
 /// replaced when it drops.
 #[derive(Debug)]
-struct RemoteUpstream {
-    chain: String,
+pub(crate) struct RemoteUpstream {
+    pub(crate) chain: String,
     connector: Connector,
     link: parking_lot::Mutex<Arc<crate::link::Link>>,
     /// One reconnection at a time.
@@ -462,7 +475,7 @@ impl RemoteUpstream {
         Ok(link)
     }
 
-    async fn request(&self, build: impl FnOnce(u64) -> ClientMessage) -> Result<ServerMessage, AteError> {
+    pub(crate) async fn request(&self, build: impl FnOnce(u64) -> ClientMessage) -> Result<ServerMessage, AteError> {
         let link = self.link().await?;
         request_with_deadline(&link, build).await
     }
@@ -477,7 +490,7 @@ impl RemoteUpstream {
     }
 }
 
-fn unexpected(message: ServerMessage) -> AteError {
+pub(crate) fn unexpected(message: ServerMessage) -> AteError {
     to_ate_error(RemoteError::Unexpected(format!("{message:?}")))
 }
 

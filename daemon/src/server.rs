@@ -5,7 +5,7 @@ use crate::metrics::ServerMetrics;
 use ate::chain::now_us;
 use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
 use ate::prelude::*;
-use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage};
+use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKind, ServerMessage, TakenRecord};
 use ate_client::ring::{HashRing, DEFAULT_VIRTUAL_NODES};
 use ate_client::token::{self, Claims};
 use ate_client::transport::{write_queued, FramedReader, ServerIdentity, TransportError};
@@ -700,6 +700,22 @@ impl Session {
                     Err(error) => self.engine_error(request, error).await,
                 }
             }
+            ClientMessage::Take { request, chain, items, token, lease_ms, max } => {
+                if max as usize > ate::messaging::MAX_LEASE_CANDIDATES {
+                    let message = format!("at most {} items per take", ate::messaging::MAX_LEASE_CANDIDATES);
+                    return self.error(Some(request), ErrorCode::TooLarge, message).await;
+                }
+                // It reads items as well as leasing them.
+                if !self.authorise(request, false).await {
+                    return true;
+                }
+                let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
+                let lease = Duration::from_millis(lease_ms.min(MAX_LEASE_MS));
+                match take_items(&chain, PrimaryKey::from_bytes(items), token, lease, max as usize).await {
+                    Ok(items) => self.send(ServerMessage::Taken { request, items }).await,
+                    Err(error) => self.engine_error(request, error).await,
+                }
+            }
             ClientMessage::LeaseHoldsMany { request, chain, leases } => {
                 if leases.len() > ate::messaging::MAX_LEASE_CANDIDATES {
                     let message = format!("at most {} leases per request", ate::messaging::MAX_LEASE_CANDIDATES);
@@ -783,6 +799,45 @@ impl Outgoing {
             }
         }
     }
+}
+
+/// Bytes of records one `Taken` reply carries at most: well under a frame.
+const MAX_TAKE_REPLY_BYTES: usize = ate_client::protocol::DEFAULT_MAX_FRAME_BYTES / 4;
+
+/// Leases up to `max` of the oldest free children of `items` under `token`
+/// and reads their stored records, for a consumer without a replica. An
+/// item deleted between its lease and its read is skipped; items past the
+/// reply's byte budget are given back (one item is always sent: a record
+/// is smaller than a frame).
+async fn take_items(
+    chain: &Chain,
+    items: PrimaryKey,
+    token: u64,
+    lease: Duration,
+    max: usize,
+) -> ate::Result<Vec<TakenRecord>> {
+    let mut taken = Vec::new();
+    let mut bytes = 0usize;
+    let mut leaser = ate::messaging::ItemLeaser::new(chain, items, token, lease, max);
+    while taken.len() < max && bytes < MAX_TAKE_REPLY_BYTES {
+        let Some(leased) = leaser.next(max - taken.len()).await? else { break };
+        for (key, deliveries) in leased {
+            match chain.record_bytes(&key) {
+                Some(record) if bytes + record.len() <= MAX_TAKE_REPLY_BYTES || taken.is_empty() => {
+                    bytes += record.len();
+                    taken.push(TakenRecord { deliveries, record: record.to_vec() });
+                }
+                Some(_) => {
+                    bytes = MAX_TAKE_REPLY_BYTES;
+                    chain.lease_release(key, token, false).await?;
+                }
+                None => {
+                    chain.lease_release(key, token, true).await?;
+                }
+            }
+        }
+    }
+    Ok(taken)
 }
 
 /// Streams a chain's records from `from` to one subscription: stored ones

@@ -148,7 +148,19 @@ async fn malformed_frames_messages_and_versions_get_typed_answers() {
     let leases = vec![([7u8; 16], 1); ate::messaging::MAX_LEASE_CANDIDATES + 1];
     raw.send(&ClientMessage::LeaseHoldsMany { request: 2, chain: "c".into(), leases }).await;
     raw.expect_error(ErrorCode::TooLarge, "at most 1024 leases").await;
+    let max = ate::messaging::MAX_LEASE_CANDIDATES as u32 + 1;
+    raw.send(&ClientMessage::Take { request: 3, chain: "c".into(), items: [7; 16], token: 1, lease_ms: 10, max }).await;
+    raw.expect_error(ErrorCode::TooLarge, "at most 1024 items").await;
     raw.ping(8).await;
+    // A take reads and leases: a token with one of the two roles is refused.
+    for roles in [&["read"][..], &["write"][..]] {
+        let mut raw = Raw::authenticated(&running, &running.token(roles, std::time::Duration::from_secs(60))).await;
+        let take =
+            ClientMessage::Take { request: 4, chain: "c".into(), items: [7; 16], token: 1, lease_ms: 10, max: 1 };
+        raw.send(&take).await;
+        raw.expect_error(ErrorCode::Forbidden, "lacks the").await;
+        raw.ping(9).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,11 +102,11 @@ pub struct Dio {
 /// flood resistance buys nothing here, and per-event hashing shows in E2.
 type FastHash = foldhash::fast::RandomState;
 
-fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|error| AteError::Serialization(error.to_string()))
 }
 
-fn deserialize<T: DeserializeOwned>(key: PrimaryKey, payload: &[u8]) -> Result<T> {
+pub(crate) fn deserialize<T: DeserializeOwned>(key: PrimaryKey, payload: &[u8]) -> Result<T> {
     postcard::from_bytes(payload).map_err(|error| AteError::Deserialization { key, reason: error.to_string() })
 }
 

@@ -140,6 +140,10 @@ struct RunArguments {
     /// Append `chain<TAB>key<TAB>sequence` for every acknowledged write.
     #[arg(long)]
     acked_log: Option<PathBuf>,
+    /// Queue workload over atedb: consumers keep a replica of the chain
+    /// (the engine's queue) instead of taking items from the server.
+    #[arg(long)]
+    queue_replica: bool,
 }
 
 fn main() -> ExitCode {
@@ -183,7 +187,7 @@ fn parse_target(arguments: &RunArguments, text: Option<&str>) -> Result<Target, 
                 ..Default::default()
             };
             let config = options.registry_config().map_err(|error| (error.exit_code(), error.to_string()))?;
-            Ok(Target::Remote { url: url.to_string(), config })
+            Ok(Target::Remote { url: url.to_string(), config, queue_replica: arguments.queue_replica })
         }
         (Some(other), _) => Err(usage(format!("unknown target '{other}': tcp://, redis:// or nats://"))),
         (None, Some(dir)) => Ok(Target::Embedded { dir: dir.clone(), chain: arguments.chain.clone() }),

@@ -4,9 +4,13 @@
 //! `--target nats://host:port`. Each becomes a [`Backend`].
 
 use crate::workload::{Backend, BackendFuture, WorkloadKind};
-use ate::messaging::{Queue, QueueConfig, StartAt, Subscription};
+use ate::messaging::{Delivery, Queue, QueueConfig, StartAt, Subscription};
 use ate::prelude::*;
+use ate_client::queue::RemoteQueue;
 use ate_client::registry::{Producer, Registry, RegistryConfig};
+
+/// The queue every queue workload uses.
+const QUEUE_NAME: &str = "loadgen";
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +24,9 @@ pub enum Target {
     Remote {
         url: String,
         config: RegistryConfig,
+        /// Queue consumers on replicas (the engine's `Queue` on
+        /// `Registry::open`) instead of the owner's takes (`Registry::queue`).
+        queue_replica: bool,
     },
     Redis {
         url: String,
@@ -65,6 +72,7 @@ impl Target {
         acked: AckSink,
     ) -> Result<Arc<dyn Backend>, String> {
         let mut producers = Vec::new();
+        let mut remote_queues = Vec::new();
         let chains = match self {
             Target::Embedded { dir, chain } => {
                 let config = AteConfig { log_path: Some(dir.clone()), durability, ..AteConfig::default() };
@@ -73,14 +81,24 @@ impl Target {
             }
             // An ingesting client, like a Kafka producer, never reads its own
             // events back: a replica would ingest and verify every one of them.
-            Target::Remote { url, config } if kind == WorkloadKind::Ingest => {
+            Target::Remote { url, config, .. } if kind == WorkloadKind::Ingest => {
                 for _ in 0..connections.max(1) {
                     let registry = Registry::new(config.clone()).await;
                     producers.push(registry.producer(url).await.map_err(|e| e.to_string())?);
                 }
                 Vec::new()
             }
-            Target::Remote { url, config } => {
+            // A queue consumer, like a Kafka consumer, receives the items it
+            // takes and nothing else (no replica of the whole chain).
+            Target::Remote { url, config, queue_replica: false } if kind == WorkloadKind::Queue => {
+                for _ in 0..connections.max(1) {
+                    let registry = Registry::new(config.clone()).await;
+                    let queue = registry.queue(url, QUEUE_NAME, QueueConfig::default()).await;
+                    remote_queues.push(queue.map_err(|e| e.to_string())?.with_durability(durability));
+                }
+                Vec::new()
+            }
+            Target::Remote { url, config, .. } => {
                 let mut chains = Vec::with_capacity(connections.max(1));
                 for _ in 0..connections.max(1) {
                     let registry = Registry::new(config.clone()).await;
@@ -93,10 +111,17 @@ impl Target {
         };
         let queues = chains
             .iter()
-            .map(|chain| Queue::new(chain, &AteSession::default(), "loadgen", QueueConfig::default()))
+            .map(|chain| Queue::new(chain, &AteSession::default(), QUEUE_NAME, QueueConfig::default()))
             .collect();
         let subscriptions = (0..workers).map(|_| tokio::sync::Mutex::new(None)).collect();
-        Ok(Arc::new(AteBackend { chains, producers, queues, subscriptions, durability, acked }))
+        let queue_note = match (kind, self) {
+            (WorkloadKind::Queue, Target::Remote { queue_replica: true, .. }) => "; queue consumers keep a replica",
+            (WorkloadKind::Queue, Target::Remote { .. }) => "; queue consumers take from the server, no replica",
+            _ => "",
+        };
+        let backend =
+            AteBackend { chains, producers, queues, remote_queues, subscriptions, durability, acked, queue_note };
+        Ok(Arc::new(backend))
     }
 }
 
@@ -108,6 +133,10 @@ struct AteBackend {
     chains: Vec<Arc<Chain>>,
     producers: Vec<Producer>,
     queues: Vec<Queue>,
+    /// Queues consumed without a replica (`queues` is then empty).
+    remote_queues: Vec<RemoteQueue>,
+    /// How queue consumers work, for the report's settings.
+    queue_note: &'static str,
     subscriptions: Vec<tokio::sync::Mutex<Option<Subscription>>>,
     durability: Durability,
     acked: AckSink,
@@ -118,6 +147,13 @@ impl AteBackend {
         match self.chains.len() {
             0 => Err("this workload opened no replica to read from".into()),
             count => Ok(&self.chains[worker % count]),
+        }
+    }
+
+    fn remote_queue(&self, worker: usize) -> Option<&RemoteQueue> {
+        match self.remote_queues.len() {
+            0 => None,
+            count => Some(&self.remote_queues[worker % count]),
         }
     }
 
@@ -159,7 +195,10 @@ impl Backend for AteBackend {
     }
 
     fn settings(&self) -> String {
-        format!("ATE: every acknowledged commit fdatasync'd first (durability {:?})", self.durability)
+        format!(
+            "ATE: every acknowledged commit fdatasync'd first (durability {:?}){}",
+            self.durability, self.queue_note
+        )
     }
 
     fn get(&self, worker: usize, key: String) -> BackendFuture<'_, Option<usize>> {
@@ -171,20 +210,39 @@ impl Backend for AteBackend {
     fn push(&self, worker: usize, payloads: Vec<Vec<u8>>) -> BackendFuture<'_, ()> {
         // As bytes (`serde_bytes`), not as a sequence of numbers one by one.
         let payloads = payloads.into_iter().map(serde_bytes::ByteBuf::from);
-        Box::pin(async move { self.queue(worker)?.push_many(payloads).await.map(drop).map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            let pushed = match self.remote_queue(worker) {
+                Some(queue) => queue.push_many(payloads).await.map(drop),
+                None => self.queue(worker)?.push_many(payloads).await.map(drop),
+            };
+            pushed.map_err(|e| e.to_string())
+        })
     }
 
     fn take(&self, worker: usize, max: usize) -> BackendFuture<'_, Vec<usize>> {
         Box::pin(async move {
-            let queue = self.queue(worker)?;
-            let deliveries = queue.take_many::<serde_bytes::ByteBuf>(max).await.map_err(|e| e.to_string())?;
-            let sizes: Vec<usize> = deliveries.iter().map(|delivery| delivery.value.len()).collect();
-            if !deliveries.is_empty() {
-                let acknowledged = queue.ack_many(deliveries).await.map_err(|e| e.to_string())?;
-                if acknowledged != sizes.len() {
-                    let lost = sizes.len() - acknowledged;
-                    return Err(format!("{lost} of {} deliveries were lost before their ack", sizes.len()));
+            let failed = |error: AteError| error.to_string();
+            let sizes = |deliveries: &[Delivery<serde_bytes::ByteBuf>]| -> Vec<usize> {
+                deliveries.iter().map(|delivery| delivery.value.len()).collect()
+            };
+            // Both kinds of consumer: take a batch, then acknowledge it in one commit.
+            let (sizes, acknowledged) = match self.remote_queue(worker) {
+                Some(queue) => {
+                    let deliveries = queue.take_many(max).await.map_err(failed)?;
+                    (sizes(&deliveries), queue.ack_many(deliveries).await.map_err(failed)?)
                 }
+                None => {
+                    let queue = self.queue(worker)?;
+                    let deliveries = queue.take_many(max).await.map_err(failed)?;
+                    let sizes = sizes(&deliveries);
+                    let acknowledged =
+                        if sizes.is_empty() { 0 } else { queue.ack_many(deliveries).await.map_err(failed)? };
+                    (sizes, acknowledged)
+                }
+            };
+            if acknowledged != sizes.len() {
+                let lost = sizes.len() - acknowledged;
+                return Err(format!("{lost} of {} deliveries were lost before their ack", sizes.len()));
             }
             Ok(sizes)
         })

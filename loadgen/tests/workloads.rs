@@ -26,14 +26,24 @@ async fn every_workload_runs_against_an_in_process_atedb() {
         let target = Target::Remote {
             url: format!("tcp://{address}/load-{kind:?}"),
             config: RegistryConfig::new(token.clone(), ServerTrust::Fingerprint(server.fingerprint().to_string())),
+            queue_replica: false,
         };
         drive(&target, &config(kind)).await;
     }
+    // Queue consumers on replicas (the engine's queue), as well as the
+    // default consumers that take from the server.
+    let target = Target::Remote {
+        url: format!("tcp://{address}/load-replica-queue"),
+        config: RegistryConfig::new(token.clone(), ServerTrust::Fingerprint(server.fingerprint().to_string())),
+        queue_replica: true,
+    };
+    drive(&target, &config(WorkloadKind::Queue)).await;
     // A fan-out producer with two commits in flight (of the four workers,
     // two publish and two subscribe); all four publishing leaves nobody to deliver to.
     let target = Target::Remote {
         url: format!("tcp://{address}/load-pipelined-fanout"),
         config: RegistryConfig::new(token.clone(), ServerTrust::Fingerprint(server.fingerprint().to_string())),
+        queue_replica: false,
     };
     let pipelined = WorkloadConfig { publishers: 2, ..config(WorkloadKind::Fanout) };
     drive(&target, &pipelined).await;

@@ -230,6 +230,25 @@ pub enum ClientMessage {
         chain: String,
         leases: Vec<([u8; 16], u64)>,
     },
+    /// Lease up to `max` (at most `MAX_LEASE_CANDIDATES`) of the oldest free
+    /// children of `items` (a queue's items) under `token`, and send them
+    /// back: answered by `Taken`. A consumer that keeps no replica.
+    Take {
+        request: u64,
+        chain: String,
+        items: [u8; 16],
+        token: u64,
+        lease_ms: u64,
+        max: u32,
+    },
+}
+
+/// One item a `Take` leased: its stored record and how often it was delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakenRecord {
+    pub deliveries: u32,
+    #[serde(with = "serde_bytes")]
+    pub record: Vec<u8>,
 }
 
 /// From server to client.
@@ -317,6 +336,12 @@ pub enum ServerMessage {
         request: u64,
         held: Vec<bool>,
     },
+    /// The items a `Take` leased, oldest first (fewer than asked when the
+    /// rest are held, or would not fit in one reply).
+    Taken {
+        request: u64,
+        items: Vec<TakenRecord>,
+    },
 }
 
 impl ServerMessage {
@@ -334,7 +359,8 @@ impl ServerMessage {
             | ServerMessage::LeaseHeld { request, .. }
             | ServerMessage::Checkpoint { request, .. }
             | ServerMessage::LeasedMany { request, .. }
-            | ServerMessage::LeaseHeldMany { request, .. } => Some(*request),
+            | ServerMessage::LeaseHeldMany { request, .. }
+            | ServerMessage::Taken { request, .. } => Some(*request),
             ServerMessage::Error { request, .. } => *request,
             ServerMessage::Pong { nonce } => Some(*nonce),
             ServerMessage::HelloAck { .. } | ServerMessage::Authenticated { .. } | ServerMessage::Events { .. } => None,
@@ -465,6 +491,7 @@ mod tests {
                 max: 1,
             },
             ClientMessage::LeaseHoldsMany { request: 9, chain: "c".into(), leases: vec![([1; 16], 3)] },
+            ClientMessage::Take { request: 10, chain: "c".into(), items: [4; 16], token: 5, lease_ms: 30, max: 16 },
         ]
     }
 
@@ -499,6 +526,7 @@ mod tests {
             },
             ServerMessage::Leased { request: 4, deliveries: Some(2) },
             ServerMessage::Events { subscription: 1, records: vec![0; 64] },
+            ServerMessage::Taken { request: 10, items: vec![TakenRecord { deliveries: 2, record: vec![7; 48] }] },
         ];
         for reply in replies {
             assert_eq!(ServerMessage::decode(&reply.encode()).unwrap(), reply);

@@ -16,7 +16,7 @@ pub use frame::{
     TRUSTED_RESERVE_AHEAD_BYTES,
 };
 pub use messages::{
-    negotiate_version, ClientMessage, ErrorCode, ServerMessage, WireDurability, WireEvent, WireExpect,
+    negotiate_version, ClientMessage, ErrorCode, ServerMessage, TakenRecord, WireDurability, WireEvent, WireExpect,
     PROTOCOL_VERSION, SUPPORTED_VERSIONS,
 };
 

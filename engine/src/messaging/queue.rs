@@ -6,7 +6,7 @@
 //! consumer dies; an item delivered too often moves to a dead-letter
 //! collection.
 
-use crate::chain::{Chain, Expect};
+use crate::chain::{Chain, Expect, NewEvent};
 use crate::key::{CollectionId, PrimaryKey};
 use crate::session::AteSession;
 use crate::{AteError, Result};
@@ -157,9 +157,21 @@ pub struct Delivery<T> {
 }
 
 impl<T> Delivery<T> {
-    /// Whether the lease must be checked with the owner before acknowledging.
-    fn needs_lease_check(&self) -> bool {
+    /// Whether the lease must be checked with the owner before acknowledging
+    /// (it was taken long enough ago that it may have run out).
+    pub fn needs_lease_check(&self) -> bool {
         Instant::now() >= self.surely_held_until
+    }
+
+    /// The token the item is leased under (one per take).
+    pub fn lease_token(&self) -> u64 {
+        self.token
+    }
+
+    /// The version (sequence) the value was read from: the acknowledgement
+    /// deletes only that version.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 }
 
@@ -176,7 +188,8 @@ pub struct Queue {
     config: QueueConfig,
 }
 
-fn random_token() -> Result<u64> {
+/// A fresh lease token (odd, so never the 0 of a free item).
+pub fn random_token() -> Result<u64> {
     let mut bytes = [0u8; 8];
     crate::crypto::fill_random(&mut bytes)?;
     Ok(u64::from_le_bytes(bytes) | 1)
@@ -191,11 +204,12 @@ impl<T> Delivery<T> {
 
 impl Queue {
     pub fn new(chain: &Arc<Chain>, session: &AteSession, name: &str, config: QueueConfig) -> Self {
+        let spec = QueueSpec::new(name, config);
         Self {
             chain: Arc::clone(chain),
             session: session.clone(),
-            items: PrimaryKey::from_name(&format!("ate.queue/{name}")),
-            dead_letter: PrimaryKey::from_name(&format!("ate.queue/{name}/dead-letter")),
+            items: spec.items,
+            dead_letter: spec.dead_letter,
             config,
         }
     }
@@ -252,22 +266,10 @@ impl Queue {
         let mut taken = Vec::new();
         let mut dio = self.chain.dio(&self.session).await;
         let token = random_token()?;
-        // A tenth of the lease as margin for clock rate differences.
-        let surely_held_until = Instant::now() + self.config.lease - self.config.lease / 10;
-        // The oldest items are mostly held by the other consumers (taken,
-        // not yet acknowledged): ask about enough of the backlog at once that
-        // one request usually finds `max` free ones. With twice `max`, four
-        // consumers of 16 needed 1-3 requests a take, and D5 over atedb
-        // went from 26-27k to 36-40k msgs/s with eight times (a page of 128
-        // keys, 2 KiB; docs/benchmarks.md, eleventh session).
-        let per_request = max.saturating_mul(8).clamp(64, MAX_LEASE_CANDIDATES);
-        let mut from_sequence = 0;
+        let surely_held_until = surely_held_from(Instant::now(), self.config.lease);
+        let mut leaser = ItemLeaser::new(chain, self.items, token, self.config.lease, max);
         while taken.len() < max {
-            let page = self.chain.children_page(&self.items, CollectionId::default(), from_sequence, per_request);
-            let Some(&(last, _)) = page.last() else { break };
-            from_sequence = last + 1;
-            let candidates: Vec<PrimaryKey> = page.into_iter().map(|(_, key)| key).collect();
-            let leased = chain.lease_acquire_many(&candidates, token, self.config.lease, max - taken.len()).await?;
+            let Some(leased) = leaser.next(max - taken.len()).await? else { break };
             for (key, deliveries) in leased {
                 if deliveries > self.config.max_deliveries {
                     // Also releases an item that is gone meanwhile.
@@ -394,6 +396,175 @@ impl Queue {
         chain.lease_release(key, token, true).await?;
         match result {
             Ok(()) | Err(AteError::Conflict { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Until when a lease asked for at `asked_at` is certainly held: a tenth
+/// of it is kept as margin for clock rate differences with the owner.
+fn surely_held_from(asked_at: Instant, lease: Duration) -> Instant {
+    asked_at + lease - lease / 10
+}
+
+/// Finds and leases a queue's oldest free items, a page of candidates at a
+/// time: [`Queue::take_many`] on any chain, and an owner taking items for
+/// a consumer that keeps no replica (`atedb`'s `Take`).
+#[derive(Debug)]
+pub struct ItemLeaser<'a> {
+    chain: &'a Chain,
+    items: PrimaryKey,
+    token: u64,
+    lease: Duration,
+    per_request: usize,
+    from_sequence: u64,
+}
+
+impl<'a> ItemLeaser<'a> {
+    /// For a take of up to `max` items of the queue whose items are the children of `items`.
+    pub fn new(chain: &'a Chain, items: PrimaryKey, token: u64, lease: Duration, max: usize) -> Self {
+        // The oldest items are mostly held by the other consumers (taken,
+        // not yet acknowledged): ask about enough of the backlog at once that
+        // one request usually finds `max` free ones. With twice `max`, four
+        // consumers of 16 needed 1-3 requests a take, and D5 over atedb
+        // went from 26-27k to 36-40k msgs/s with eight times (a page of 128
+        // keys, 2 KiB; docs/benchmarks.md, eleventh session).
+        let per_request = max.saturating_mul(8).clamp(64, MAX_LEASE_CANDIDATES);
+        Self { chain, items, token, lease, per_request, from_sequence: 0 }
+    }
+
+    /// Leases up to `wanted` items of the next page of candidates, oldest
+    /// first (possibly none, when the page is all held); `None` once no
+    /// candidates are left.
+    pub async fn next(&mut self, wanted: usize) -> Result<Option<Vec<(PrimaryKey, u32)>>> {
+        let page = self.chain.children_page(&self.items, CollectionId::default(), self.from_sequence, self.per_request);
+        let Some(&(last, _)) = page.last() else { return Ok(None) };
+        self.from_sequence = last + 1;
+        let candidates: Vec<PrimaryKey> = page.into_iter().map(|(_, key)| key).collect();
+        self.chain.lease_acquire_many(&candidates, self.token, self.lease, wanted).await.map(Some)
+    }
+}
+
+/// A queue's keys and policy without a chain: what a consumer that keeps no
+/// replica (`ate_client::RemoteQueue`) needs to build its commits and read
+/// the items an owner leased to it. The same names, encoding and policy as
+/// [`Queue`], so both kinds of consumer share one queue.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    items: PrimaryKey,
+    dead_letter: PrimaryKey,
+    config: QueueConfig,
+}
+
+/// An item an owner leased to a consumer without a replica, decoded.
+#[derive(Debug)]
+pub enum TakenItem<T> {
+    Deliver(Delivery<T>),
+    /// Delivered too often, or its value does not decode as the type asked
+    /// for: commit `move_commit` (a copy among the dead letters and the
+    /// item's deletion), then forget the lease on `key`.
+    DeadLetter {
+        key: PrimaryKey,
+        move_commit: Vec<NewEvent>,
+    },
+}
+
+impl QueueSpec {
+    pub fn new(name: &str, config: QueueConfig) -> Self {
+        Self {
+            items: PrimaryKey::from_name(&format!("ate.queue/{name}")),
+            dead_letter: PrimaryKey::from_name(&format!("ate.queue/{name}/dead-letter")),
+            config,
+        }
+    }
+
+    pub fn items_key(&self) -> PrimaryKey {
+        self.items
+    }
+
+    pub fn config(&self) -> QueueConfig {
+        self.config
+    }
+
+    fn placement(parent: PrimaryKey) -> Option<(PrimaryKey, CollectionId)> {
+        Some((parent, CollectionId::default()))
+    }
+
+    /// The event that pushes `value` (as [`Queue::push`] stores it, in plaintext).
+    pub fn push_event<T: Serialize>(&self, value: &T) -> Result<NewEvent> {
+        let payload = crate::dio::serialize(value)?;
+        let placement = Self::placement(self.items);
+        Ok(NewEvent { parent: placement, expect: Expect::Absent, ..NewEvent::data(PrimaryKey::generate(), payload) })
+    }
+
+    /// The event that acknowledges `delivery`: deletes the delivered version only.
+    pub fn ack_event<T>(&self, delivery: &Delivery<T>) -> NewEvent {
+        let placement = Self::placement(self.items);
+        NewEvent { expect: Expect::Version(delivery.version), parent: placement, ..NewEvent::tombstone(delivery.key) }
+    }
+
+    /// Until when leases asked for at `asked_at` are certainly held.
+    pub fn surely_held_from(&self, asked_at: Instant) -> Instant {
+        surely_held_from(asked_at, self.config.lease)
+    }
+
+    /// Decodes `record`, the stored record of an item leased under `token`
+    /// and delivered `deliveries` times, as the owner sent it. The owner is
+    /// trusted as a producer trusts it (an authenticated TLS session): the
+    /// record is checked for damage (frame, checksum, payload hash), not
+    /// against the chain's signatures. Encrypted payloads need the trust
+    /// state a replica keeps: they are refused with [`AteError::NoReadAccess`].
+    pub fn taken_item<T: DeserializeOwned>(
+        &self,
+        record: &[u8],
+        deliveries: u32,
+        token: u64,
+        surely_held_until: Instant,
+    ) -> Result<TakenItem<T>> {
+        let aligned = crate::format::aligned_copy(record);
+        let damaged = |reason: String| AteError::Remote {
+            failure: crate::RemoteFailure::Refused,
+            message: format!("the owner sent a damaged queue item: {reason}"),
+        };
+        let decoded = match crate::format::decode_record(&aligned, 0) {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return Err(damaged("an empty record".into())),
+            Err(error) => return Err(damaged(error.to_string())),
+        };
+        decoded.verify_payload_hash().map_err(|error| damaged(error.to_string()))?;
+        let header = decoded.header;
+        let key = PrimaryKey::from_bytes(header.key);
+        if header.kind() != Some(crate::format::EventKind::Data)
+            || header.parent() != Some(*self.items.as_bytes())
+            || header.collection() != CollectionId::default().0
+            || decoded.compacted
+        {
+            return Err(damaged(format!("object {key} is not a live item of this queue")));
+        }
+        if header.read_key_id != [0u8; 32] {
+            return Err(AteError::NoReadAccess { key, node_key_id: crate::crypto::KeyId(header.read_key_id) });
+        }
+        let version = header.sequence();
+        let dead_letter = || {
+            let copy = NewEvent {
+                parent: Self::placement(self.dead_letter),
+                expect: Expect::Absent,
+                ..NewEvent::data(PrimaryKey::generate(), decoded.payload.to_vec())
+            };
+            let delete = NewEvent {
+                expect: Expect::Version(version),
+                parent: Self::placement(self.items),
+                ..NewEvent::tombstone(key)
+            };
+            TakenItem::DeadLetter { key, move_commit: vec![copy, delete] }
+        };
+        if deliveries > self.config.max_deliveries {
+            return Ok(dead_letter());
+        }
+        match crate::dio::deserialize::<T>(key, decoded.payload) {
+            Ok(value) => Ok(TakenItem::Deliver(Delivery { key, value, deliveries, token, version, surely_held_until })),
+            // A value that cannot be read is poison, as in `Queue::take_many`.
+            Err(AteError::Deserialization { .. }) => Ok(dead_letter()),
             Err(error) => Err(error),
         }
     }

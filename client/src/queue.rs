@@ -1,0 +1,182 @@
+//! A queue on a remote chain whose consumer keeps no replica: the owner
+//! picks and leases the items and sends their records back with the lease
+//! ([`ClientMessage::Take`]), so a consumer receives the items it takes and
+//! nothing else. A replica's queue ([`ate::messaging::Queue`] on
+//! [`Registry::open`]) receives every event of the chain, other consumers'
+//! items and acknowledgements included.
+//!
+//! The same queue as the engine's: names, encoding, leases, delivery
+//! counts and dead letters are [`QueueSpec`]'s, so both kinds of consumer
+//! (and producers of either kind) can share one queue. Like a [`Producer`],
+//! it trusts the owner it authenticated over TLS rather than verifying
+//! signatures itself, and writes what it is given: plaintext items,
+//! unsigned commits. Encrypted items need a replica's trust state to open;
+//! they are refused with [`AteError::NoReadAccess`] and given back.
+//!
+//! [`Registry::open`]: crate::registry::Registry::open
+//! [`Producer`]: crate::registry::Producer
+
+use crate::protocol::{ClientMessage, ServerMessage};
+use crate::registry::{unexpected, RemoteUpstream};
+use ate::chain::Upstream;
+use ate::messaging::{random_token, Delivery, QueueSpec, TakenItem, MAX_LEASE_CANDIDATES};
+use ate::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Instant;
+
+/// A queue named `name` on a remote chain ([`crate::registry::Registry::queue`]).
+#[derive(Debug)]
+pub struct RemoteQueue {
+    upstream: RemoteUpstream,
+    spec: QueueSpec,
+    durability: Durability,
+}
+
+impl RemoteQueue {
+    pub(crate) fn new(upstream: RemoteUpstream, spec: QueueSpec) -> Self {
+        Self { upstream, spec, durability: AteConfig::default().durability }
+    }
+
+    /// Commits pushes and acknowledgements with `durability` (by default
+    /// the engine's).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The parent whose children are the pending items.
+    pub fn items_key(&self) -> PrimaryKey {
+        self.spec.items_key()
+    }
+
+    /// Pushes one item (durable when this returns).
+    pub async fn push<T: Serialize>(&self, value: T) -> Result<PrimaryKey, AteError> {
+        Ok(self.push_many([value]).await?[0])
+    }
+
+    /// Pushes several items in one commit.
+    pub async fn push_many<T: Serialize>(
+        &self,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<PrimaryKey>, AteError> {
+        let events = values.into_iter().map(|value| self.spec.push_event(&value)).collect::<Result<Vec<_>, _>>()?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = events.iter().map(|event| event.key).collect();
+        self.upstream.commit(events, self.durability).await?;
+        Ok(keys)
+    }
+
+    /// Takes the oldest available item, or `None` if every item is taken or the queue is empty.
+    pub async fn take<T: DeserializeOwned>(&self) -> Result<Option<Delivery<T>>, AteError> {
+        Ok(self.take_many(1).await?.pop())
+    }
+
+    /// Takes up to `max` available items (at most [`MAX_LEASE_CANDIDATES`]),
+    /// oldest first, each under a lease: one round trip. Items delivered
+    /// too often, or whose value does not decode as `T`, are moved to the
+    /// dead letters instead, as the engine's queue does. If an item cannot
+    /// be read, every lease of this take is given back and the error
+    /// returned (a damaged record's lease runs out on its own).
+    pub async fn take_many<T: DeserializeOwned>(&self, max: usize) -> Result<Vec<Delivery<T>>, AteError> {
+        let max = max.min(MAX_LEASE_CANDIDATES);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let token = random_token()?;
+        let surely_held_until = self.spec.surely_held_from(Instant::now());
+        let lease_ms = self.spec.config().lease.as_millis().min(u64::MAX as u128) as u64;
+        let (chain, items) = (self.upstream.chain.clone(), *self.spec.items_key().as_bytes());
+        let message = |request| ClientMessage::Take { request, chain, items, token, lease_ms, max: max as u32 };
+        let records = match self.upstream.request(message).await? {
+            ServerMessage::Taken { items, .. } if items.len() <= max => items,
+            other => return Err(unexpected(other)),
+        };
+        let mut taken = Vec::with_capacity(records.len());
+        let mut failure = None;
+        for item in records {
+            match self.spec.taken_item::<T>(&item.record, item.deliveries, token, surely_held_until) {
+                Ok(TakenItem::Deliver(delivery)) => taken.push(delivery),
+                // The owner drops the lease once the item's deletion is durable.
+                Ok(TakenItem::DeadLetter { move_commit, .. }) => {
+                    match self.upstream.commit(move_commit, self.durability).await {
+                        // Acknowledged or moved by someone else meanwhile.
+                        Ok(_) | Err(AteError::Conflict { .. }) => {}
+                        Err(error) => failure = failure.or(Some(error)),
+                    }
+                }
+                Err(error) => {
+                    if let AteError::NoReadAccess { key, .. } = &error {
+                        self.upstream.lease_release(*key, token, false).await?;
+                    }
+                    failure = failure.or(Some(error));
+                }
+            }
+        }
+        if let Some(error) = failure {
+            for delivery in taken {
+                self.upstream.lease_release(delivery.key, token, false).await?;
+            }
+            return Err(error);
+        }
+        Ok(taken)
+    }
+
+    /// Acknowledges many deliveries in one commit. If any of them was lost
+    /// meanwhile, each is acknowledged on its own instead, so the others
+    /// still go through; returns how many were acknowledged.
+    pub async fn ack_many<T>(&self, deliveries: Vec<Delivery<T>>) -> Result<usize, AteError> {
+        // As the engine's queue: leases taken a moment ago are still held;
+        // older ones are checked in one request.
+        let (mut held, to_check): (Vec<_>, Vec<_>) =
+            deliveries.into_iter().partition(|delivery| !delivery.needs_lease_check());
+        if !to_check.is_empty() {
+            let leases = to_check.iter().map(|delivery| (delivery.key, delivery.lease_token())).collect();
+            let holds = self.upstream.lease_holds_many(leases).await?;
+            held.extend(to_check.into_iter().zip(holds).filter_map(|(delivery, held)| held.then_some(delivery)));
+        }
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let events = held.iter().map(|delivery| self.spec.ack_event(delivery)).collect();
+        match self.upstream.commit(events, self.durability).await {
+            Ok(_) => Ok(held.len()),
+            Err(AteError::Conflict { .. }) => {
+                let mut acknowledged = 0;
+                for delivery in held {
+                    match self.ack(delivery).await {
+                        Ok(()) => acknowledged += 1,
+                        Err(AteError::LeaseLost { .. }) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(acknowledged)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Acknowledges a delivery: the item is deleted, only if this delivery
+    /// still holds it and nobody acknowledged it first.
+    pub async fn ack<T>(&self, delivery: Delivery<T>) -> Result<(), AteError> {
+        if delivery.needs_lease_check() && !self.upstream.lease_holds(delivery.key, delivery.lease_token()).await? {
+            return Err(AteError::LeaseLost { key: delivery.key });
+        }
+        match self.upstream.commit(vec![self.spec.ack_event(&delivery)], self.durability).await {
+            Ok(_) => Ok(()),
+            Err(AteError::Conflict { .. }) => Err(AteError::LeaseLost { key: delivery.key }),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Gives a delivery back for someone else to take.
+    pub async fn release<T>(&self, delivery: Delivery<T>) -> Result<(), AteError> {
+        if self.upstream.lease_release(delivery.key, delivery.lease_token(), false).await? {
+            Ok(())
+        } else {
+            Err(AteError::LeaseLost { key: delivery.key })
+        }
+    }
+}
