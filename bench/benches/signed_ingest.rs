@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EVENTS_PER_COMMIT: u64 = 1000;
-fn committers() -> u64 {
-    std::env::var("E2_COMMITTERS").ok().and_then(|v| v.parse().ok()).unwrap_or(4)
-}
+const COMMITTERS: u64 = 4;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -46,7 +44,7 @@ async fn setup(secure: bool, direct_io: bool) -> Setup {
 
 async fn ingest(setup: &Setup, commits: u64, value: &str) {
     let mut tasks = Vec::new();
-    for committer in 0..committers() {
+    for committer in 0..COMMITTERS {
         let (chain, session, folder, value) =
             (setup.chain.clone(), setup.session.clone(), setup.folder, value.to_string());
         tasks.push(tokio::spawn(async move {
@@ -59,7 +57,7 @@ async fn ingest(setup: &Setup, commits: u64, value: &str) {
                     dio.store_child(&folder, value.clone()).unwrap();
                 }
                 dio.commit().await.unwrap();
-                commit += committers();
+                commit += COMMITTERS;
             }
         }));
     }
