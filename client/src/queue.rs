@@ -10,8 +10,10 @@
 //! (and producers of either kind) can share one queue. Like a [`Producer`],
 //! it trusts the owner it authenticated over TLS rather than verifying
 //! signatures itself, and writes what it is given: plaintext items,
-//! unsigned commits. Encrypted items need a replica's trust state to open;
-//! they are refused with [`AteError::NoReadAccess`] and given back.
+//! unsigned commits. Encrypted items need a replica's trust state to open:
+//! the server does not lease them to it (a take of only encrypted items
+//! fails with [`AteError::NoReadAccess`]), so their delivery counts are
+//! untouched for consumers that can read them.
 //!
 //! [`Registry::open`]: crate::registry::Registry::open
 //! [`Producer`]: crate::registry::Producer
@@ -50,6 +52,11 @@ impl RemoteQueue {
         self.spec.items_key()
     }
 
+    /// The parent of the items moved to the dead letters.
+    pub fn dead_letter_key(&self) -> PrimaryKey {
+        self.spec.dead_letter_key()
+    }
+
     /// Pushes one item (durable when this returns).
     pub async fn push<T: Serialize>(&self, value: T) -> Result<PrimaryKey, AteError> {
         Ok(self.push_many([value]).await?[0])
@@ -77,9 +84,12 @@ impl RemoteQueue {
     /// Takes up to `max` available items (at most [`MAX_LEASE_CANDIDATES`]),
     /// oldest first, each under a lease: one round trip. Items delivered
     /// too often, or whose value does not decode as `T`, are moved to the
-    /// dead letters instead, as the engine's queue does. If an item cannot
-    /// be read, every lease of this take is given back and the error
-    /// returned (a damaged record's lease runs out on its own).
+    /// dead letters instead (one commit for all of them), as the engine's
+    /// queue does. The server leases no encrypted item for this consumer:
+    /// when only encrypted items are free, the take fails with
+    /// [`AteError::NoReadAccess`] naming the first. A record that fails its
+    /// checks (a server bug) is reported as `AteError::Remote` if nothing
+    /// else could be delivered, else logged; its lease runs out on its own.
     pub async fn take_many<T: DeserializeOwned>(&self, max: usize) -> Result<Vec<Delivery<T>>, AteError> {
         let max = max.min(MAX_LEASE_CANDIDATES);
         if max == 0 {
@@ -87,41 +97,75 @@ impl RemoteQueue {
         }
         let token = random_token()?;
         let surely_held_until = self.spec.surely_held_from(Instant::now());
-        let lease_ms = self.spec.config().lease.as_millis().min(u64::MAX as u128) as u64;
+        let lease_ms = self.spec.lease().as_millis() as u64;
         let (chain, items) = (self.upstream.chain.clone(), *self.spec.items_key().as_bytes());
         let message = |request| ClientMessage::Take { request, chain, items, token, lease_ms, max: max as u32 };
-        let records = match self.upstream.request(message).await? {
-            ServerMessage::Taken { items, .. } if items.len() <= max => items,
+        let (records, encrypted) = match self.upstream.request(message).await? {
+            ServerMessage::Taken { items, encrypted, .. } if items.len() <= max => (items, encrypted),
             other => return Err(unexpected(other)),
         };
         let mut taken = Vec::with_capacity(records.len());
-        let mut failure = None;
+        let mut moves = Vec::new();
+        let mut refused = None;
         for item in records {
             match self.spec.taken_item::<T>(&item.record, item.deliveries, token, surely_held_until) {
                 Ok(TakenItem::Deliver(delivery)) => taken.push(delivery),
-                // The owner drops the lease once the item's deletion is durable.
-                Ok(TakenItem::DeadLetter { move_commit, .. }) => {
-                    match self.upstream.commit(move_commit, self.durability).await {
-                        // Acknowledged or moved by someone else meanwhile.
-                        Ok(_) | Err(AteError::Conflict { .. }) => {}
-                        Err(error) => failure = failure.or(Some(error)),
-                    }
-                }
-                Err(error) => {
-                    if let AteError::NoReadAccess { key, .. } = &error {
-                        self.upstream.lease_release(*key, token, false).await?;
-                    }
-                    failure = failure.or(Some(error));
-                }
+                Ok(TakenItem::DeadLetter { move_commit, .. }) => moves.push(move_commit),
+                // The server sent something it should not have (its lease
+                // runs out on its own: the key of a damaged record is unknown).
+                Err(error) => refused = refused.or(Some(error)),
             }
         }
-        if let Some(error) = failure {
-            for delivery in taken {
-                self.upstream.lease_release(delivery.key, token, false).await?;
-            }
+        if let Err(error) = self.move_to_dead_letters(moves).await {
+            self.give_back(&taken).await;
             return Err(error);
         }
-        Ok(taken)
+        match (refused, encrypted) {
+            (Some(error), _) if taken.is_empty() => Err(error),
+            (None, Some((key, node_key_id))) if taken.is_empty() => Err(AteError::NoReadAccess {
+                key: PrimaryKey::from_bytes(key),
+                node_key_id: ate::crypto::KeyId(node_key_id),
+            }),
+            (Some(error), _) => {
+                tracing::warn!(chain = %self.upstream.chain, %error, "a queue item from the server was refused");
+                Ok(taken)
+            }
+            _ => Ok(taken),
+        }
+    }
+
+    /// Commits dead-letter moves: all in one commit, or each on its own if
+    /// one of them conflicts (acknowledged or moved by someone else
+    /// meanwhile, which is no error). The owner drops each moved item's
+    /// lease once its deletion is durable.
+    async fn move_to_dead_letters(&self, moves: Vec<Vec<NewEvent>>) -> Result<(), AteError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let together = moves.iter().flatten().cloned().collect();
+        match self.upstream.commit(together, self.durability).await {
+            Ok(_) => return Ok(()),
+            Err(AteError::Conflict { .. }) if moves.len() > 1 => {}
+            Err(AteError::Conflict { .. }) => return Ok(()),
+            Err(error) => return Err(error),
+        }
+        for move_commit in moves {
+            match self.upstream.commit(move_commit, self.durability).await {
+                Ok(_) | Err(AteError::Conflict { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives deliveries back after a failed take, as far as the server can
+    /// be reached (what it cannot be told about runs out with its lease).
+    async fn give_back<T>(&self, deliveries: &[Delivery<T>]) {
+        for delivery in deliveries {
+            if self.upstream.lease_release(delivery.key, delivery.lease_token(), false).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Acknowledges many deliveries in one commit. If any of them was lost

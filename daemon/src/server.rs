@@ -44,7 +44,9 @@ const MIN_COMMIT_PERMIT_BYTES: usize = 4 << 10;
 /// What an event costs beyond its payload (header, frame, bookkeeping).
 const COMMIT_EVENT_OVERHEAD: usize = 256;
 /// Longest lease a client may ask for (one hour).
-const MAX_LEASE_MS: u64 = 3_600_000;
+const MAX_LEASE_MS: u64 = ate::messaging::MAX_LEASE.as_millis() as u64;
+/// Token 0 marks a free item: a lease under it would hold nothing.
+const ZERO_TOKEN: &str = "lease token 0 is reserved (it marks a free item)";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -674,6 +676,9 @@ impl Session {
             }
             ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
             ClientMessage::Lease { request, chain, key, token, lease_ms } => {
+                if token == 0 {
+                    return self.error(Some(request), ErrorCode::BadRequest, ZERO_TOKEN.into()).await;
+                }
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 // `lease_acquire` refuses objects that are gone or being deleted.
                 let key = PrimaryKey::from_bytes(key);
@@ -684,6 +689,9 @@ impl Session {
                 }
             }
             ClientMessage::LeaseMany { request, chain, keys, token, lease_ms, max } => {
+                if token == 0 {
+                    return self.error(Some(request), ErrorCode::BadRequest, ZERO_TOKEN.into()).await;
+                }
                 if keys.len() > ate::messaging::MAX_LEASE_CANDIDATES {
                     let message = format!("at most {} keys per lease request", ate::messaging::MAX_LEASE_CANDIDATES);
                     return self.error(Some(request), ErrorCode::TooLarge, message).await;
@@ -701,6 +709,9 @@ impl Session {
                 }
             }
             ClientMessage::Take { request, chain, items, token, lease_ms, max } => {
+                if token == 0 {
+                    return self.error(Some(request), ErrorCode::BadRequest, ZERO_TOKEN.into()).await;
+                }
                 if max as usize > ate::messaging::MAX_LEASE_CANDIDATES {
                     let message = format!("at most {} items per take", ate::messaging::MAX_LEASE_CANDIDATES);
                     return self.error(Some(request), ErrorCode::TooLarge, message).await;
@@ -712,7 +723,9 @@ impl Session {
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 let lease = Duration::from_millis(lease_ms.min(MAX_LEASE_MS));
                 match take_items(&chain, PrimaryKey::from_bytes(items), token, lease, max as usize).await {
-                    Ok(items) => self.send(ServerMessage::Taken { request, items }).await,
+                    Ok(Taken { items, encrypted }) => {
+                        self.send(ServerMessage::Taken { request, items, encrypted }).await
+                    }
                     Err(error) => self.engine_error(request, error).await,
                 }
             }
@@ -803,34 +816,50 @@ impl Outgoing {
 
 /// Bytes of records one `Taken` reply carries at most: well under a frame.
 const MAX_TAKE_REPLY_BYTES: usize = ate_client::protocol::DEFAULT_MAX_FRAME_BYTES / 4;
+/// Pages of candidates one `Take` looks through at most: a backlog of held
+/// items costs a request a bounded scan, and the taker simply asks again.
+const MAX_TAKE_PAGES: usize = 16;
+
+/// What a `Take` found: the records of the items it leased, and the first
+/// encrypted item it passed over.
+struct Taken {
+    items: Vec<TakenRecord>,
+    encrypted: Option<([u8; 16], [u8; 32])>,
+}
 
 /// Leases up to `max` of the oldest free children of `items` under `token`
-/// and reads their stored records, for a consumer without a replica. An
-/// item deleted between its lease and its read is skipped; items past the
-/// reply's byte budget are given back (one item is always sent: a record
-/// is smaller than a frame).
-async fn take_items(
-    chain: &Chain,
-    items: PrimaryKey,
-    token: u64,
-    lease: Duration,
-    max: usize,
-) -> ate::Result<Vec<TakenRecord>> {
-    let mut taken = Vec::new();
-    let mut bytes = 0usize;
+/// and reads their stored records, for a consumer without a replica. Only
+/// what will be sent is leased: plaintext items, within the reply's byte
+/// budget (one item always fits: a record is smaller than a frame), so no
+/// delivery is counted for an item nobody received. An item deleted
+/// between its lease and its read is skipped and its lease dropped.
+async fn take_items(chain: &Chain, items: PrimaryKey, token: u64, lease: Duration, max: usize) -> ate::Result<Taken> {
+    let mut taken = Taken { items: Vec::new(), encrypted: None };
+    let (mut bytes, mut full) = (0usize, false);
     let mut leaser = ate::messaging::ItemLeaser::new(chain, items, token, lease, max);
-    while taken.len() < max && bytes < MAX_TAKE_REPLY_BYTES {
-        let Some(leased) = leaser.next(max - taken.len()).await? else { break };
+    for _ in 0..MAX_TAKE_PAGES {
+        if taken.items.len() >= max || full {
+            break;
+        }
+        let accept = |key: &PrimaryKey| {
+            // Not in the view yet (its commit is not durable): a later take's.
+            let Some(record) = chain.record_bytes(key) else { return false };
+            let Some((header, _)) = ate::format::header_at(record, 0) else { return false };
+            if header.read_key_id != [0; 32] {
+                taken.encrypted.get_or_insert((*key.as_bytes(), header.read_key_id));
+                return false;
+            }
+            if full || (bytes + record.len() > MAX_TAKE_REPLY_BYTES && bytes > 0) {
+                full = true;
+                return false;
+            }
+            bytes += record.len();
+            true
+        };
+        let Some(leased) = leaser.next_where(max - taken.items.len(), accept) else { break };
         for (key, deliveries) in leased {
             match chain.record_bytes(&key) {
-                Some(record) if bytes + record.len() <= MAX_TAKE_REPLY_BYTES || taken.is_empty() => {
-                    bytes += record.len();
-                    taken.push(TakenRecord { deliveries, record: record.to_vec() });
-                }
-                Some(_) => {
-                    bytes = MAX_TAKE_REPLY_BYTES;
-                    chain.lease_release(key, token, false).await?;
-                }
+                Some(record) => taken.items.push(TakenRecord { deliveries, record: record.to_vec() }),
                 None => {
                     chain.lease_release(key, token, true).await?;
                 }

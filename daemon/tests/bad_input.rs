@@ -151,6 +151,12 @@ async fn malformed_frames_messages_and_versions_get_typed_answers() {
     let max = ate::messaging::MAX_LEASE_CANDIDATES as u32 + 1;
     raw.send(&ClientMessage::Take { request: 3, chain: "c".into(), items: [7; 16], token: 1, lease_ms: 10, max }).await;
     raw.expect_error(ErrorCode::TooLarge, "at most 1024 items").await;
+    // Token 0 marks a free item: a lease under it would hold nothing.
+    raw.send(&ClientMessage::Take { request: 5, chain: "c".into(), items: [7; 16], token: 0, lease_ms: 10, max: 1 })
+        .await;
+    raw.expect_error(ErrorCode::BadRequest, "token 0").await;
+    raw.send(&ClientMessage::Lease { request: 6, chain: "c".into(), key: [7; 16], token: 0, lease_ms: 10 }).await;
+    raw.expect_error(ErrorCode::BadRequest, "token 0").await;
     raw.ping(8).await;
     // A take reads and leases: a token with one of the two roles is refused.
     for roles in [&["read"][..], &["write"][..]] {
@@ -158,7 +164,8 @@ async fn malformed_frames_messages_and_versions_get_typed_answers() {
         let take =
             ClientMessage::Take { request: 4, chain: "c".into(), items: [7; 16], token: 1, lease_ms: 10, max: 1 };
         raw.send(&take).await;
-        raw.expect_error(ErrorCode::Forbidden, "lacks the").await;
+        let missing = if roles == ["read"] { "lacks the 'write' role" } else { "lacks the 'read' role" };
+        raw.expect_error(ErrorCode::Forbidden, missing).await;
         raw.ping(9).await;
     }
 }

@@ -337,10 +337,13 @@ pub enum ServerMessage {
         held: Vec<bool>,
     },
     /// The items a `Take` leased, oldest first (fewer than asked when the
-    /// rest are held, or would not fit in one reply).
+    /// rest are held, or would not fit in one reply). Encrypted items are
+    /// not leased (the taker keeps no trust state to open them): `encrypted`
+    /// names the first one passed over, with the node key it is sealed under.
     Taken {
         request: u64,
         items: Vec<TakenRecord>,
+        encrypted: Option<([u8; 16], [u8; 32])>,
     },
 }
 
@@ -526,7 +529,11 @@ mod tests {
             },
             ServerMessage::Leased { request: 4, deliveries: Some(2) },
             ServerMessage::Events { subscription: 1, records: vec![0; 64] },
-            ServerMessage::Taken { request: 10, items: vec![TakenRecord { deliveries: 2, record: vec![7; 48] }] },
+            ServerMessage::Taken {
+                request: 10,
+                items: vec![TakenRecord { deliveries: 2, record: vec![7; 48] }],
+                encrypted: Some(([1; 16], [2; 32])),
+            },
         ];
         for reply in replies {
             assert_eq!(ServerMessage::decode(&reply.encode()).unwrap(), reply);

@@ -1123,13 +1123,34 @@ impl Chain {
     ) -> Result<Vec<(PrimaryKey, u32)>> {
         match self.upstream() {
             Some((upstream, _)) => upstream.lease_many(candidates.to_vec(), token, lease, max).await,
-            None => {
-                let state = self.append.lock();
-                let keys: Vec<u128> = candidates.iter().map(PrimaryKey::as_u128).collect();
-                let leased = self.leases.acquire_many(&keys, token, lease, max, |key| self.is_live(&state, key));
-                Ok(leased.into_iter().map(|(key, deliveries)| (PrimaryKey::from_u128(key), deliveries)).collect())
-            }
+            None => Ok(self.lease_acquire_many_where(candidates, token, lease, max, |_| true)),
         }
+    }
+
+    /// On the chain's owner, [`Chain::lease_acquire_many`] leasing only the
+    /// live candidates that `accept` agrees to. `accept` is asked in order,
+    /// only about candidates that are free and live, and each one it accepts
+    /// is leased (up to `max`): an owner taking items for a remote consumer
+    /// leaves alone what it would not send. It runs under the append lock,
+    /// so it must be quick. A replica's own lease table is not the owner's:
+    /// there this leases nothing.
+    pub fn lease_acquire_many_where(
+        &self,
+        candidates: &[PrimaryKey],
+        token: u64,
+        lease: std::time::Duration,
+        max: usize,
+        mut accept: impl FnMut(&PrimaryKey) -> bool,
+    ) -> Vec<(PrimaryKey, u32)> {
+        if self.upstream().is_some() {
+            return Vec::new();
+        }
+        let state = self.append.lock();
+        let keys: Vec<u128> = candidates.iter().map(PrimaryKey::as_u128).collect();
+        let leased = self.leases.acquire_many(&keys, token, lease, max, |key| {
+            self.is_live(&state, key) && accept(&PrimaryKey::from_u128(key))
+        });
+        leased.into_iter().map(|(key, deliveries)| (PrimaryKey::from_u128(key), deliveries)).collect()
     }
 
     /// [`Chain::lease_holds`] for many leases; on a replica, one request.

@@ -14,7 +14,9 @@ pub use bus::{BusEvent, BusEventKind, BusEventOf, BusEventRef, StartAt, Subscrip
 pub use cache::Cache;
 pub use consumer::{consumer_offset, set_consumer_offset, Consumer};
 pub(crate) use queue::Leases;
-pub use queue::{random_token, Delivery, ItemLeaser, Queue, QueueConfig, QueueSpec, TakenItem, MAX_LEASE_CANDIDATES};
+pub use queue::{
+    random_token, Delivery, ItemLeaser, Queue, QueueConfig, QueueSpec, TakenItem, MAX_LEASE, MAX_LEASE_CANDIDATES,
+};
 pub use service::{invoke, serve, Message, ServiceError, ServiceHandle};
 
 /// Type tags with this bit set mark objects the engine itself keeps

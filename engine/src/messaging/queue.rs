@@ -83,7 +83,7 @@ impl Leases {
         token: u64,
         lease: Duration,
         max: usize,
-        is_live: impl Fn(u128) -> bool,
+        mut is_live: impl FnMut(u128) -> bool,
     ) -> Vec<(u128, u32)> {
         let now = Instant::now();
         let mut table = self.table.lock();
@@ -183,9 +183,7 @@ pub const MAX_LEASE_CANDIDATES: usize = 1024;
 pub struct Queue {
     chain: Arc<Chain>,
     session: AteSession,
-    items: PrimaryKey,
-    dead_letter: PrimaryKey,
-    config: QueueConfig,
+    spec: QueueSpec,
 }
 
 /// A fresh lease token (odd, so never the 0 of a free item).
@@ -204,30 +202,23 @@ impl<T> Delivery<T> {
 
 impl Queue {
     pub fn new(chain: &Arc<Chain>, session: &AteSession, name: &str, config: QueueConfig) -> Self {
-        let spec = QueueSpec::new(name, config);
-        Self {
-            chain: Arc::clone(chain),
-            session: session.clone(),
-            items: spec.items,
-            dead_letter: spec.dead_letter,
-            config,
-        }
+        Self { chain: Arc::clone(chain), session: session.clone(), spec: QueueSpec::new(name, config) }
     }
 
     /// The parent whose children are the pending items (subscribe to it to
     /// be woken by pushes).
     pub fn items_key(&self) -> PrimaryKey {
-        self.items
+        self.spec.items
     }
 
     pub fn dead_letter_key(&self) -> PrimaryKey {
-        self.dead_letter
+        self.spec.dead_letter
     }
 
     /// Pushes one item (durable when this returns).
     pub async fn push<T: Serialize>(&self, value: T) -> Result<PrimaryKey> {
         let mut dio = self.chain.dio(&self.session).await;
-        let key = *dio.store_child(&self.items, value)?.key();
+        let key = *dio.store_child(&self.spec.items, value)?.key();
         dio.commit().await?;
         Ok(key)
     }
@@ -237,7 +228,7 @@ impl Queue {
         let mut dio = self.chain.dio(&self.session).await;
         let mut keys = Vec::new();
         for value in values {
-            keys.push(*dio.store_child(&self.items, value)?.key());
+            keys.push(*dio.store_child(&self.spec.items, value)?.key());
         }
         dio.commit().await?;
         Ok(keys)
@@ -245,7 +236,7 @@ impl Queue {
 
     /// Items waiting (taken or not).
     pub fn len(&self) -> usize {
-        self.chain.child_count(&self.items, CollectionId::default())
+        self.chain.child_count(&self.spec.items, CollectionId::default())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -266,12 +257,12 @@ impl Queue {
         let mut taken = Vec::new();
         let mut dio = self.chain.dio(&self.session).await;
         let token = random_token()?;
-        let surely_held_until = surely_held_from(Instant::now(), self.config.lease);
-        let mut leaser = ItemLeaser::new(chain, self.items, token, self.config.lease, max);
+        let surely_held_until = self.spec.surely_held_from(Instant::now());
+        let mut leaser = ItemLeaser::new(chain, self.spec.items, token, self.spec.config.lease, max);
         while taken.len() < max {
             let Some(leased) = leaser.next(max - taken.len()).await? else { break };
             for (key, deliveries) in leased {
-                if deliveries > self.config.max_deliveries {
+                if deliveries > self.spec.config.max_deliveries {
                     // Also releases an item that is gone meanwhile.
                     self.dead_letter_item(key, token).await?;
                     continue;
@@ -323,7 +314,7 @@ impl Queue {
         }
         let mut dio = self.chain.dio(&self.session).await;
         for delivery in &held {
-            let placement = Some((self.items, CollectionId::default()));
+            let placement = Some((self.spec.items, CollectionId::default()));
             dio.delete_expecting(delivery.key, Expect::Version(delivery.version), placement);
         }
         // The owner ends an item's lease when its tombstone is durable
@@ -355,7 +346,7 @@ impl Queue {
         dio.delete_expecting(
             delivery.key,
             Expect::Version(delivery.version),
-            Some((self.items, CollectionId::default())),
+            Some((self.spec.items, CollectionId::default())),
         );
         // As in `ack_many`, the durable tombstone ends the lease.
         match dio.commit().await {
@@ -390,8 +381,8 @@ impl Queue {
         };
         let plaintext = dio.open_payload(key, event.header, event.payload)?;
         let version = event.header.sequence();
-        dio.store_raw_child(&self.dead_letter, plaintext);
-        dio.delete_expecting(key, Expect::Version(version), Some((self.items, CollectionId::default())));
+        dio.store_raw_child(&self.spec.dead_letter, plaintext);
+        dio.delete_expecting(key, Expect::Version(version), Some((self.spec.items, CollectionId::default())));
         let result = dio.commit().await;
         chain.lease_release(key, token, true).await?;
         match result {
@@ -401,9 +392,14 @@ impl Queue {
     }
 }
 
+/// The longest lease an owner grants (`atedb` caps what it is asked for).
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+
 /// Until when a lease asked for at `asked_at` is certainly held: a tenth
-/// of it is kept as margin for clock rate differences with the owner.
+/// of it is kept as margin for clock rate differences with the owner, and
+/// no lease is counted on for longer than an owner grants.
 fn surely_held_from(asked_at: Instant, lease: Duration) -> Instant {
+    let lease = lease.min(MAX_LEASE);
     asked_at + lease - lease / 10
 }
 
@@ -433,15 +429,31 @@ impl<'a> ItemLeaser<'a> {
         Self { chain, items, token, lease, per_request, from_sequence: 0 }
     }
 
+    /// The next page of candidates, oldest first; `None` once none are left.
+    fn next_candidates(&mut self) -> Option<Vec<PrimaryKey>> {
+        let page = self.chain.children_page(&self.items, CollectionId::default(), self.from_sequence, self.per_request);
+        let &(last, _) = page.last()?;
+        self.from_sequence = last + 1;
+        Some(page.into_iter().map(|(_, key)| key).collect())
+    }
+
     /// Leases up to `wanted` items of the next page of candidates, oldest
     /// first (possibly none, when the page is all held); `None` once no
     /// candidates are left.
     pub async fn next(&mut self, wanted: usize) -> Result<Option<Vec<(PrimaryKey, u32)>>> {
-        let page = self.chain.children_page(&self.items, CollectionId::default(), self.from_sequence, self.per_request);
-        let Some(&(last, _)) = page.last() else { return Ok(None) };
-        self.from_sequence = last + 1;
-        let candidates: Vec<PrimaryKey> = page.into_iter().map(|(_, key)| key).collect();
+        let Some(candidates) = self.next_candidates() else { return Ok(None) };
         self.chain.lease_acquire_many(&candidates, self.token, self.lease, wanted).await.map(Some)
+    }
+
+    /// On the chain's owner, [`ItemLeaser::next`] leasing only the items
+    /// `accept` agrees to ([`Chain::lease_acquire_many_where`]).
+    pub fn next_where(
+        &mut self,
+        wanted: usize,
+        accept: impl FnMut(&PrimaryKey) -> bool,
+    ) -> Option<Vec<(PrimaryKey, u32)>> {
+        let candidates = self.next_candidates()?;
+        Some(self.chain.lease_acquire_many_where(&candidates, self.token, self.lease, wanted, accept))
     }
 }
 
@@ -482,6 +494,10 @@ impl QueueSpec {
         self.items
     }
 
+    pub fn dead_letter_key(&self) -> PrimaryKey {
+        self.dead_letter
+    }
+
     pub fn config(&self) -> QueueConfig {
         self.config
     }
@@ -506,6 +522,27 @@ impl QueueSpec {
     /// Until when leases asked for at `asked_at` are certainly held.
     pub fn surely_held_from(&self, asked_at: Instant) -> Instant {
         surely_held_from(asked_at, self.config.lease)
+    }
+
+    /// The lease to ask an owner for: the configured one, at most [`MAX_LEASE`].
+    pub fn lease(&self) -> Duration {
+        self.config.lease.min(MAX_LEASE)
+    }
+
+    /// The commit that moves the item `key`, delivered at `version`, to the
+    /// dead letters: a copy of its (plaintext) payload there, and its deletion.
+    fn dead_letter_events(&self, key: PrimaryKey, version: u64, payload: Vec<u8>) -> Vec<NewEvent> {
+        let copy = NewEvent {
+            parent: Self::placement(self.dead_letter),
+            expect: Expect::Absent,
+            ..NewEvent::data(PrimaryKey::generate(), payload)
+        };
+        let delete = NewEvent {
+            expect: Expect::Version(version),
+            parent: Self::placement(self.items),
+            ..NewEvent::tombstone(key)
+        };
+        vec![copy, delete]
     }
 
     /// Decodes `record`, the stored record of an item leased under `token`
@@ -545,18 +582,9 @@ impl QueueSpec {
             return Err(AteError::NoReadAccess { key, node_key_id: crate::crypto::KeyId(header.read_key_id) });
         }
         let version = header.sequence();
-        let dead_letter = || {
-            let copy = NewEvent {
-                parent: Self::placement(self.dead_letter),
-                expect: Expect::Absent,
-                ..NewEvent::data(PrimaryKey::generate(), decoded.payload.to_vec())
-            };
-            let delete = NewEvent {
-                expect: Expect::Version(version),
-                parent: Self::placement(self.items),
-                ..NewEvent::tombstone(key)
-            };
-            TakenItem::DeadLetter { key, move_commit: vec![copy, delete] }
+        let dead_letter = || TakenItem::DeadLetter {
+            key,
+            move_commit: self.dead_letter_events(key, version, decoded.payload.to_vec()),
         };
         if deliveries > self.config.max_deliveries {
             return Ok(dead_letter());
