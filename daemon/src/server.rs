@@ -814,8 +814,10 @@ impl Outgoing {
     }
 }
 
-/// Bytes of records one `Taken` reply carries at most: well under a frame.
-const MAX_TAKE_REPLY_BYTES: usize = ate_client::protocol::DEFAULT_MAX_FRAME_BYTES / 4;
+/// Bytes of records one `Taken` reply carries at most (a single larger
+/// record still goes alone): with the outbox's 16 frames, what a taker
+/// that stops reading can pin, about 16 MiB.
+const MAX_TAKE_REPLY_BYTES: usize = 1 << 20;
 /// Pages of candidates one `Take` looks through at most: a backlog of held
 /// items costs a request a bounded scan, and the taker simply asks again.
 const MAX_TAKE_PAGES: usize = 16;
