@@ -220,10 +220,15 @@ impl Registry {
     /// and never reads its own events back). Reads, the DIO and queues need
     /// [`Registry::open`].
     pub async fn producer(&self, url: &str) -> Result<Producer, AteError> {
+        Ok(Producer { upstream: self.owner(url).await? })
+    }
+
+    /// A connection to the owner of `url`'s chain, with nothing to follow.
+    async fn owner(&self, url: &str) -> Result<RemoteUpstream, AteError> {
         let url = ChainUrl::parse(url)?;
         let connector = Connector { config: self.config.clone(), url };
         let (link, _) = connector.connect().await?;
-        Ok(Producer { upstream: RemoteUpstream::new(connector, link) })
+        Ok(RemoteUpstream::new(connector, link))
     }
 
     /// The queue `name` on `tcp://host[:port]/chain`, consumed without a
@@ -231,10 +236,7 @@ impl Registry {
     /// ([`RemoteQueue`]). For encrypted or signed queues, use
     /// [`Registry::open`] and [`ate::messaging::Queue`].
     pub async fn queue(&self, url: &str, name: &str, config: QueueConfig) -> Result<RemoteQueue, AteError> {
-        let url = ChainUrl::parse(url)?;
-        let connector = Connector { config: self.config.clone(), url };
-        let (link, _) = connector.connect().await?;
-        Ok(RemoteQueue::new(RemoteUpstream::new(connector, link), QueueSpec::new(name, config)))
+        Ok(RemoteQueue::new(self.owner(url).await?, QueueSpec::new(name, config)))
     }
 }
 

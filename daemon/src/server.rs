@@ -453,7 +453,28 @@ impl Session {
         self.send(engine_error_reply(&self.server.metrics, request, error)).await
     }
 
-    /// Refuses unless the token carries `role` (`Some(true)` read, `Some(false)` write).
+    /// What every lease request shares: a token other than 0 (when it names
+    /// one), and at most `MAX_LEASE_CANDIDATES` of `what`. `Err` carries
+    /// whether the connection stays open after the refusal was sent.
+    async fn check_lease_request(
+        &self,
+        request: u64,
+        token: Option<u64>,
+        count: usize,
+        what: &str,
+    ) -> Result<(), bool> {
+        if token == Some(0) {
+            return Err(self.error(Some(request), ErrorCode::BadRequest, ZERO_TOKEN.into()).await);
+        }
+        let most = ate::messaging::MAX_LEASE_CANDIDATES;
+        if count > most {
+            return Err(self.error(Some(request), ErrorCode::TooLarge, format!("at most {most} {what}")).await);
+        }
+        Ok(())
+    }
+
+    /// Refuses unless the token carries the `write` role (`write` set) or
+    /// the `read` role (`write` clear).
     async fn authorise(&self, request: u64, write: bool) -> bool {
         let Some(claims) = &self.claims else {
             self.error(Some(request), ErrorCode::Unauthenticated, "authenticate first".into()).await;
@@ -676,8 +697,8 @@ impl Session {
             }
             ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
             ClientMessage::Lease { request, chain, key, token, lease_ms } => {
-                if token == 0 {
-                    return self.error(Some(request), ErrorCode::BadRequest, ZERO_TOKEN.into()).await;
+                if let Err(open) = self.check_lease_request(request, Some(token), 1, "keys per lease request").await {
+                    return open;
                 }
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 // `lease_acquire` refuses objects that are gone or being deleted.
@@ -689,12 +710,10 @@ impl Session {
                 }
             }
             ClientMessage::LeaseMany { request, chain, keys, token, lease_ms, max } => {
-                if token == 0 {
-                    return self.error(Some(request), ErrorCode::BadRequest, ZERO_TOKEN.into()).await;
-                }
-                if keys.len() > ate::messaging::MAX_LEASE_CANDIDATES {
-                    let message = format!("at most {} keys per lease request", ate::messaging::MAX_LEASE_CANDIDATES);
-                    return self.error(Some(request), ErrorCode::TooLarge, message).await;
+                if let Err(open) =
+                    self.check_lease_request(request, Some(token), keys.len(), "keys per lease request").await
+                {
+                    return open;
                 }
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 let keys: Vec<PrimaryKey> = keys.into_iter().map(PrimaryKey::from_bytes).collect();
@@ -709,12 +728,9 @@ impl Session {
                 }
             }
             ClientMessage::Take { request, chain, items, token, lease_ms, max } => {
-                if token == 0 {
-                    return self.error(Some(request), ErrorCode::BadRequest, ZERO_TOKEN.into()).await;
-                }
-                if max as usize > ate::messaging::MAX_LEASE_CANDIDATES {
-                    let message = format!("at most {} items per take", ate::messaging::MAX_LEASE_CANDIDATES);
-                    return self.error(Some(request), ErrorCode::TooLarge, message).await;
+                if let Err(open) = self.check_lease_request(request, Some(token), max as usize, "items per take").await
+                {
+                    return open;
                 }
                 // It reads items as well as leasing them.
                 if !self.authorise(request, false).await {
@@ -730,9 +746,8 @@ impl Session {
                 }
             }
             ClientMessage::LeaseHoldsMany { request, chain, leases } => {
-                if leases.len() > ate::messaging::MAX_LEASE_CANDIDATES {
-                    let message = format!("at most {} leases per request", ate::messaging::MAX_LEASE_CANDIDATES);
-                    return self.error(Some(request), ErrorCode::TooLarge, message).await;
+                if let Err(open) = self.check_lease_request(request, None, leases.len(), "leases per request").await {
+                    return open;
                 }
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 let leases: Vec<(PrimaryKey, u64)> =
