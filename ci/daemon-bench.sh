@@ -65,7 +65,12 @@ fresh_peers
 loadgen d1-single compare --workload ingest --target "tcp://$listen/d1s" --connections 1 --in-flight 64 --batch 1 \
     --warmup 1 --rounds 1 $redis $nats_always $nats_default --html "$out/d1-single.html"
 # Half the D1 target rate, open loop (2,340 commits of 64 = 150k events/s).
-# The first run is a discarded warm-up: on this VM it can stall.
+# The first run is a discarded warm-up: on this VM it can stall. ATE runs
+# alone: the peers stop first, and what they wrote reaches the disk before
+# the runs, so their background flushes (Debian's JetStream syncs every two
+# minutes) are not timed as ATE's tail.
+bash "$root/ci/peers.sh" stop >/dev/null
+sync
 for run in 0 1 2 3; do
     loadgen "d1-open-$run" run --workload ingest --target "tcp://$listen/d1o" --connections 1 --in-flight 16 \
         --batch 64 --rate 2340 --warmup 2
