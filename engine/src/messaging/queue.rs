@@ -474,7 +474,8 @@ pub enum TakenItem<T> {
     Deliver(Delivery<T>),
     /// Delivered too often, or its value does not decode as the type asked
     /// for: commit `move_commit` (a copy among the dead letters and the
-    /// item's deletion), then forget the lease on `key`.
+    /// item's deletion); the owner drops the lease on `key` once the
+    /// deletion is durable.
     DeadLetter {
         key: PrimaryKey,
         move_commit: Vec<NewEvent>,
