@@ -111,5 +111,14 @@ async fn main() {
     trimmed.drop_segments(rule, ate::chain::now_us()).await.unwrap();
     write("checkpoint_decode", "checkpoint", &trimmed.checkpoint().unwrap().expect("segments were dropped"));
 
+    // A queue item as an owner sends it to a consumer without a replica,
+    // and the fuzz target's own layout (a choice byte, then a payload).
+    let queue = ate::messaging::Queue::new(&chain, &AteSession::default(), "fuzz", Default::default());
+    let item = queue.push((7u64, String::from("seed"))).await.unwrap();
+    write("queue_item", "record", chain.record_bytes(&item).expect("the pushed item is stored"));
+    let mut structured = vec![0u8];
+    structured.extend_from_slice(&[7, 4, b's', b'e', b'e', b'd']);
+    write("queue_item", "structured", &structured);
+
     println!("seeds written to fuzz/seeds/");
 }
