@@ -52,6 +52,13 @@ impl Lease {
     }
 }
 
+/// When a lease of `lease` taken at `now` ends: an embedded queue may ask
+/// for any length, and one past what an `Instant` can hold ends in about
+/// 136 years instead of overflowing.
+fn lease_end(now: Instant, lease: Duration) -> Instant {
+    now.checked_add(lease).unwrap_or_else(|| now + Duration::from_secs(1 << 32))
+}
+
 /// Takes `key` in `table` for `token` until `until`, unless a live lease
 /// holds it; returns the delivery count.
 fn take(table: &mut HashMap<u128, Lease>, key: u128, token: u64, until: Instant, now: Instant) -> Option<u32> {
@@ -69,7 +76,7 @@ impl Leases {
     /// Takes the item unless a live lease holds it; returns the delivery count.
     pub(crate) fn acquire(&self, key: u128, token: u64, lease: Duration) -> Option<u32> {
         let now = Instant::now();
-        take(&mut self.table.lock(), key, token, now + lease, now)
+        take(&mut self.table.lock(), key, token, lease_end(now, lease), now)
     }
 
     /// Takes up to `max` of `candidates`, in order, as [`Leases::acquire`]
@@ -95,7 +102,7 @@ impl Leases {
             if table.get(&key).is_some_and(|held| held.held_at(now)) || !is_live(key) {
                 continue;
             }
-            if let Some(deliveries) = take(&mut table, key, token, now + lease, now) {
+            if let Some(deliveries) = take(&mut table, key, token, lease_end(now, lease), now) {
                 leased.push((key, deliveries));
             }
         }
@@ -624,5 +631,17 @@ mod tests {
         assert_eq!(expired.acquire(8, 1, Duration::ZERO), Some(1));
         assert_eq!(expired.acquire_many(&[8], 2, lease, 1, |_| true), vec![(8, 2)]);
         assert_eq!(leases.acquire_many(&[3, 5], 12, lease, 8, |_| true), Vec::new(), "held by 9");
+    }
+
+    #[test]
+    fn leases_of_any_length_are_taken_and_counted_on_for_at_most_an_hour() {
+        let leases = Leases::default();
+        assert_eq!(leases.acquire(1, 3, Duration::MAX), Some(1));
+        assert_eq!(leases.acquire_many(&[2], 3, Duration::MAX, 1, |_| true), vec![(2, 1)]);
+        assert_eq!(leases.acquire(1, 5, Duration::from_secs(1)), None, "still held");
+        let asked_at = Instant::now();
+        let spec = QueueSpec::new("q", QueueConfig { lease: Duration::MAX, max_deliveries: 5 });
+        assert_eq!(spec.lease(), MAX_LEASE);
+        assert_eq!(spec.surely_held_from(asked_at), asked_at + MAX_LEASE - MAX_LEASE / 10);
     }
 }
