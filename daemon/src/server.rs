@@ -738,12 +738,9 @@ impl Session {
                 }
                 let Some(chain) = self.chain_for(request, &chain, true).await else { return true };
                 let lease = Duration::from_millis(lease_ms.min(MAX_LEASE_MS));
-                match take_items(&chain, PrimaryKey::from_bytes(items), token, lease, max as usize).await {
-                    Ok(Taken { items, encrypted }) => {
-                        self.send(ServerMessage::Taken { request, items, encrypted }).await
-                    }
-                    Err(error) => self.engine_error(request, error).await,
-                }
+                let Taken { items, encrypted } =
+                    take_items(&chain, PrimaryKey::from_bytes(items), token, lease, max as usize);
+                self.send(ServerMessage::Taken { request, items, encrypted }).await
             }
             ClientMessage::LeaseHoldsMany { request, chain, leases } => {
                 if let Err(open) = self.check_lease_request(request, None, leases.len(), "leases per request").await {
@@ -848,9 +845,9 @@ struct Taken {
 /// and reads their stored records, for a consumer without a replica. Only
 /// what will be sent is leased: plaintext items, within the reply's byte
 /// budget (one item always fits: a record is smaller than a frame), so no
-/// delivery is counted for an item nobody received. An item deleted
-/// between its lease and its read is skipped and its lease dropped.
-async fn take_items(chain: &Chain, items: PrimaryKey, token: u64, lease: Duration, max: usize) -> ate::Result<Taken> {
+/// delivery is counted for an item nobody received. Each record is looked
+/// up once, as it is accepted under the append lock, and copied after.
+fn take_items(chain: &Chain, items: PrimaryKey, token: u64, lease: Duration, max: usize) -> Taken {
     let mut taken = Taken { items: Vec::new(), encrypted: None };
     let (mut bytes, mut full) = (0usize, false);
     let mut leaser = ate::messaging::ItemLeaser::new(chain, items, token, lease, max);
@@ -858,6 +855,10 @@ async fn take_items(chain: &Chain, items: PrimaryKey, token: u64, lease: Duratio
         if taken.items.len() >= max || full {
             break;
         }
+        // The records of the accepted candidates: exactly the ones leased,
+        // in order (a candidate is asked only once it is free, and leased
+        // when accepted).
+        let mut accepted: Vec<&[u8]> = Vec::new();
         let accept = |key: &PrimaryKey| {
             // Not in the view yet (its commit is not durable): a later take's.
             let Some(record) = chain.record_bytes(key) else { return false };
@@ -871,19 +872,18 @@ async fn take_items(chain: &Chain, items: PrimaryKey, token: u64, lease: Duratio
                 return false;
             }
             bytes += record.len();
+            accepted.push(record);
             true
         };
         let Some(leased) = leaser.next_where(max - taken.items.len(), accept) else { break };
-        for (key, deliveries) in leased {
-            match chain.record_bytes(&key) {
-                Some(record) => taken.items.push(TakenRecord { deliveries, record: record.to_vec() }),
-                None => {
-                    chain.lease_release(key, token, true).await?;
-                }
-            }
-        }
+        debug_assert_eq!(leased.len(), accepted.len(), "every accepted candidate is leased");
+        let records = leased
+            .into_iter()
+            .zip(accepted)
+            .map(|((_, deliveries), record)| TakenRecord { deliveries, record: record.to_vec() });
+        taken.items.extend(records);
     }
-    Ok(taken)
+    taken
 }
 
 /// Streams a chain's records from `from` to one subscription: stored ones
