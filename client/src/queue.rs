@@ -21,7 +21,7 @@
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::registry::{unexpected, RemoteUpstream};
 use ate::chain::Upstream;
-use ate::messaging::{random_token, Delivery, QueueSpec, TakenItem, MAX_LEASE_CANDIDATES};
+use ate::messaging::{ack_each, random_token, Delivery, QueueSpec, TakenItem, MAX_LEASE_CANDIDATES};
 use ate::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -187,17 +187,7 @@ impl RemoteQueue {
         let events = held.iter().map(|delivery| self.spec.ack_event(delivery)).collect();
         match self.upstream.commit(events, self.durability).await {
             Ok(_) => Ok(held.len()),
-            Err(AteError::Conflict { .. }) => {
-                let mut acknowledged = 0;
-                for delivery in held {
-                    match self.ack(delivery).await {
-                        Ok(()) => acknowledged += 1,
-                        Err(AteError::LeaseLost { .. }) => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok(acknowledged)
-            }
+            Err(AteError::Conflict { .. }) => ack_each(held, |delivery| self.ack(delivery)).await,
             Err(error) => Err(error),
         }
     }

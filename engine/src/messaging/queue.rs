@@ -328,17 +328,7 @@ impl Queue {
         // (`Chain::finish`): nothing to release after a successful commit.
         match dio.commit().await {
             Ok(()) => Ok(held.len()),
-            Err(AteError::Conflict { .. }) => {
-                let mut acked = 0;
-                for delivery in held {
-                    match self.ack(delivery).await {
-                        Ok(()) => acked += 1,
-                        Err(AteError::LeaseLost { .. }) => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok(acked)
-            }
+            Err(AteError::Conflict { .. }) => ack_each(held, |delivery| self.ack(delivery)).await,
             Err(error) => Err(error),
         }
     }
@@ -397,6 +387,29 @@ impl Queue {
             Err(error) => Err(error),
         }
     }
+}
+
+/// After a batch acknowledgement conflicted (an item of it was lost
+/// meanwhile): acknowledges each delivery on its own with `ack`, so the
+/// others still go through, and counts them. A lost lease is skipped; any
+/// other error ends it. Shared by [`Queue::ack_many`] and consumers that
+/// keep no replica.
+pub async fn ack_each<T, Acked>(
+    deliveries: Vec<Delivery<T>>,
+    mut ack: impl FnMut(Delivery<T>) -> Acked,
+) -> Result<usize>
+where
+    Acked: std::future::Future<Output = Result<()>>,
+{
+    let mut acknowledged = 0;
+    for delivery in deliveries {
+        match ack(delivery).await {
+            Ok(()) => acknowledged += 1,
+            Err(AteError::LeaseLost { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(acknowledged)
 }
 
 /// The longest lease an owner grants (`atedb` caps what it is asked for).
