@@ -401,20 +401,30 @@ impl Dio {
                 });
             }
             let mut event = step.event;
+            let transformers = &self.chain.plugins().transformers;
+            let sealed_under = match step.read_rule {
+                ReadRule::NodeKey { node_key_id, .. } if event.kind == EventKind::Data => Some(node_key_id),
+                _ => None,
+            };
+            // Encrypted from the staged plaintext unless it must change first.
+            let from_staged = step.payload_staged && sealed_under.is_some() && transformers.is_empty();
+            if step.payload_staged && !from_staged {
+                event.payload = staged_payload(&self.staged, &event.key).to_vec();
+            }
             if event.kind == EventKind::Data {
-                for transformer in &self.chain.plugins().transformers {
+                for transformer in transformers {
                     event.payload = transformer.encode(std::mem::take(&mut event.payload))?;
                 }
             }
             event.timestamp_us = timestamp_us;
             crate::crypto::fill_random(&mut event.nonce)?;
-            if let ReadRule::NodeKey { node_key_id, .. } = step.read_rule {
-                if event.kind == EventKind::Data {
-                    let node_key = self.node_key(event.key, node_key_id)?;
-                    event.read_key_id = node_key_id.0;
-                    let content = event.content([0; 32], timestamp_us);
-                    event.payload = encrypt_payload(node_key, &content, &event.payload)?;
-                }
+            if let Some(node_key_id) = sealed_under {
+                self.node_key(event.key, node_key_id)?;
+                let node_key = &self.node_keys[&node_key_id];
+                event.read_key_id = node_key_id.0;
+                let content = event.content([0; 32], timestamp_us);
+                let plaintext = if from_staged { staged_payload(&self.staged, &event.key) } else { &event.payload };
+                event.payload = encrypt_payload(node_key, &content, plaintext)?;
             }
             events.push(event);
         }
@@ -573,13 +583,17 @@ impl Dio {
             event.parent = *parent;
             events.push(event);
         }
+        // Without linters (which read and may rewrite payloads) a payload
+        // stays staged until the commit needs it: one sealed under a node
+        // key is encrypted straight from there, with no copy of its own.
+        let linted = !self.chain.plugins().linters.is_empty();
         for key in &self.order {
             let event = match &self.staged[key] {
                 Staged::Put { payload, parent, expect, type_tag } => NewEvent {
                     parent: *parent,
                     expect: *expect,
                     type_tag: *type_tag,
-                    ..NewEvent::data(*key, payload.clone())
+                    ..NewEvent::data(*key, if linted { payload.clone() } else { Vec::new() })
                 },
                 Staged::Delete { expect, parent } => {
                     NewEvent { expect: *expect, parent: *parent, ..NewEvent::tombstone(*key) }
@@ -602,18 +616,16 @@ impl Dio {
                 .map(|event| {
                     let key = event.key.as_u128();
                     let parent = event.parent.map(|(parent, _)| parent.as_u128());
-                    let write_rule = state.write_rule(config, &overlay, key, parent);
-                    match event.kind {
-                        EventKind::Authority => {
-                            let record =
-                                authority.iter().find(|(k, _, _)| *k == event.key).map(|(_, _, record)| record.clone());
-                            state.stage(&mut overlay, key, parent, record);
-                        }
-                        EventKind::Data => state.stage(&mut overlay, key, parent, None),
-                        _ => {}
-                    }
-                    let read_rule = state.read_rule(&overlay, key, parent);
-                    PlannedEvent { event, write_rule, read_rule }
+                    let stage = match event.kind {
+                        EventKind::Authority => Some(
+                            authority.iter().find(|(k, _, _)| *k == event.key).map(|(_, _, record)| record.clone()),
+                        ),
+                        EventKind::Data => Some(None),
+                        _ => None,
+                    };
+                    let (write_rule, read_rule) = state.plan_event(config, &mut overlay, key, parent, stage);
+                    let payload_staged = !linted && event.kind == EventKind::Data;
+                    PlannedEvent { event, write_rule, read_rule, payload_staged }
                 })
                 .collect()
         }))
@@ -721,6 +733,16 @@ struct PlannedEvent {
     event: NewEvent,
     write_rule: WriteRule,
     read_rule: ReadRule,
+    /// The payload is still the staged one (`event.payload` is empty).
+    payload_staged: bool,
+}
+
+/// The payload staged for `key`, which [`Dio::plan`] planned as data.
+fn staged_payload<'a>(staged: &'a HashMap<PrimaryKey, Staged, FastHash>, key: &PrimaryKey) -> &'a [u8] {
+    match staged.get(key) {
+        Some(Staged::Put { payload, .. }) => payload,
+        _ => unreachable!("a data event is planned only from a staged put"),
+    }
 }
 
 fn node_key_aad(node_key_id: &KeyId, read_key_id: &KeyId) -> Vec<u8> {

@@ -179,3 +179,43 @@ async fn a_put_a_linter_deleted_is_remembered_as_absent() {
     dio.store_with_key(key, 2u32).unwrap();
     dio.commit().await.unwrap();
 }
+
+/// Without a linter a DIO encrypts straight from what it staged, unless a
+/// transformer must change the payload first: both paths round trip, and a
+/// refused commit keeps what was staged for the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_payloads_round_trip_with_and_without_a_transformer() {
+    for transformed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = PrivateSignKey::generate(SignatureScheme::MlDsa44);
+        let read = ReadKey::generate().unwrap();
+        let mut builder = ChainBuilder::new(&common::small_config(dir.path())).await.add_root_public_key(root.public());
+        if transformed {
+            builder = builder.add_transformer(Arc::new(Reverse));
+        }
+        let chain = builder.build().open(&ChainKey::from("sealed")).await.unwrap();
+        let mut owner = AteSession::new("owner");
+        owner.add_user_write_key(root.clone()).add_user_read_key(read.clone());
+        let mut dio = chain.dio(&owner).await;
+        let folder = *dio.store("folder".to_string()).unwrap().key();
+        dio.set_authority(&folder, WriteAuthority::Inherit, ReadAuthority::Specific(read.id())).unwrap();
+        dio.commit().await.unwrap();
+
+        // A stranger's commit is refused; the staged child stays staged.
+        let mut stranger_session = AteSession::new("stranger");
+        stranger_session.add_user_read_key(read.clone());
+        let mut stranger = chain.dio(&stranger_session).await;
+        let refused = *stranger.store_child(&folder, "refused secret".to_string()).unwrap().key();
+        assert!(matches!(stranger.commit().await, Err(AteError::NoWriteAccess { .. })));
+        assert!(stranger.has_uncommitted(), "a refused commit keeps what was staged");
+        assert!(chain.get(&refused).is_none());
+
+        let mut dio = chain.dio(&owner).await;
+        let child = *dio.store_child(&folder, "a sealed secret".to_string()).unwrap().key();
+        dio.commit().await.unwrap();
+        let stored = chain.get(&child).unwrap();
+        assert!(!stored.payload.windows(6).any(|window| window == b"secret" || window == b"terces"), "stored sealed");
+        assert_eq!(*chain.dio(&owner).await.load::<String>(&child).await.unwrap(), "a sealed secret");
+        chain.verify().await.unwrap();
+    }
+}

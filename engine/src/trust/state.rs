@@ -337,7 +337,18 @@ impl TrustState {
     /// The write rule governing `key` now (including `staged` changes). For
     /// an object that does not exist yet, the walk starts at `parent`.
     pub fn write_rule(&self, config: &TrustConfig, staged: &StagedTrust, key: u128, parent: Option<u128>) -> WriteRule {
-        self.walk(staged, key, parent, |_, node| match &node.record().write {
+        self.write_rule_from(config, staged, key, None, parent)
+    }
+
+    fn write_rule_from<'a>(
+        &'a self,
+        config: &TrustConfig,
+        staged: &'a StagedTrust,
+        key: u128,
+        known: Option<Option<NodeRef<'a>>>,
+        parent: Option<u128>,
+    ) -> WriteRule {
+        self.walk_from(staged, key, known, parent, |_, node| match &node.record().write {
             WriteAuthority::Inherit => None,
             WriteAuthority::Everyone => Some(WriteRule::Everyone),
             WriteAuthority::Nobody => Some(WriteRule::Nobody),
@@ -349,10 +360,14 @@ impl TrustState {
     /// Walks from `key` up its parents until `decide` returns a rule. An
     /// object with no entry yet (a new object) continues at `parent`, once.
     /// `None` when the walk runs out (a root) or exceeds `MAX_DEPTH` (a cycle).
-    fn walk<R>(
-        &self,
-        staged: &StagedTrust,
+    /// `known`: the caller already looked `key` up (a new object's lookup
+    /// misses in the largest map, so each one saved is a cache miss saved
+    /// per event); `None` looks it up here.
+    fn walk_from<'a, R>(
+        &'a self,
+        staged: &'a StagedTrust,
         key: u128,
+        mut known: Option<Option<NodeRef<'a>>>,
         parent: Option<u128>,
         decide: impl Fn(u128, NodeRef<'_>) -> Option<R>,
     ) -> Option<R> {
@@ -360,7 +375,11 @@ impl TrustState {
         let mut fallback_parent = parent;
         for _ in 0..MAX_DEPTH {
             let at = current?;
-            let Some(node) = self.node(staged, at) else {
+            let found = match known.take() {
+                Some(node) => node,
+                None => self.node(staged, at),
+            };
+            let Some(node) = found else {
                 current = fallback_parent.take();
                 continue;
             };
@@ -375,7 +394,19 @@ impl TrustState {
     /// Records in `staged` that `key` has `parent` and, if given, `record`
     /// (what a Data or Authority event does), on top of the current state.
     pub fn stage(&self, staged: &mut StagedTrust, key: u128, parent: Option<u128>, record: Option<AuthorityRecord>) {
-        let mut node = self.node(staged, key).map(NodeRef::to_node).unwrap_or_default();
+        let node = self.node(staged, key).map(NodeRef::to_node);
+        Self::stage_over(staged, key, node, parent, record);
+    }
+
+    /// [`TrustState::stage`] over `current`, the node `key` has now.
+    fn stage_over(
+        staged: &mut StagedTrust,
+        key: u128,
+        current: Option<Node>,
+        parent: Option<u128>,
+        record: Option<AuthorityRecord>,
+    ) {
+        let mut node = current.unwrap_or_default();
         match record {
             Some(record) => {
                 node.record = Some(Box::new(record));
@@ -386,10 +417,43 @@ impl TrustState {
         staged.nodes.insert(key, node);
     }
 
+    /// What a DIO plans for one event: the write rule that governs it, then
+    /// (after staging `stage`, if given, as [`TrustState::stage`] would) the
+    /// read rule, with one lookup of `key` for both.
+    pub fn plan_event(
+        &self,
+        config: &TrustConfig,
+        staged: &mut StagedTrust,
+        key: u128,
+        parent: Option<u128>,
+        stage: Option<Option<AuthorityRecord>>,
+    ) -> (WriteRule, ReadRule) {
+        let known = self.node(staged, key);
+        let write_rule = self.write_rule_from(config, staged, key, Some(known), parent);
+        match stage {
+            Some(record) => {
+                let current = known.map(NodeRef::to_node);
+                Self::stage_over(staged, key, current, parent, record);
+                (write_rule, self.read_rule(staged, key, parent))
+            }
+            None => (write_rule, self.read_rule_from(staged, key, Some(known), parent)),
+        }
+    }
+
     /// The read rule governing `key` (a new object: pass its parent chain
     /// through `parent`).
     pub fn read_rule(&self, staged: &StagedTrust, key: u128, parent: Option<u128>) -> ReadRule {
-        self.walk(staged, key, parent, |at, node| match &node.record().read {
+        self.read_rule_from(staged, key, None, parent)
+    }
+
+    fn read_rule_from<'a>(
+        &'a self,
+        staged: &'a StagedTrust,
+        key: u128,
+        known: Option<Option<NodeRef<'a>>>,
+        parent: Option<u128>,
+    ) -> ReadRule {
+        self.walk_from(staged, key, known, parent, |at, node| match &node.record().read {
             ReadAuthority::Inherit => None,
             ReadAuthority::Everyone => Some(ReadRule::Everyone),
             ReadAuthority::Specific(read_key_id) => Some(match &node.record().node_key {
@@ -432,7 +496,8 @@ impl TrustState {
             }
             EventKind::Signature => {}
             EventKind::Data | EventKind::Tombstone | EventKind::Authority | EventKind::Retention => {
-                self.authorize(config, staged, event.key, event.parent, signers)?;
+                let known = self.node(staged, event.key);
+                self.authorize_from(config, staged, event.key, Some(known), event.parent, signers)?;
                 match event.kind {
                     EventKind::Retention => self.check_retention(staged, event, signers)?,
                     EventKind::Tombstone => {
@@ -443,15 +508,16 @@ impl TrustState {
                     }
                     EventKind::Data => {
                         // Written again after a delete in the same commit: it stays.
-                        cancel_deletion(&mut staged.deleted, event.key);
-                        let current = self.node(staged, event.key).map(|node| node.parent);
+                        let current = known.map(|node| node.parent);
                         if (current.is_some() || event.parent.is_some()) && current != Some(event.parent) {
                             // A move must also be allowed where the object lands.
                             if let (Some(_), Some(new_parent)) = (current, event.parent) {
                                 self.authorize(config, staged, new_parent, None, signers)?;
                             }
-                            self.stage(staged, event.key, event.parent, None);
+                            let current = known.map(NodeRef::to_node);
+                            Self::stage_over(staged, event.key, current, event.parent, None);
                         }
+                        cancel_deletion(&mut staged.deleted, event.key);
                         // Data under a read authority must be sealed under its current node key.
                         if let ReadRule::NodeKey { node_key_id, .. } = self.read_rule(staged, event.key, event.parent) {
                             if event.content.read_key_id != node_key_id.0 {
@@ -498,11 +564,25 @@ impl TrustState {
         parent: Option<u128>,
         signers: &HashSet<KeyId>,
     ) -> Result<(), RejectReason> {
+        self.authorize_from(config, staged, key, None, parent, signers)
+    }
+
+    /// [`TrustState::authorize`] with `key` already looked up (`known`, as
+    /// in [`TrustState::walk_from`]).
+    fn authorize_from(
+        &self,
+        config: &TrustConfig,
+        staged: &StagedTrust,
+        key: u128,
+        known: Option<Option<NodeRef<'_>>>,
+        parent: Option<u128>,
+        signers: &HashSet<KeyId>,
+    ) -> Result<(), RejectReason> {
         // Under centralized integrity the server key vouches for a commit
         // (the server checked the session's keys); a frozen object stays frozen.
         let vouched = config.integrity == super::IntegrityMode::Centralized
             && config.server_key_id.as_ref().is_some_and(|server| signers.contains(server));
-        match self.write_rule(config, staged, key, parent) {
+        match self.write_rule_from(config, staged, key, known, parent) {
             WriteRule::Everyone => Ok(()),
             WriteRule::Nobody => Err(RejectReason::Frozen),
             WriteRule::AnyOf(_) if vouched => Ok(()),
