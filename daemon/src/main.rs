@@ -103,6 +103,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         backend: config.log.backend.into(),
         direct_io: config.log.direct_io,
         zero_ahead_bytes: config.log.zero_ahead_bytes,
+        drop_behind_bytes: config.log.drop_behind_bytes,
         maintenance: config
             .log
             .maintenance()

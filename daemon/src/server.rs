@@ -111,6 +111,9 @@ pub struct ServerOptions {
     pub direct_io: bool,
     /// Zeros kept ahead of the appends (`[log] zero_ahead_bytes`; `None`: the engine's default).
     pub zero_ahead_bytes: Option<u64>,
+    /// Log pages dropped from the page cache this far behind the appends
+    /// (`[log] drop_behind_bytes`; `None`: the engine's default, off).
+    pub drop_behind_bytes: Option<u64>,
     /// Compaction and old-segment dropping run by atedb itself (`[log]`).
     pub maintenance: Option<crate::maintenance::LogMaintenance>,
 }
@@ -176,6 +179,7 @@ impl Server {
             backend: options.backend,
             direct_io: options.direct_io,
             zero_ahead_bytes: options.zero_ahead_bytes.unwrap_or(defaults.zero_ahead_bytes),
+            drop_behind_bytes: options.drop_behind_bytes.unwrap_or(defaults.drop_behind_bytes),
             max_commit_bytes: defaults.max_commit_bytes.min(quarter),
             max_write_bytes: defaults.max_write_bytes.min(quarter),
             ..defaults

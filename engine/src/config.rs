@@ -67,6 +67,15 @@ pub struct AteConfig {
     /// small commit on ext4). 0 turns it off. Only for chains whose default
     /// durability syncs.
     pub zero_ahead_bytes: u64,
+    /// Durable log pages more than this far behind the appends are dropped
+    /// from the page cache, so that the next appends reuse them (on a VM
+    /// that hands free memory back to its host, writing into fresh pages
+    /// was half of an ingest's CPU) and an ingest does not fill the cache
+    /// with log nobody reads. Readers of older events then read them from
+    /// the disk: for chains written far more than read back (archives,
+    /// buses, queues). 0 (the default) keeps every page cached; otherwise
+    /// at least 16 MiB.
+    pub drop_behind_bytes: u64,
 }
 
 impl Default for AteConfig {
@@ -81,6 +90,7 @@ impl Default for AteConfig {
             writer_queue_commits: 4096,
             direct_io: false,
             zero_ahead_bytes: 4 << 20,
+            drop_behind_bytes: 0,
         }
     }
 }
@@ -101,6 +111,11 @@ impl AteConfig {
             // Zeroing starts 1 MiB past the appends: a shorter lead would
             // zero little or nothing.
             return invalid(format!("zero_ahead_bytes {} must be 0 (off) or at least 2 MiB", self.zero_ahead_bytes));
+        }
+        if self.drop_behind_bytes != 0 && self.drop_behind_bytes < 16 << 20 {
+            // Dropped in 8 MiB steps: a shorter window would drop what the
+            // follow streams of replicas keeping up are still reading.
+            return invalid(format!("drop_behind_bytes {} must be 0 (off) or at least 16 MiB", self.drop_behind_bytes));
         }
         if self.max_write_bytes < 4096 || self.writer_queue_commits == 0 {
             return invalid("max_write_bytes must be >= 4096 and writer_queue_commits > 0".into());

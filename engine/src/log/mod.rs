@@ -2,6 +2,7 @@
 //! open, and the writer thread that appends with group commit.
 
 pub(crate) mod checkpoint;
+mod drop_behind;
 mod recovery;
 mod segments;
 mod writer;

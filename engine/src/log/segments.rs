@@ -39,6 +39,33 @@ impl Segment {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// Lets the kernel drop `range` from the page cache (`log::drop_behind`):
+    /// a later read of it comes from the file. Only for bytes the log wrote
+    /// and never rewrites (the kernel writes dirty pages back rather than
+    /// dropping them). Advisory: a failure changes nothing a reader sees,
+    /// so it is ignored.
+    pub fn drop_cached(&self, range: std::ops::Range<u64>) {
+        let end = range.end.min(self.map.len() as u64);
+        let Some(len) = end.checked_sub(range.start).filter(|len| *len > 0) else { return };
+        // SAFETY: a shared, read-only file mapping: MADV_DONTNEED unmaps its
+        // pages from this process, and the next access maps the file's
+        // bytes again (unchanged: the log never rewrites what it wrote
+        // behind the window). References into the mapping stay valid;
+        // only anonymous or private mappings would read back zeros.
+        let unmapped = unsafe {
+            self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start as usize, len as usize)
+        };
+        // Pages still mapped are not dropped: the file advice comes second.
+        let dropped =
+            rustix::fs::fadvise(&*self.file, range.start, std::num::NonZeroU64::new(len), rustix::fs::Advice::DontNeed);
+        if let Err(error) = unmapped {
+            tracing::debug!(%error, "unmapping log pages failed");
+        }
+        if let Err(error) = dropped {
+            tracing::debug!(%error, "dropping log pages from the page cache failed");
+        }
+    }
 }
 
 const CHUNK_BITS: u32 = 10;

@@ -4,6 +4,7 @@
 //! group, fills the next group while that sync is in flight, and applies
 //! each group to the view only once it is durable, then acknowledges.
 
+use super::drop_behind::DropBehind;
 use super::recovery::{create_segment, prepare_segment_file, start_prepared_segment};
 use super::zero_ahead::ZeroAhead;
 use super::{view_change_for, ChainShared};
@@ -132,6 +133,8 @@ pub(crate) struct Writer {
     /// a stall of everything waiting on the chain (docs/benchmarks.md).
     prepared: Option<std::thread::JoinHandle<std::io::Result<(File, std::path::PathBuf)>>>,
     prepare_ahead: bool,
+    /// Drops durable pages behind the appends from the page cache.
+    drop_behind: Option<DropBehind>,
 }
 
 /// How commits reach a chain's writer.
@@ -173,6 +176,8 @@ impl WriterHandle {
         let zero_ahead =
             if inline { None } else { ZeroAhead::start(&chain, active.index, write_offset, active.direct.is_some())? };
         let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
+        // Chains in memory have no other copy of their pages.
+        let drop_behind = if inline { None } else { DropBehind::start(&chain, active.index) };
         let mut writer = Writer {
             chain,
             device,
@@ -188,6 +193,7 @@ impl WriterHandle {
             zero_ahead,
             prepared: None,
             prepare_ahead: inline,
+            drop_behind,
         };
         if inline {
             return Ok(WriterHandle::Inline(Box::new(parking_lot::Mutex::new(writer))));
@@ -449,6 +455,9 @@ impl Writer {
             }
         } else {
             self.publish(&group, &buffer[group.records_at..group.records_at + group.records_len]);
+            if let (Some(drop_behind), Some((group_start, _))) = (&mut self.drop_behind, group.commits.first()) {
+                drop_behind.durable(&self.chain.segments, group.segment, group_start + group.records_len as u64);
+            }
             for (_, request) in group.commits {
                 let _ = request.reply.send(Ok(request.receipt));
                 self.chain.recycle_record_buffer(request.records);

@@ -1,0 +1,115 @@
+//! Dropping the log's pages from the page cache behind the appends
+//! (`AteConfig::drop_behind_bytes`): pages a window behind the appends
+//! leave the cache, sealed segments included, and every event still reads
+//! back, before and after a reopen. With it off, the pages stay cached.
+
+mod common;
+
+use ate::{AteConfig, NewEvent};
+use common::{key, open_with, small_config};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const WINDOW: u64 = 16 << 20;
+/// Small segments, so that several are sealed behind the window.
+const SEGMENT: u64 = 8 << 20;
+const EVENTS_PER_COMMIT: usize = 32;
+/// 1 KiB each: about 44 MiB, five segments and more.
+const EVENTS: usize = 40_000;
+
+fn payload(index: usize) -> Vec<u8> {
+    (0..1024).map(|i| (index as u8).wrapping_mul(13).wrapping_add(i as u8)).collect()
+}
+
+fn config(dir: &Path, drop_behind_bytes: u64) -> AteConfig {
+    AteConfig { segment_size_bytes: SEGMENT, drop_behind_bytes, ..small_config(dir) }
+}
+
+async fn write_all(config: &AteConfig) -> std::sync::Arc<ate::Chain> {
+    let chain = open_with(config, None).await.expect("open");
+    for first in (0..EVENTS).step_by(EVENTS_PER_COMMIT) {
+        let events = (first..first + EVENTS_PER_COMMIT).map(|index| NewEvent::data(key(index), payload(index)));
+        chain.append(events.collect(), None).await.expect("append");
+    }
+    chain
+}
+
+fn assert_all_read_back(chain: &ate::Chain, context: &str) {
+    for index in 0..EVENTS {
+        let event = chain.get(&key(index)).unwrap_or_else(|| panic!("{context}: event {index} is missing"));
+        assert_eq!(event.payload, payload(index).as_slice(), "{context}: event {index}");
+    }
+}
+
+/// The chain's segment files, oldest first.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "seg") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The share of `path`'s pages in the page cache.
+fn cached_share(path: &Path) -> f64 {
+    let file = std::fs::File::open(path).expect("open segment");
+    // SAFETY: read-only shared mapping of a file nobody writes while it is
+    // mapped (the test's chain has sealed it); only residency is queried.
+    let map = unsafe { memmap2::Mmap::map(&file) }.expect("map segment");
+    let pages = map.len().div_ceil(4096);
+    let mut resident = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping of `map.len()` bytes and `resident`
+    // has one byte per 4 KiB page of it, as mincore(2) requires.
+    let status = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), resident.as_mut_ptr()) };
+    assert_eq!(status, 0, "mincore: {}", std::io::Error::last_os_error());
+    resident.iter().filter(|page| *page & 1 == 1).count() as f64 / pages as f64
+}
+
+#[tokio::test]
+async fn pages_behind_the_window_leave_the_cache_and_every_event_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), WINDOW);
+    let chain = write_all(&config).await;
+    let segments = segment_files(dir.path());
+    assert!(segments.len() >= 5, "the workload sealed several segments: {segments:?}");
+    // Dropped by a thread of the writer's: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let oldest = &segments[0];
+    while cached_share(oldest) > 0.05 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cached_share(oldest) <= 0.05, "the oldest segment is {:.0}% cached", 100.0 * cached_share(oldest));
+    // The newest segment is inside the window: still cached.
+    assert!(cached_share(segments.last().unwrap()) > 0.0, "the active segment was dropped");
+    assert_all_read_back(&chain, "after dropping");
+    drop(chain);
+    let reopened = open_with(&config, None).await.expect("reopen");
+    assert_all_read_back(&reopened, "after a reopen");
+}
+
+#[tokio::test]
+async fn with_it_off_the_log_stays_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = write_all(&config(dir.path(), 0)).await;
+    let segments = segment_files(dir.path());
+    let share = cached_share(&segments[0]);
+    assert!(share > 0.5, "the oldest segment is only {:.0}% cached with dropping off", 100.0 * share);
+    assert_all_read_back(&chain, "dropping off");
+}
+
+#[test]
+fn a_window_shorter_than_two_steps_is_refused() {
+    let config = AteConfig::default();
+    assert!(AteConfig { drop_behind_bytes: 0, ..config.clone() }.validate().is_ok());
+    assert!(AteConfig { drop_behind_bytes: 8 << 20, ..config.clone() }.validate().is_err());
+    assert!(AteConfig { drop_behind_bytes: 16 << 20, ..config }.validate().is_ok());
+}
