@@ -1,6 +1,7 @@
 //! E1: embedded ingest of 1 KiB plaintext events in `Batched` durability,
 //! io_uring and pwrite backends side by side, each through the page cache
-//! and with direct appends (`O_DIRECT`).
+//! and with direct appends (`O_DIRECT`), and io_uring through the page cache
+//! dropping pages 64 MiB behind the appends (`drop_behind_bytes`).
 
 use ate::{AteConfig, StorageBackend};
 use ate_bench::{config, ingest, open, payload, scratch_dir};
@@ -16,20 +17,26 @@ fn engine_ingest(c: &mut Criterion) {
     // synced that the disk, not the round trip, sets the pace (see
     // docs/benchmarks.md, seventh session).
     for (events_per_commit, committers) in [(1000u64, 4u64), (1000, 16), (100, 8), (1, 64)] {
-        for (backend, direct_io) in [
-            (StorageBackend::IoUring, false),
-            (StorageBackend::IoUring, true),
-            (StorageBackend::Portable, false),
-            (StorageBackend::Portable, true),
+        for (backend, direct_io, drop_behind_bytes) in [
+            (StorageBackend::IoUring, false, 0),
+            (StorageBackend::IoUring, true, 0),
+            (StorageBackend::IoUring, false, 64 << 20),
+            (StorageBackend::Portable, false, 0),
+            (StorageBackend::Portable, true, 0),
         ] {
             group.throughput(Throughput::Elements(events_per_commit));
-            let appends = if direct_io { "direct" } else { "buffered" };
+            let appends = match (direct_io, drop_behind_bytes) {
+                (true, _) => "direct",
+                (false, 0) => "buffered",
+                (false, _) => "buffered_drop_behind",
+            };
             let name = format!("{backend:?}_{appends}/{events_per_commit}_per_commit_{committers}_committers");
             group.bench_function(name, |bencher| {
                 bencher.iter_custom(|commits| {
                     runtime.block_on(async {
                         let dir = scratch_dir();
-                        let chain = open(&AteConfig { direct_io, ..config(dir.path(), backend) }).await;
+                        let chain =
+                            open(&AteConfig { direct_io, drop_behind_bytes, ..config(dir.path(), backend) }).await;
                         let start = Instant::now();
                         ingest(&chain, commits, events_per_commit, committers, &value, 0).await;
                         start.elapsed()
