@@ -21,6 +21,7 @@
 //! direct_io = true                     # append with O_DIRECT, bypassing the page cache (default: false)
 //! zero_ahead_bytes = 4194304           # zeros kept written ahead of the appends while idle (default 4 MiB; 0 = off)
 //! drop_behind_bytes = 67108864         # drop log pages this far behind the appends from the page cache (default 0 = off)
+//! populate_ahead_bytes = 33554432      # populate the page cache with huge pages this far ahead of the appends (default 0 = off)
 //! drop_older_than = "30d"              # drop sealed segments older than this (default: never)
 //! tombstone_horizon = "7d"             # ...but keep those holding younger deletions
 //! compact = true                       # compact sealed segments too (default: false)
@@ -72,6 +73,7 @@ pub struct LogSettings {
     pub direct_io: bool,
     pub zero_ahead_bytes: Option<u64>,
     pub drop_behind_bytes: Option<u64>,
+    pub populate_ahead_bytes: Option<u64>,
     pub drop_older_than: Option<String>,
     #[serde(default = "default_tombstone_horizon")]
     pub tombstone_horizon: String,
@@ -89,6 +91,7 @@ impl Default for LogSettings {
             direct_io: false,
             zero_ahead_bytes: None,
             drop_behind_bytes: None,
+            populate_ahead_bytes: None,
             drop_older_than: None,
             tombstone_horizon: default_tombstone_horizon(),
             compact: false,
@@ -286,6 +289,7 @@ mod tests {
             direct_io = true
             zero_ahead_bytes = 0
             drop_behind_bytes = 67108864
+            populate_ahead_bytes = 33554432
             drop_older_than = "30d"
         "#;
         let config = Config::parse(text, Path::new("atedb.toml")).unwrap();
@@ -296,6 +300,7 @@ mod tests {
         assert!(config.log.direct_io);
         assert_eq!(config.log.zero_ahead_bytes, Some(0));
         assert_eq!(config.log.drop_behind_bytes, Some(64 << 20));
+        assert_eq!(config.log.populate_ahead_bytes, Some(32 << 20));
         let minimal = Config::parse("", Path::new("empty.toml")).unwrap();
         assert_eq!(minimal.listen, default_listen());
         assert!(minimal.chains.may_create("anything"));
@@ -303,6 +308,7 @@ mod tests {
         assert!(!minimal.log.direct_io, "appends go through the page cache unless asked");
         assert_eq!(minimal.log.zero_ahead_bytes, None, "the engine's default lead");
         assert_eq!(minimal.log.drop_behind_bytes, None, "log pages stay cached unless asked");
+        assert_eq!(minimal.log.populate_ahead_bytes, None, "no page cache populated ahead unless asked");
         assert_eq!(minimal.log.maintenance(), Ok(None), "no upkeep unless asked for");
         let upkeep = config.log.maintenance().unwrap().unwrap();
         assert_eq!(upkeep.drop_older_than_us, Some(30 * 86_400 * 1_000_000));

@@ -104,6 +104,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ServerOptions), atedb::config
         direct_io: config.log.direct_io,
         zero_ahead_bytes: config.log.zero_ahead_bytes,
         drop_behind_bytes: config.log.drop_behind_bytes,
+        populate_ahead_bytes: config.log.populate_ahead_bytes,
         maintenance: config
             .log
             .maintenance()

@@ -114,6 +114,9 @@ pub struct ServerOptions {
     /// Log pages dropped from the page cache this far behind the appends
     /// (`[log] drop_behind_bytes`; `None`: the engine's default, off).
     pub drop_behind_bytes: Option<u64>,
+    /// Page cache populated with huge pages this far ahead of the appends
+    /// (`[log] populate_ahead_bytes`; `None`: the engine's default, off).
+    pub populate_ahead_bytes: Option<u64>,
     /// Compaction and old-segment dropping run by atedb itself (`[log]`).
     pub maintenance: Option<crate::maintenance::LogMaintenance>,
 }
@@ -180,6 +183,7 @@ impl Server {
             direct_io: options.direct_io,
             zero_ahead_bytes: options.zero_ahead_bytes.unwrap_or(defaults.zero_ahead_bytes),
             drop_behind_bytes: options.drop_behind_bytes.unwrap_or(defaults.drop_behind_bytes),
+            populate_ahead_bytes: options.populate_ahead_bytes.unwrap_or(defaults.populate_ahead_bytes),
             max_commit_bytes: defaults.max_commit_bytes.min(quarter),
             max_write_bytes: defaults.max_write_bytes.min(quarter),
             ..defaults

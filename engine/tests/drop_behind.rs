@@ -6,8 +6,8 @@
 mod common;
 
 use ate::{AteConfig, NewEvent};
-use common::{key, open_with, small_config};
-use std::path::{Path, PathBuf};
+use common::{cached_share, key, on_tmpfs, open_with, segment_files, small_config};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WINDOW: u64 = 16 << 20;
@@ -41,45 +41,6 @@ fn assert_all_read_back(chain: &ate::Chain, context: &str) {
     }
 }
 
-/// The chain's segment files, oldest first.
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut folders = vec![dir.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).expect("read dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                folders.push(path);
-            } else if path.extension().is_some_and(|extension| extension == "seg") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
-/// The share of `path`'s pages in the page cache.
-fn cached_share(path: &Path) -> f64 {
-    let file = std::fs::File::open(path).expect("open segment");
-    // SAFETY: read-only shared mapping of a file nobody writes while it is
-    // mapped (the test's chain has sealed it); only residency is queried.
-    let map = unsafe { memmap2::Mmap::map(&file) }.expect("map segment");
-    let pages = map.len().div_ceil(4096);
-    let mut resident = vec![0u8; pages];
-    // SAFETY: `map` is a live mapping of `map.len()` bytes and `resident`
-    // has one byte per 4 KiB page of it, as mincore(2) requires.
-    let status = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), resident.as_mut_ptr()) };
-    assert_eq!(status, 0, "mincore: {}", std::io::Error::last_os_error());
-    resident.iter().filter(|page| *page & 1 == 1).count() as f64 / pages as f64
-}
-
-/// tmpfs keeps a file's pages as its only copy: they cannot be dropped.
-fn on_tmpfs(dir: &Path) -> bool {
-    const TMPFS_MAGIC: u64 = 0x0102_1994;
-    rustix::fs::statfs(dir).is_ok_and(|stat| stat.f_type as u64 == TMPFS_MAGIC)
-}
-
 #[tokio::test]
 async fn pages_behind_the_window_leave_the_cache_and_every_event_reads_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,12 +55,12 @@ async fn pages_behind_the_window_leave_the_cache_and_every_event_reads_back() {
     // Dropped by a thread of the writer's: give it a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     let oldest = &segments[0];
-    while cached_share(oldest) > 0.05 && Instant::now() < deadline {
+    while cached_share(oldest, ..) > 0.05 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(cached_share(oldest) <= 0.05, "the oldest segment is {:.0}% cached", 100.0 * cached_share(oldest));
+    assert!(cached_share(oldest, ..) <= 0.05, "the oldest segment is {:.0}% cached", 100.0 * cached_share(oldest, ..));
     // The newest segment is inside the window: still cached.
-    assert!(cached_share(segments.last().unwrap()) > 0.0, "the active segment was dropped");
+    assert!(cached_share(segments.last().unwrap(), ..) > 0.0, "the active segment was dropped");
     assert_all_read_back(&chain, "after dropping");
     drop(chain);
     let reopened = open_with(&config, None).await.expect("reopen");
@@ -111,7 +72,7 @@ async fn with_it_off_the_log_stays_cached() {
     let dir = tempfile::tempdir().unwrap();
     let chain = write_all(&config(dir.path(), 0)).await;
     let segments = segment_files(dir.path());
-    let share = cached_share(&segments[0]);
+    let share = cached_share(&segments[0], ..);
     assert!(share > 0.5, "the oldest segment is only {:.0}% cached with dropping off", 100.0 * share);
     assert_all_read_back(&chain, "dropping off");
 }

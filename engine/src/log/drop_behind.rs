@@ -19,10 +19,9 @@
 //! kernel reads them back on the next access, so nothing a reader sees
 //! changes.
 
+use super::page_cache::{Advice, AdviceThread};
 use super::segments::SegmentTable;
-use super::ChainShared;
 use std::ops::Range;
-use std::sync::Arc;
 
 /// Bytes dropped at a time: one `madvise` and one `posix_fadvise` per step.
 pub(crate) const DROP_STEP_BYTES: u64 = 8 << 20;
@@ -34,10 +33,8 @@ pub(crate) fn next_drop(dropped_until: u64, durable_end: u64, window_bytes: u64)
     (end >= dropped_until.saturating_add(DROP_STEP_BYTES)).then_some(dropped_until..end)
 }
 
-/// The log writer's progress in dropping pages behind its durable appends.
-/// The drops themselves run on a thread of their own: dropping 8 MiB takes
-/// long enough that commits waiting on the writer would feel it (D1's
-/// open-loop p99, docs/benchmarks.md, sixteenth session).
+/// The log writer's progress in dropping pages behind its durable appends
+/// (the drops run on the writer's `AdviceThread`).
 #[derive(Debug)]
 pub(crate) struct DropBehind {
     window_bytes: u64,
@@ -49,51 +46,17 @@ pub(crate) struct DropBehind {
     /// Parts of sealed segments not dropped yet, with where they end (as
     /// `segment_start`), each dropped once it is a window behind.
     sealed_tails: std::collections::VecDeque<(u32, Range<u64>, u64)>,
-    /// Ranges to drop; `None` once the thread could not be started.
-    sender: Option<crossbeam_channel::Sender<(u32, Range<u64>)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Drops queued at most; more are skipped (they are advice, and the
-/// thread only falls behind if the kernel is slower than the appends).
-const QUEUED_DROPS: usize = 64;
-
 impl DropBehind {
-    /// `None` when the chain's `drop_behind_bytes` is 0 (off).
-    pub(crate) fn start(chain: &Arc<ChainShared>, segment: u32) -> Option<Self> {
-        let window_bytes = chain.config.drop_behind_bytes;
-        if window_bytes == 0 {
-            return None;
-        }
-        let (sender, receiver) = crossbeam_channel::bounded::<(u32, Range<u64>)>(QUEUED_DROPS);
-        let name = format!("ate-drop-{}", chain.name.chars().take(6).collect::<String>());
-        let shared = Arc::clone(chain);
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            for (index, range) in receiver {
-                if let Some(segment) = shared.segments.get(index) {
-                    segment.drop_cached(range);
-                }
-            }
-        });
-        let (sender, thread) = match thread {
-            Ok(thread) => (Some(sender), Some(thread)),
-            Err(error) => {
-                tracing::warn!(chain = %chain.name, %error, "cannot start the thread dropping log pages; they stay cached");
-                (None, None)
-            }
-        };
+    /// `None` when `window_bytes` (the chain's `drop_behind_bytes`) is 0 (off).
+    pub(crate) fn new(window_bytes: u64, segment: u32) -> Option<Self> {
         let sealed_tails = std::collections::VecDeque::new();
-        Some(Self { window_bytes, segment, segment_start: 0, dropped_until: 0, sealed_tails, sender, thread })
-    }
-
-    fn drop_range(&self, segment: u32, range: Range<u64>) {
-        if let Some(sender) = &self.sender {
-            let _ = sender.try_send((segment, range));
-        }
+        (window_bytes > 0).then_some(Self { window_bytes, segment, segment_start: 0, dropped_until: 0, sealed_tails })
     }
 
     /// The writer has completed every group of `segment` up to `durable_end`.
-    pub(crate) fn durable(&mut self, segments: &SegmentTable, segment: u32, durable_end: u64) {
+    pub(crate) fn durable(&mut self, advice: &AdviceThread, segments: &SegmentTable, segment: u32, durable_end: u64) {
         if segment != self.segment {
             let sealed_len = segments.get(self.segment).map_or(0, |sealed| sealed.bytes().len() as u64);
             let sealed_end = self.segment_start + sealed_len;
@@ -108,21 +71,11 @@ impl DropBehind {
                 break;
             }
             self.sealed_tails.pop_front();
-            self.drop_range(index, range);
+            advice.send(Advice::Drop(index, range));
         }
         if let Some(range) = next_drop(self.dropped_until, durable_end, self.window_bytes) {
             self.dropped_until = range.end;
-            self.drop_range(segment, range);
-        }
-    }
-}
-
-impl Drop for DropBehind {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread once it has dropped what is queued.
-        drop(self.sender.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            advice.send(Advice::Drop(segment, range));
         }
     }
 }

@@ -3,6 +3,8 @@
 
 pub(crate) mod checkpoint;
 mod drop_behind;
+mod page_cache;
+mod populate_ahead;
 mod recovery;
 mod segments;
 mod writer;

@@ -31,6 +31,9 @@ impl Segment {
         // leading bytes, and the kernel drops cached pages of a range
         // written that way, so readers keep seeing those bytes.
         let map = unsafe { Mmap::map(&file)? };
+        // Huge pages where the page cache has them (see `populate`); on
+        // kernels without transparent huge pages the advice is refused.
+        let _ = map.advise(memmap2::Advice::HugePage);
         let header = SegmentHeader::decode(&map);
         let segment = Self { file: Arc::new(file), map, path: path.to_path_buf() };
         Ok((segment, header))
@@ -64,6 +67,19 @@ impl Segment {
         }
         if let Err(error) = dropped {
             tracing::debug!(%error, "dropping log pages from the page cache failed");
+        }
+    }
+
+    /// Reads `range` into the page cache and this mapping (`log::populate_ahead`):
+    /// faults on a mapping advised `MADV_HUGEPAGE` bring in 2 MiB folios.
+    /// Only for ranges the log has not written yet, which read as zeros
+    /// from a preallocated extent without disk I/O. Advisory: a failure
+    /// (a kernel without `MADV_POPULATE_READ`, say) is ignored.
+    pub fn populate(&self, range: std::ops::Range<u64>) {
+        let end = range.end.min(self.map.len() as u64);
+        let Some(len) = end.checked_sub(range.start).filter(|len| *len > 0) else { return };
+        if let Err(error) = self.map.advise_range(memmap2::Advice::PopulateRead, range.start as usize, len as usize) {
+            tracing::debug!(%error, "populating log pages ahead of the appends failed");
         }
     }
 }

@@ -5,6 +5,8 @@
 //! each group to the view only once it is durable, then acknowledges.
 
 use super::drop_behind::DropBehind;
+use super::page_cache::AdviceThread;
+use super::populate_ahead::PopulateAhead;
 use super::recovery::{create_segment, prepare_segment_file, start_prepared_segment};
 use super::zero_ahead::ZeroAhead;
 use super::{view_change_for, ChainShared};
@@ -135,6 +137,10 @@ pub(crate) struct Writer {
     prepare_ahead: bool,
     /// Drops durable pages behind the appends from the page cache.
     drop_behind: Option<DropBehind>,
+    /// Populates the page cache with huge pages ahead of the appends.
+    populate_ahead: Option<PopulateAhead>,
+    /// Runs the two above; `None` when both are off. Dropped after them.
+    advice: Option<AdviceThread>,
 }
 
 /// How commits reach a chain's writer.
@@ -176,8 +182,16 @@ impl WriterHandle {
         let zero_ahead =
             if inline { None } else { ZeroAhead::start(&chain, active.index, write_offset, active.direct.is_some())? };
         let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
-        // Chains in memory have no other copy of their pages.
-        let drop_behind = if inline { None } else { DropBehind::start(&chain, active.index) };
+        // Chains in memory have no other copy of their pages, and the
+        // kernel drops cached pages of ranges written with O_DIRECT.
+        let config = &chain.config;
+        let drop_behind = if inline { None } else { DropBehind::new(config.drop_behind_bytes, active.index) };
+        let populate_ahead = if inline || active.direct.is_some() {
+            None
+        } else {
+            PopulateAhead::new(config.populate_ahead_bytes, active.index)
+        };
+        let advice = (drop_behind.is_some() || populate_ahead.is_some()).then(|| AdviceThread::start(&chain));
         let mut writer = Writer {
             chain,
             device,
@@ -194,6 +208,8 @@ impl WriterHandle {
             prepared: None,
             prepare_ahead: inline,
             drop_behind,
+            populate_ahead,
+            advice,
         };
         if inline {
             return Ok(WriterHandle::Inline(Box::new(parking_lot::Mutex::new(writer))));
@@ -410,6 +426,9 @@ impl Writer {
         if let Some(zero_ahead) = &self.zero_ahead {
             zero_ahead.claim(offset + buffer.len() as u64);
         }
+        if let (Some(populate_ahead), Some(advice)) = (&mut self.populate_ahead, &self.advice) {
+            populate_ahead.claimed(advice, self.active.index, self.active.write_offset, self.active.len);
+        }
         // Before `submit`: a group written in place is done when it returns.
         let submitted = std::time::Instant::now();
         self.device.submit(file, offset, buffer, sync, alone);
@@ -455,8 +474,11 @@ impl Writer {
             }
         } else {
             self.publish(&group, &buffer[group.records_at..group.records_at + group.records_len]);
-            if let (Some(drop_behind), Some((group_start, _))) = (&mut self.drop_behind, group.commits.first()) {
-                drop_behind.durable(&self.chain.segments, group.segment, group_start + group.records_len as u64);
+            if let (Some(drop_behind), Some(advice), Some((group_start, _))) =
+                (&mut self.drop_behind, &self.advice, group.commits.first())
+            {
+                let durable_end = group_start + group.records_len as u64;
+                drop_behind.durable(advice, &self.chain.segments, group.segment, durable_end);
             }
             for (_, request) in group.commits {
                 let _ = request.reply.send(Ok(request.receipt));

@@ -5,7 +5,7 @@ use ate::crypto::{PrivateSignKey, PublicSignKey, SignatureScheme};
 use ate::storage::{FaultPlan, FaultyStorage, Storage};
 use ate::AteSession;
 use ate::{AteConfig, AteError, Chain, ChainBuilder, ChainKey, NewEvent, PrimaryKey, Result, StorageBackend};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Small segments and write limits so that rolls, torn windows and scans
@@ -96,4 +96,58 @@ pub fn session_with(keys: &[&PrivateSignKey]) -> AteSession {
 /// Opens chain `name` under `config` with `root` as its root key.
 pub async fn open_rooted(config: AteConfig, root: &PublicSignKey, name: &str) -> Arc<Chain> {
     ChainBuilder::new(&config).await.add_root_public_key(root).build().open(&ChainKey::from(name)).await.unwrap()
+}
+
+/// The chain's segment files under `dir`, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "seg") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The share of the 4 KiB pages of `bytes` of the file at `path` that are
+/// in the page cache (`mincore` on a mapping of its own).
+pub fn cached_share(path: &Path, bytes: impl std::ops::RangeBounds<usize>) -> f64 {
+    let file = std::fs::File::open(path).expect("open segment");
+    // SAFETY: read-only shared mapping of a log file; only residency is
+    // queried, no byte is read through it.
+    let map = unsafe { memmap2::Mmap::map(&file) }.expect("map segment");
+    let start = match bytes.start_bound() {
+        std::ops::Bound::Included(start) => *start,
+        std::ops::Bound::Excluded(start) => start + 1,
+        std::ops::Bound::Unbounded => 0,
+    };
+    let end = match bytes.end_bound() {
+        std::ops::Bound::Included(end) => end + 1,
+        std::ops::Bound::Excluded(end) => *end,
+        std::ops::Bound::Unbounded => map.len(),
+    };
+    assert!(start % 4096 == 0 && start < end && end <= map.len(), "{start}..{end} of {} bytes", map.len());
+    let pages = (end - start).div_ceil(4096);
+    let mut resident = vec![0u8; pages];
+    // SAFETY: `start..end` lies within the live mapping `map`, `start` is
+    // page-aligned, and `resident` has one byte per 4 KiB page of the
+    // range, as mincore(2) requires.
+    let status =
+        unsafe { libc::mincore(map.as_ptr().add(start) as *mut libc::c_void, end - start, resident.as_mut_ptr()) };
+    assert_eq!(status, 0, "mincore: {}", std::io::Error::last_os_error());
+    resident.iter().filter(|page| *page & 1 == 1).count() as f64 / pages as f64
+}
+
+/// tmpfs keeps a file's pages as its only copy: they are never dropped,
+/// and their size is the tmpfs's choice.
+pub fn on_tmpfs(dir: &Path) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    rustix::fs::statfs(dir).is_ok_and(|stat| stat.f_type as u64 == TMPFS_MAGIC)
 }
