@@ -20,7 +20,7 @@
 //! backend = "io_uring"                 # io_uring (default) | pwrite
 //! direct_io = true                     # append with O_DIRECT, bypassing the page cache (default: false)
 //! zero_ahead_bytes = 4194304           # zeros kept written ahead of the appends while idle (default 4 MiB; 0 = off)
-//! drop_behind_bytes = 67108864         # drop log pages this far behind the appends from the page cache (default 0 = off)
+//! drop_behind_bytes = 67108864         # drop log pages this far behind the appends from the page cache (default 64 MiB; 0 = off)
 //! populate_ahead_bytes = 33554432      # populate the page cache with huge pages this far ahead of the appends (default 0 = off)
 //! drop_older_than = "30d"              # drop sealed segments older than this (default: never)
 //! tombstone_horizon = "7d"             # ...but keep those holding younger deletions
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(minimal.durability, DurabilitySetting::Batched);
         assert!(!minimal.log.direct_io, "appends go through the page cache unless asked");
         assert_eq!(minimal.log.zero_ahead_bytes, None, "the engine's default lead");
-        assert_eq!(minimal.log.drop_behind_bytes, None, "log pages stay cached unless asked");
+        assert_eq!(minimal.log.drop_behind_bytes, None, "atedb's default window");
         assert_eq!(minimal.log.populate_ahead_bytes, None, "no page cache populated ahead unless asked");
         assert_eq!(minimal.log.maintenance(), Ok(None), "no upkeep unless asked for");
         let upkeep = config.log.maintenance().unwrap().unwrap();
