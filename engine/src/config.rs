@@ -123,17 +123,24 @@ impl AteConfig {
             // zero little or nothing.
             return invalid(format!("zero_ahead_bytes {} must be 0 (off) or at least 2 MiB", self.zero_ahead_bytes));
         }
-        if self.drop_behind_bytes != 0 && self.drop_behind_bytes < 16 << 20 {
-            // Dropped in 8 MiB steps: a shorter window would drop what the
+        let min_drop_behind_bytes = 2 * crate::log::DROP_STEP_BYTES;
+        if self.drop_behind_bytes != 0 && self.drop_behind_bytes < min_drop_behind_bytes {
+            // Dropped in steps: a window under two would drop what the
             // follow streams of replicas keeping up are still reading.
-            return invalid(format!("drop_behind_bytes {} must be 0 (off) or at least 16 MiB", self.drop_behind_bytes));
-        }
-        if self.populate_ahead_bytes != 0 && self.populate_ahead_bytes < 4 << 20 {
-            // Populated in 2 MiB huge pages from the first one past the
-            // appends: a shorter lead would populate none ahead of them.
             return invalid(format!(
-                "populate_ahead_bytes {} must be 0 (off) or at least 4 MiB",
-                self.populate_ahead_bytes
+                "drop_behind_bytes {} must be 0 (off) or at least {} MiB",
+                self.drop_behind_bytes,
+                min_drop_behind_bytes >> 20
+            ));
+        }
+        let min_populate_ahead_bytes = 2 * crate::log::POPULATE_STEP_BYTES;
+        if self.populate_ahead_bytes != 0 && self.populate_ahead_bytes < min_populate_ahead_bytes {
+            // Populated in huge pages from the first one past the appends:
+            // a lead under two would populate none ahead of them.
+            return invalid(format!(
+                "populate_ahead_bytes {} must be 0 (off) or at least {} MiB",
+                self.populate_ahead_bytes,
+                min_populate_ahead_bytes >> 20
             ));
         }
         if self.max_write_bytes < 4096 || self.writer_queue_commits == 0 {

@@ -15,6 +15,24 @@ pub use segments::EventRef;
 pub(crate) use segments::{Segment, SegmentTable};
 pub use writer::CommitReceipt;
 pub(crate) use writer::{CommitRequest, WriterHandle};
+/// Steps of the page-cache helpers, which `AteConfig::validate` bounds
+/// their windows by.
+pub(crate) use {drop_behind::DROP_STEP_BYTES, populate_ahead::POPULATE_STEP_BYTES};
+
+/// The name of a thread of `chain`'s log (`ate-log-`, `ate-zero-`, ...):
+/// as much of the chain's name as fits in the 15 bytes Linux keeps, which
+/// `top` and `perf` show.
+pub(crate) fn helper_thread_name(role: &str, chain: &str) -> String {
+    const LINUX_THREAD_NAME_BYTES: usize = 15;
+    let mut name = format!("ate-{role}-");
+    for character in chain.chars() {
+        if name.len() + character.len_utf8() > LINUX_THREAD_NAME_BYTES {
+            break;
+        }
+        name.push(character);
+    }
+    name
+}
 
 use crate::config::AteConfig;
 use crate::format::{ArchivedEventHeader, EventKind};
@@ -162,5 +180,21 @@ pub(crate) fn view_change_for(header: &ArchivedEventHeader, location: EventLocat
         EventKind::Tombstone => Some(ViewChange::Delete { key }),
         // Trust events are indexed by the chain-of-trust layer, not the object view.
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::helper_thread_name;
+
+    #[test]
+    fn helper_thread_names_fit_linux_and_keep_whole_characters() {
+        assert_eq!(helper_thread_name("log", "orders"), "ate-log-orders");
+        assert_eq!(helper_thread_name("cache", "tenant-7/orders"), "ate-cache-tenan");
+        assert_eq!(helper_thread_name("zero", "ünïcödé"), "ate-zero-ünïc");
+        assert_eq!(helper_thread_name("zero", "aaaaaü"), "ate-zero-aaaaa", "never half a character");
+        for role in ["log", "zero", "next", "cache"] {
+            assert!(helper_thread_name(role, &"x".repeat(40)).len() <= 15);
+        }
     }
 }

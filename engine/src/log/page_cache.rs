@@ -34,7 +34,7 @@ pub(crate) struct AdviceThread {
 impl AdviceThread {
     pub(crate) fn start(chain: &Arc<ChainShared>) -> Self {
         let (sender, receiver) = crossbeam_channel::bounded::<Advice>(QUEUED_REQUESTS);
-        let name = format!("ate-cache-{}", chain.name.chars().take(5).collect::<String>());
+        let name = super::helper_thread_name("cache", &chain.name);
         let shared = Arc::clone(chain);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             for advice in receiver {

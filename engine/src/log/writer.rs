@@ -181,7 +181,7 @@ impl WriterHandle {
         // Inline writers serve chains in memory, which have no extents to zero.
         let zero_ahead =
             if inline { None } else { ZeroAhead::start(&chain, active.index, write_offset, active.direct.is_some())? };
-        let name = format!("ate-log-{}", chain.name.chars().take(8).collect::<String>());
+        let name = super::helper_thread_name("log", &chain.name);
         // Chains in memory have no other copy of their pages, and the
         // kernel drops cached pages of ranges written with O_DIRECT.
         let config = &chain.config;
@@ -355,7 +355,7 @@ impl Writer {
         self.drain();
         if self.prepare_ahead && self.prepared.is_none() && self.active.write_offset > self.active.len / 2 {
             let chain = Arc::clone(&self.chain);
-            let name = format!("ate-next-{}", chain.name.chars().take(6).collect::<String>());
+            let name = super::helper_thread_name("next", &chain.name);
             // Without the thread, the roll makes the file itself.
             self.prepared = std::thread::Builder::new().name(name).spawn(move || prepare_segment_file(&chain)).ok();
         }

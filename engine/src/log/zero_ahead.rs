@@ -138,8 +138,7 @@ impl ZeroAhead {
             changed: Condvar::new(),
             lead_bytes,
         });
-        // Linux keeps 15 bytes of a thread name.
-        let name = format!("ate-zero-{}", chain.name.chars().take(6).collect::<String>());
+        let name = super::helper_thread_name("zero", &chain.name);
         let thread = {
             let (shared, chain) = (Arc::clone(&shared), Arc::clone(chain));
             std::thread::Builder::new().name(name).spawn(move || run(&shared, &chain))?
