@@ -9,6 +9,7 @@
 
 use super::ChainShared;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What to do with a range of one segment's pages.
@@ -22,12 +23,14 @@ pub(crate) enum Advice {
 /// thread only falls behind if the kernel is slower than the appends).
 const QUEUED_REQUESTS: usize = 64;
 
-/// The helper thread and its bounded queue; dropping this lets the thread
-/// finish what is queued and joins it.
+/// The helper thread and its bounded queue; dropping this skips what is
+/// still queued (advice, and a chain closing should not wait for
+/// megabytes of it) and joins the thread.
 #[derive(Debug)]
 pub(crate) struct AdviceThread {
     /// `None` once the thread could not be started.
     sender: Option<crossbeam_channel::Sender<Advice>>,
+    closing: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -36,8 +39,13 @@ impl AdviceThread {
         let (sender, receiver) = crossbeam_channel::bounded::<Advice>(QUEUED_REQUESTS);
         let name = super::helper_thread_name("cache", &chain.name);
         let shared = Arc::clone(chain);
+        let closing = Arc::new(AtomicBool::new(false));
+        let closed = Arc::clone(&closing);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             for advice in receiver {
+                if closed.load(Ordering::Relaxed) {
+                    continue;
+                }
                 match advice {
                     Advice::Drop(index, range) => shared.segments.get(index).map(|segment| segment.drop_cached(range)),
                     Advice::Populate(index, range) => shared.segments.get(index).map(|segment| segment.populate(range)),
@@ -45,10 +53,10 @@ impl AdviceThread {
             }
         });
         match thread {
-            Ok(thread) => Self { sender: Some(sender), thread: Some(thread) },
+            Ok(thread) => Self { sender: Some(sender), closing, thread: Some(thread) },
             Err(error) => {
                 tracing::warn!(chain = %chain.name, %error, "cannot start the log's page-cache thread; no advice is given");
-                Self { sender: None, thread: None }
+                Self { sender: None, closing, thread: None }
             }
         }
     }
@@ -62,6 +70,7 @@ impl AdviceThread {
 
 impl Drop for AdviceThread {
     fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
