@@ -9,13 +9,18 @@ const KEYS: u64 = 1_000_000;
 
 fn view_lookup(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    // The defaults, then a chain whose page cache was populated with huge
-    // pages ahead of its appends (`populate_ahead_bytes`, for chains read
-    // far more than written; docs/benchmarks.md, seventeenth session).
-    for (variant, populate_ahead_bytes) in [("", 0), ("_populated_ahead", 32 << 20)] {
+    // The defaults, a chain whose page cache was populated with huge pages
+    // ahead of its appends (`populate_ahead_bytes`, for chains read far
+    // more than written), and one appended with O_DIRECT, whose lookups
+    // read the log back into huge pages (docs/benchmarks.md, seventeenth
+    // session).
+    for (variant, populate_ahead_bytes, direct_io) in
+        [("", 0, false), ("_populated_ahead", 32 << 20, false), ("_direct_appends", 0, true)]
+    {
         let dir = scratch_dir();
         let chain = runtime.block_on(async {
-            let chain = open(&AteConfig { populate_ahead_bytes, ..config(dir.path(), StorageBackend::IoUring) }).await;
+            let config = config(dir.path(), StorageBackend::IoUring);
+            let chain = open(&AteConfig { populate_ahead_bytes, direct_io, ..config }).await;
             ingest(&chain, KEYS / 1000, 1000, 4, &payload(1024, 2), 0).await;
             chain
         });
