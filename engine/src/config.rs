@@ -106,6 +106,15 @@ impl Default for AteConfig {
     }
 }
 
+/// A size that is 0 (off) or at least `minimum_bytes` (a whole number of MiB).
+fn off_or_at_least(name: &str, bytes: u64, minimum_bytes: u64) -> crate::Result<()> {
+    if bytes != 0 && bytes < minimum_bytes {
+        let why = format!("{name} {bytes} must be 0 (off) or at least {} MiB", minimum_bytes >> 20);
+        return Err(crate::AteError::InvalidConfig(why));
+    }
+    Ok(())
+}
+
 impl AteConfig {
     /// Checks the limits fit together (a commit fits in a segment, and so
     /// on); `ChainBuilder::open` runs it too.
@@ -118,31 +127,15 @@ impl AteConfig {
         if self.max_commit_bytes as u64 > self.segment_size_bytes - SEGMENT_HEADER_LEN as u64 {
             return invalid("max_commit_bytes must fit in one segment".into());
         }
-        if self.zero_ahead_bytes != 0 && self.zero_ahead_bytes < 2 << 20 {
-            // Zeroing starts 1 MiB past the appends: a shorter lead would
-            // zero little or nothing.
-            return invalid(format!("zero_ahead_bytes {} must be 0 (off) or at least 2 MiB", self.zero_ahead_bytes));
-        }
-        let min_drop_behind_bytes = 2 * crate::log::DROP_STEP_BYTES;
-        if self.drop_behind_bytes != 0 && self.drop_behind_bytes < min_drop_behind_bytes {
-            // Dropped in steps: a window under two would drop what the
-            // follow streams of replicas keeping up are still reading.
-            return invalid(format!(
-                "drop_behind_bytes {} must be 0 (off) or at least {} MiB",
-                self.drop_behind_bytes,
-                min_drop_behind_bytes >> 20
-            ));
-        }
-        let min_populate_ahead_bytes = 2 * crate::log::POPULATE_STEP_BYTES;
-        if self.populate_ahead_bytes != 0 && self.populate_ahead_bytes < min_populate_ahead_bytes {
-            // Populated in huge pages from the first one past the appends:
-            // a lead under two would populate none ahead of them.
-            return invalid(format!(
-                "populate_ahead_bytes {} must be 0 (off) or at least {} MiB",
-                self.populate_ahead_bytes,
-                min_populate_ahead_bytes >> 20
-            ));
-        }
+        // Zeroing starts 1 MiB past the appends: a shorter lead would zero
+        // little or nothing.
+        off_or_at_least("zero_ahead_bytes", self.zero_ahead_bytes, 2 << 20)?;
+        // Dropped in steps: a window under two would drop what the follow
+        // streams of replicas keeping up are still reading.
+        off_or_at_least("drop_behind_bytes", self.drop_behind_bytes, 2 * crate::log::DROP_STEP_BYTES)?;
+        // Populated in huge pages from the first one past the appends: a
+        // lead under two would populate none ahead of them.
+        off_or_at_least("populate_ahead_bytes", self.populate_ahead_bytes, 2 * crate::log::POPULATE_STEP_BYTES)?;
         if self.max_write_bytes < 4096 || self.writer_queue_commits == 0 {
             return invalid("max_write_bytes must be >= 4096 and writer_queue_commits > 0".into());
         }

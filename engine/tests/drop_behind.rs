@@ -5,8 +5,8 @@
 
 mod common;
 
-use ate::{AteConfig, NewEvent};
-use common::{cached_share, key, on_tmpfs, open_with, segment_files, small_config};
+use ate::AteConfig;
+use common::{append_kib_commit, assert_all_read_back, cached_share, on_tmpfs, open_with, segment_files, small_config};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,10 +17,6 @@ const EVENTS_PER_COMMIT: usize = 32;
 /// 1 KiB each: about 44 MiB, five segments and more.
 const EVENTS: usize = 40_000;
 
-fn payload(index: usize) -> Vec<u8> {
-    (0..1024).map(|i| (index as u8).wrapping_mul(13).wrapping_add(i as u8)).collect()
-}
-
 fn config(dir: &Path, drop_behind_bytes: u64) -> AteConfig {
     AteConfig { segment_size_bytes: SEGMENT, drop_behind_bytes, ..small_config(dir) }
 }
@@ -28,17 +24,9 @@ fn config(dir: &Path, drop_behind_bytes: u64) -> AteConfig {
 async fn write_all(config: &AteConfig) -> std::sync::Arc<ate::Chain> {
     let chain = open_with(config, None).await.expect("open");
     for first in (0..EVENTS).step_by(EVENTS_PER_COMMIT) {
-        let events = (first..first + EVENTS_PER_COMMIT).map(|index| NewEvent::data(key(index), payload(index)));
-        chain.append(events.collect(), None).await.expect("append");
+        append_kib_commit(&chain, first..first + EVENTS_PER_COMMIT).await;
     }
     chain
-}
-
-fn assert_all_read_back(chain: &ate::Chain, context: &str) {
-    for index in 0..EVENTS {
-        let event = chain.get(&key(index)).unwrap_or_else(|| panic!("{context}: event {index} is missing"));
-        assert_eq!(event.payload, payload(index).as_slice(), "{context}: event {index}");
-    }
 }
 
 #[tokio::test]
@@ -61,10 +49,10 @@ async fn pages_behind_the_window_leave_the_cache_and_every_event_reads_back() {
     assert!(cached_share(oldest, ..) <= 0.05, "the oldest segment is {:.0}% cached", 100.0 * cached_share(oldest, ..));
     // The newest segment is inside the window: still cached.
     assert!(cached_share(segments.last().unwrap(), ..) > 0.0, "the active segment was dropped");
-    assert_all_read_back(&chain, "after dropping");
+    assert_all_read_back(&chain, EVENTS, "after dropping");
     drop(chain);
     let reopened = open_with(&config, None).await.expect("reopen");
-    assert_all_read_back(&reopened, "after a reopen");
+    assert_all_read_back(&reopened, EVENTS, "after a reopen");
 }
 
 #[tokio::test]
@@ -74,7 +62,7 @@ async fn with_it_off_the_log_stays_cached() {
     let segments = segment_files(dir.path());
     let share = cached_share(&segments[0], ..);
     assert!(share > 0.5, "the oldest segment is only {:.0}% cached with dropping off", 100.0 * share);
-    assert_all_read_back(&chain, "dropping off");
+    assert_all_read_back(&chain, EVENTS, "dropping off");
 }
 
 #[test]

@@ -6,8 +6,8 @@
 
 mod common;
 
-use ate::{AteConfig, NewEvent};
-use common::{cached_share, key, on_tmpfs, open_with, segment_files, small_config};
+use ate::AteConfig;
+use common::{append_kib_commit, assert_all_read_back, cached_share, on_tmpfs, open_with, segment_files, small_config};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,6 @@ const SEGMENT: u64 = 32 << 20;
 const LEAD: u64 = 8 << 20;
 const EVENTS_PER_COMMIT: usize = 32;
 const MIB: usize = 1 << 20;
-
-fn payload(index: usize) -> Vec<u8> {
-    (0..1024).map(|i| (index as u8).wrapping_mul(7).wrapping_add(i as u8)).collect()
-}
 
 fn config(dir: &Path, populate_ahead_bytes: u64, direct_io: bool) -> AteConfig {
     AteConfig { segment_size_bytes: SEGMENT, populate_ahead_bytes, direct_io, ..small_config(dir) }
@@ -33,8 +29,7 @@ async fn write_past_a_roll(config: &AteConfig) -> (std::sync::Arc<ate::Chain>, u
     let dir = config.log_path.as_deref().expect("on disk");
     let (mut written, mut after_roll) = (0, 0);
     while after_roll < 8 {
-        let events = (written..written + EVENTS_PER_COMMIT).map(|index| NewEvent::data(key(index), payload(index)));
-        chain.append(events.collect(), None).await.expect("append");
+        append_kib_commit(&chain, written..written + EVENTS_PER_COMMIT).await;
         written += EVENTS_PER_COMMIT;
         if segment_files(dir).len() >= 2 {
             after_roll += 1;
@@ -42,13 +37,6 @@ async fn write_past_a_roll(config: &AteConfig) -> (std::sync::Arc<ate::Chain>, u
     }
     assert_eq!(segment_files(dir).len(), 2, "one roll");
     (chain, written)
-}
-
-fn assert_all_read_back(chain: &ate::Chain, events: usize, context: &str) {
-    for index in 0..events {
-        let event = chain.get(&key(index)).unwrap_or_else(|| panic!("{context}: event {index} is missing"));
-        assert_eq!(event.payload, payload(index).as_slice(), "{context}: event {index}");
-    }
 }
 
 /// Huge pages in this process's mappings of `path` (`FilePmdMapped`), in KiB.

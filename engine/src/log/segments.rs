@@ -49,8 +49,7 @@ impl Segment {
     /// dropping them). Advisory: a failure changes nothing a reader sees,
     /// so it is ignored.
     pub fn drop_cached(&self, range: std::ops::Range<u64>) {
-        let end = range.end.min(self.map.len() as u64);
-        let Some(len) = end.checked_sub(range.start).filter(|len| *len > 0) else { return };
+        let Some(len) = self.mapped_len(&range) else { return };
         // SAFETY: a shared, read-only file mapping: MADV_DONTNEED unmaps its
         // pages from this process, and the next access maps the file's
         // bytes again (unchanged: the log never rewrites what it wrote
@@ -76,11 +75,16 @@ impl Segment {
     /// from a preallocated extent without disk I/O. Advisory: a failure
     /// (a kernel without `MADV_POPULATE_READ`, say) is ignored.
     pub fn populate(&self, range: std::ops::Range<u64>) {
-        let end = range.end.min(self.map.len() as u64);
-        let Some(len) = end.checked_sub(range.start).filter(|len| *len > 0) else { return };
+        let Some(len) = self.mapped_len(&range) else { return };
         if let Err(error) = self.map.advise_range(memmap2::Advice::PopulateRead, range.start as usize, len as usize) {
             tracing::debug!(%error, "populating log pages ahead of the appends failed");
         }
+    }
+
+    /// How many bytes of `range` lie within the mapping, if any.
+    fn mapped_len(&self, range: &std::ops::Range<u64>) -> Option<u64> {
+        let end = range.end.min(self.map.len() as u64);
+        end.checked_sub(range.start).filter(|len| *len > 0)
     }
 }
 

@@ -98,6 +98,25 @@ pub async fn open_rooted(config: AteConfig, root: &PublicSignKey, name: &str) ->
     ChainBuilder::new(&config).await.add_root_public_key(root).build().open(&ChainKey::from(name)).await.unwrap()
 }
 
+/// A 1 KiB payload for object `index` (the page-cache tests' events).
+pub fn kib_payload(index: usize) -> Vec<u8> {
+    (0..1024).map(|i| (index as u8).wrapping_mul(13).wrapping_add(i as u8)).collect()
+}
+
+/// Appends objects `indexes` with [`kib_payload`]s as one commit.
+pub async fn append_kib_commit(chain: &Chain, indexes: std::ops::Range<usize>) {
+    let events = indexes.map(|index| NewEvent::data(key(index), kib_payload(index)));
+    chain.append(events.collect(), None).await.expect("append");
+}
+
+/// Every object `0..events` written with [`kib_payload`] reads back intact.
+pub fn assert_all_read_back(chain: &Chain, events: usize, context: &str) {
+    for index in 0..events {
+        let event = chain.get(&key(index)).unwrap_or_else(|| panic!("{context}: event {index} is missing"));
+        assert_eq!(event.payload, kib_payload(index).as_slice(), "{context}: event {index}");
+    }
+}
+
 /// The chain's segment files under `dir`, oldest first.
 pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
