@@ -8,7 +8,7 @@
 
 use crate::chain::{Chain, Expect, NewEvent};
 use crate::config::Durability;
-use crate::crypto::{KeyId, PrivateSignKey, ReadKey};
+use crate::crypto::{DataKey, KeyId, PrivateSignKey, ReadKey};
 use crate::format::EventKind;
 use crate::key::{CollectionId, PrimaryKey};
 use crate::session::AteSession;
@@ -365,6 +365,9 @@ impl Dio {
         let centralized = self.chain.trust_config().integrity == IntegrityMode::Centralized;
         let mut signing_keys: Vec<PrivateSignKey> = Vec::new();
         let mut events = Vec::with_capacity(plan.len() + 2);
+        let mut nonces = CommitNonces::draw()?;
+        // One per node key this commit seals payloads under (usually one).
+        let mut data_keys: Vec<(KeyId, DataKey)> = Vec::new();
         // Retention rules accept designated signers (governance bypass, legal
         // holds) beyond the write rule: sign with those this session holds.
         // Only deletions and retention changes need them (and the policy).
@@ -417,14 +420,21 @@ impl Dio {
                 }
             }
             event.timestamp_us = timestamp_us;
-            crate::crypto::fill_random(&mut event.nonce)?;
+            event.nonce = nonces.next()?;
             if let Some(node_key_id) = sealed_under {
                 self.node_key(event.key, node_key_id)?;
                 let node_key = &self.node_keys[&node_key_id];
+                let data_key = match data_keys.iter().position(|(id, _)| *id == node_key_id) {
+                    Some(index) => &data_keys[index].1,
+                    None => {
+                        data_keys.push((node_key_id, DataKey::generate()?));
+                        &data_keys[data_keys.len() - 1].1
+                    }
+                };
                 event.read_key_id = node_key_id.0;
                 let content = event.content([0; 32], timestamp_us);
                 let plaintext = if from_staged { staged_payload(&self.staged, &event.key) } else { &event.payload };
-                event.payload = encrypt_payload(node_key, &content, plaintext)?;
+                event.payload = encrypt_payload(node_key, data_key, &content, plaintext)?;
             }
             events.push(event);
         }
@@ -447,7 +457,7 @@ impl Dio {
                     key.public().encode(),
                 );
                 event.timestamp_us = timestamp_us;
-                crate::crypto::fill_random(&mut event.nonce)?;
+                event.nonce = nonces.next()?;
                 published.push(event);
             }
         }
@@ -466,7 +476,7 @@ impl Dio {
                 let payload = postcard::to_stdvec(&signature).map_err(|e| AteError::Serialization(e.to_string()))?;
                 let mut event = NewEvent::new(events[0].key, EventKind::Signature, payload);
                 event.timestamp_us = timestamp_us;
-                crate::crypto::fill_random(&mut event.nonce)?;
+                event.nonce = nonces.next()?;
                 payload_hashes.push(blake3::hash(&event.payload).into());
                 events.push(event);
             }
@@ -774,16 +784,46 @@ fn data_key_aad(content: &EventContent) -> [u8; 76] {
     concat_fixed(&[b"ATE data key v1\0", &content.read_key_id, &content.key, &content.nonce])
 }
 
-/// AES-256-GCM under a fresh data key (so no nonce is ever reused under a
-/// key), the data key sealed under the node key.
-fn encrypt_payload(node_key: &ReadKey, content: &EventContent, plaintext: &[u8]) -> Result<Vec<u8>> {
-    let data_key = ReadKey::generate()?;
+/// Nonces for the events of one commit: 8 random bytes drawn once per
+/// commit, then a 4-byte counter. The payloads of a commit share its data
+/// key (one per commit and node key), and the counter is what keeps their
+/// GCM nonces distinct under it: by construction, not by chance.
+struct CommitNonces {
+    prefix: [u8; 8],
+    next: u32,
+}
+
+impl CommitNonces {
+    fn draw() -> Result<Self> {
+        let mut prefix = [0u8; 8];
+        crate::crypto::fill_random(&mut prefix)?;
+        Ok(Self { prefix, next: 0 })
+    }
+
+    fn next(&mut self) -> Result<[u8; 12]> {
+        let counter = self.next;
+        self.next = counter
+            .checked_add(1)
+            .ok_or_else(|| AteError::InvalidInput("a commit holds at most 2^32 - 1 events".into()))?;
+        Ok(concat_fixed(&[&self.prefix, &counter.to_le_bytes()]))
+    }
+}
+
+/// AES-256-GCM under the commit's data key and the event's nonce (unique in
+/// the commit), a copy of the data key sealed under the node key for this
+/// event (its AAD names the event), so each envelope opens on its own.
+fn encrypt_payload(
+    node_key: &ReadKey,
+    data_key: &DataKey,
+    content: &EventContent,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
     let (wrap_nonce, wrapped_data_key) = node_key.encrypt(&data_key_aad(content), data_key.secret())?;
     let mut envelope =
         EncryptedPayload::encode_head(&wrap_nonce, &wrapped_data_key, plaintext.len() + crate::crypto::AEAD_TAG_LEN);
     let sealed_from = envelope.len();
     envelope.extend_from_slice(plaintext);
-    crate::crypto::seal_in_place(data_key.secret(), &content.nonce, &payload_aad(content), &mut envelope, sealed_from);
+    data_key.seal_in_place(&content.nonce, &payload_aad(content), &mut envelope, sealed_from);
     Ok(envelope)
 }
 

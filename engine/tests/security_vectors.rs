@@ -15,7 +15,7 @@ mod common;
 use ate::crypto::{
     open, seal, CryptoError, KeyId, PrivateEncryptKey, PrivateSignKey, PublicSignKey, ReadKey, SignatureScheme,
 };
-use ate::format::{decode_record, EventKind, SEGMENT_HEADER_LEN};
+use ate::format::{decode_record, DecodedRecord, EventKind, SEGMENT_HEADER_LEN};
 use ate::prelude::*;
 use ate::trust::events::{commit_root, commit_signing_message, payload_aad};
 use ate::trust::{
@@ -413,33 +413,21 @@ fn segment(chain: &Chain) -> AlignedVec<16> {
     aligned
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stored_encrypted_event_opens_with_the_documented_key_hierarchy_and_aads() {
-    let dir = tempfile::tempdir().unwrap();
-    let chain = common::open(dir.path()).await.unwrap();
-    let read_key = ReadKey::from_bytes([0x33; 32]);
-    let mut session = AteSession::new("reader");
-    session.add_user_read_key(read_key.clone());
-    let mut dio = chain.dio(&session).await;
-    let object = *dio.store("attack at dawn".to_string()).unwrap().key();
-    dio.set_authority(&object, WriteAuthority::Inherit, ReadAuthority::Specific(read_key.id())).unwrap();
-    dio.commit().await.unwrap();
-
-    let bytes = segment(&chain);
-    assert!(!bytes.windows(14).any(|window| window == b"attack at dawn"));
+/// Every record of the chain's first segment, in order.
+fn records(bytes: &AlignedVec<16>) -> Vec<DecodedRecord<'_>> {
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_LEN;
-    while let Some(record) = decode_record(&bytes, offset).unwrap() {
+    while let Some(record) = decode_record(bytes, offset).unwrap() {
         offset = record.next_offset;
         records.push(record);
     }
-    // The authority event comes first; this chain has no root keys, so the
-    // commit is unsigned.
-    let kinds: Vec<_> = records.iter().map(|record| record.header.kind().unwrap()).collect();
-    assert_eq!(kinds, [EventKind::Authority, EventKind::Data]);
+    records
+}
 
+/// The node key an authority record seals under `read_key`, opened by hand.
+fn open_node_key(authority: &DecodedRecord<'_>, read_key: &ReadKey) -> (KeyId, [u8; 32]) {
     // Node key: sealed under the read key, AAD "ATE node key v1\0" || node key id || read key id.
-    let record: AuthorityRecord = postcard::from_bytes(records[0].payload).unwrap();
+    let record: AuthorityRecord = postcard::from_bytes(authority.payload).unwrap();
     let Some(NodeKeyWrap::Sealed { node_key_id, read_key_id, nonce, sealed }) = record.node_key else {
         panic!("expected a sealed node key: {record:?}");
     };
@@ -448,9 +436,13 @@ async fn a_stored_encrypted_event_opens_with_the_documented_key_hierarchy_and_aa
     // Key wraps are AES-256-GCM-SIV (ReadKey::decrypt); payloads are AES-256-GCM (open).
     let node_key: [u8; 32] = read_key.decrypt(&nonce, &aad, &sealed).unwrap().try_into().unwrap();
     assert_eq!(ReadKey::from_bytes(node_key).id(), node_key_id);
+    (node_key_id, node_key)
+}
 
+/// The data key and plaintext of a stored encrypted event, opened by hand
+/// with the documented envelope layout and AADs.
+fn open_envelope(data: &DecodedRecord<'_>, node_key_id: KeyId, node_key: [u8; 32]) -> ([u8; 32], Vec<u8>) {
     // Data key: sealed under the node key, AAD "ATE data key v1\0" || node key id || object key || nonce.
-    let data = &records[1];
     assert_eq!(data.header.read_key_id, node_key_id.0, "the header names the node key");
     assert_eq!(data.header.payload_hash, *blake3::hash(data.payload).as_bytes(), "the hash covers the envelope");
     // Envelope: wrap nonce (12) | wrapped data key length (u16 LE) | wrapped data key | ciphertext.
@@ -458,7 +450,6 @@ async fn a_stored_encrypted_event_opens_with_the_documented_key_hierarchy_and_aa
     let (length, rest) = rest.split_at(2);
     assert_eq!(length, [48, 0], "a 32-byte key and a 16-byte tag");
     let (wrapped_data_key, ciphertext) = rest.split_at(48);
-    assert_eq!(ciphertext.len(), postcard::to_stdvec("attack at dawn").unwrap().len() + 16);
     let aad = [&b"ATE data key v1\0"[..], &data.header.read_key_id, &data.header.key, &data.header.nonce].concat();
     let data_key: [u8; 32] = ReadKey::from_bytes(node_key)
         .decrypt(&wrap_nonce.try_into().unwrap(), &aad, wrapped_data_key)
@@ -470,5 +461,85 @@ async fn a_stored_encrypted_event_opens_with_the_documented_key_hierarchy_and_aa
     // Payload: under the data key and the header's nonce, AAD = payload_aad(content).
     let content = EventContent::of_archived(data.header);
     let plaintext = open(&data_key, &data.header.nonce, &payload_aad(&content), ciphertext).unwrap();
+    assert_eq!(ciphertext.len(), plaintext.len() + 16);
+    (data_key, plaintext)
+}
+
+/// A session holding one read key, and that key.
+fn reader() -> (ReadKey, AteSession) {
+    let read_key = ReadKey::from_bytes([0x33; 32]);
+    let mut session = AteSession::new("reader");
+    session.add_user_read_key(read_key.clone());
+    (read_key, session)
+}
+
+/// Stages `value` as a new object readable only with `read_key`.
+fn store_readable_by(dio: &mut Dio, value: &str, read_key: &ReadKey) -> PrimaryKey {
+    let object = *dio.store(value.to_string()).unwrap().key();
+    dio.set_authority(&object, WriteAuthority::Inherit, ReadAuthority::Specific(read_key.id())).unwrap();
+    object
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_encrypted_event_opens_with_the_documented_key_hierarchy_and_aads() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
+    let (read_key, session) = reader();
+    let mut dio = chain.dio(&session).await;
+    store_readable_by(&mut dio, "attack at dawn", &read_key);
+    dio.commit().await.unwrap();
+
+    let bytes = segment(&chain);
+    assert!(!bytes.windows(14).any(|window| window == b"attack at dawn"));
+    let records = records(&bytes);
+    // The authority event comes first; this chain has no root keys, so the
+    // commit is unsigned.
+    let kinds: Vec<_> = records.iter().map(|record| record.header.kind().unwrap()).collect();
+    assert_eq!(kinds, [EventKind::Authority, EventKind::Data]);
+    let (node_key_id, node_key) = open_node_key(&records[0], &read_key);
+    let (_, plaintext) = open_envelope(&records[1], node_key_id, node_key);
     assert_eq!(postcard::from_bytes::<String>(&plaintext).unwrap(), "attack at dawn");
+}
+
+/// The payloads of one commit share one data key (one key schedule per
+/// commit), each under its own nonce; the next commit draws a new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_of_a_commit_share_a_data_key_under_distinct_nonces() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
+    let (read_key, session) = reader();
+    let mut dio = chain.dio(&session).await;
+    let folder = store_readable_by(&mut dio, "folder", &read_key);
+    for value in ["one", "two", "three"] {
+        dio.store_child(&folder, value.to_string()).unwrap();
+    }
+    dio.commit().await.unwrap();
+    let mut dio = chain.dio(&session).await;
+    dio.store_child(&folder, "four".to_string()).unwrap();
+    dio.commit().await.unwrap();
+
+    let bytes = segment(&chain);
+    let records = records(&bytes);
+    let kinds: Vec<_> = records.iter().map(|record| record.header.kind().unwrap()).collect();
+    assert_eq!(kinds, [[EventKind::Authority].as_slice(), &[EventKind::Data; 5]].concat());
+    let (node_key_id, node_key) = open_node_key(&records[0], &read_key);
+    let opened: Vec<([u8; 32], String)> = records[1..]
+        .iter()
+        .map(|record| {
+            let (data_key, plaintext) = open_envelope(record, node_key_id, node_key);
+            (data_key, postcard::from_bytes(&plaintext).unwrap())
+        })
+        .collect();
+    let values: Vec<&str> = opened.iter().map(|(_, value)| value.as_str()).collect();
+    assert_eq!(values, ["folder", "one", "two", "three", "four"]);
+    // First commit: one data key; the second commit: another.
+    assert!(opened[..4].iter().all(|(data_key, _)| *data_key == opened[0].0));
+    assert_ne!(opened[4].0, opened[0].0);
+    // Every nonce of the first commit is distinct: a shared 8-byte prefix and a counter.
+    let nonces: Vec<[u8; 12]> = records.iter().take(5).map(|record| record.header.nonce).collect();
+    for (index, nonce) in nonces.iter().enumerate() {
+        assert_eq!(nonce[..8], nonces[0][..8], "one random prefix per commit");
+        assert_eq!(nonce[8..], (index as u32).to_le_bytes(), "then the event's place in the commit");
+    }
+    assert_ne!(records[5].header.nonce[..8], nonces[0][..8], "each commit draws its own prefix");
 }

@@ -18,14 +18,42 @@ pub fn seal(key: &[u8; 32], nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<
     seal_with(&AES_256_GCM, key, nonce, aad, plaintext)
 }
 
-/// [`seal`] of `buffer[from..]` in place, the tag appended: no second
-/// buffer for the ciphertext.
-pub fn seal_in_place(key: &[u8; 32], nonce: &Nonce, aad: &[u8], buffer: &mut Vec<u8>, from: usize) {
-    let key = less_safe_key(&AES_256_GCM, key);
-    let tag = key
-        .seal_in_place_separate_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer[from..])
-        .expect("AES sealing fails only for inputs beyond 64 GiB");
-    buffer.extend_from_slice(tag.as_ref());
+/// A fresh AES-256-GCM payload key with its key schedule prepared once.
+/// The DIO draws one per commit and node key and seals each payload of the
+/// commit under it: one key schedule per commit instead of one per event.
+/// Its callers give every payload sealed under one `DataKey` its own nonce.
+pub struct DataKey {
+    secret: Zeroizing<[u8; 32]>,
+    key: LessSafeKey,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(secret: <redacted>)")
+    }
+}
+
+impl DataKey {
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        random_bytes(secret.as_mut())?;
+        let key = less_safe_key(&AES_256_GCM, &secret);
+        Ok(Self { secret, key })
+    }
+
+    pub(crate) fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// [`seal`] of `buffer[from..]` in place, the tag appended: no second
+    /// buffer for the ciphertext. `nonce` must be new to this key.
+    pub fn seal_in_place(&self, nonce: &Nonce, aad: &[u8], buffer: &mut Vec<u8>, from: usize) {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer[from..])
+            .expect("AES sealing fails only for inputs beyond 64 GiB");
+        buffer.extend_from_slice(tag.as_ref());
+    }
 }
 
 /// Decrypts and authenticates what [`seal`] produced.

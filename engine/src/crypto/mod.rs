@@ -13,7 +13,7 @@ mod kem;
 mod random;
 mod sign;
 
-pub use aead::{open, seal, seal_in_place, Nonce, ReadKey, AEAD_TAG_LEN, NONCE_LEN};
+pub use aead::{open, seal, DataKey, Nonce, ReadKey, AEAD_TAG_LEN, NONCE_LEN};
 pub use kem::{EncryptedReadKey, PrivateEncryptKey, PublicEncryptKey};
 pub(crate) use random::random_bytes;
 pub use sign::{PrivateSignKey, PublicSignKey, SignatureScheme};
