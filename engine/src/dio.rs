@@ -88,7 +88,7 @@ pub struct Dio {
     /// Authority changes, written before the data of the same commit.
     authority: Vec<(PrimaryKey, Option<Placement>, AuthorityRecord)>,
     /// Node keys this transaction unwrapped or created, by id.
-    node_keys: HashMap<KeyId, ReadKey>,
+    node_keys: HashMap<KeyId, ReadKey, FastHash>,
     /// Check each loaded event's commit signatures (distributed integrity).
     verify_loads: bool,
     /// Versions this transaction observed: `Some(seq)` for a version it read
@@ -118,7 +118,7 @@ impl Dio {
             staged: HashMap::default(),
             authority: Vec::new(),
             retention: Vec::new(),
-            node_keys: HashMap::new(),
+            node_keys: HashMap::default(),
             verify_loads: chain.trust_config().integrity == IntegrityMode::Distributed,
             versions: HashMap::default(),
             chain,
@@ -620,7 +620,7 @@ impl Dio {
         }
         let authority = &self.authority;
         Ok(self.chain.with_trust(|state, config| {
-            let mut overlay = StagedTrust::default();
+            let mut overlay = StagedTrust::for_commit(events.len());
             events
                 .into_iter()
                 .map(|event| {

@@ -9,10 +9,9 @@
 //! before any plugin.
 
 use crate::chain::NewEvent;
-use crate::crypto::KeyId;
 use crate::session::AteSession;
+use crate::trust::Signers;
 use crate::trust::{EventView, RejectReason, TrustConfig};
-use std::collections::HashSet;
 use std::fmt::Debug;
 
 /// What a validator may look at besides the event.
@@ -21,7 +20,7 @@ pub struct ValidationContext<'a> {
     pub chain: &'a str,
     pub config: &'a TrustConfig,
     /// Keys whose signatures over this commit verified.
-    pub signers: &'a HashSet<KeyId>,
+    pub signers: &'a Signers,
     pub now_us: u64,
     /// Index of the event within its commit.
     pub index: usize,

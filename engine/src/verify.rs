@@ -365,7 +365,7 @@ pub(crate) fn check_commit(
             .check_replay_window(trust, now, state.latest_commit_us())
             .map_err(|reason| (0, format!("{reason} (an old signed commit appended again?)")))?;
     }
-    let mut staged = StagedTrust::default();
+    let mut staged = StagedTrust::for_commit(events.len());
     for (index, (((_, record), content), kind)) in events.iter().zip(&contents).zip(&kinds).enumerate() {
         let view = EventView {
             kind: *kind,

@@ -831,7 +831,7 @@ impl Chain {
             for event in &events {
                 self.check_expectation(&state, event)?;
             }
-            let mut staged = StagedTrust::default();
+            let mut staged = StagedTrust::for_commit(events.len());
             for (index, (event, content)) in events.iter().zip(&contents).enumerate() {
                 let view = EventView {
                     kind: event.kind,

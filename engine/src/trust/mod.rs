@@ -129,7 +129,7 @@ pub(crate) fn verify_commit_signatures_with_root(
     computed_root: Option<[u8; 32]>,
     known: impl Fn(&KeyId) -> Option<PublicSignKey>,
 ) -> Result<CommitSigners, (usize, RejectReason)> {
-    let mut signers = HashSet::new();
+    let mut signers = Signers::default();
     let Some(first_signature) = events.iter().position(|event| event.kind == EventKind::Signature) else {
         return Ok(CommitSigners { keys: signers, root: None });
     };
@@ -167,10 +167,14 @@ pub(crate) fn verify_commit_signatures_with_root(
     Ok(CommitSigners { keys: signers, root: Some(root) })
 }
 
+/// The keys that signed a commit: a few at most, looked up once per event
+/// by the trust checks. Key ids are hashes already, so foldhash, not SipHash.
+pub type Signers = HashSet<KeyId, foldhash::fast::RandomState>;
+
 /// Who signed a commit, and the Merkle root they signed (`None`: unsigned).
 #[derive(Debug, Clone, Default)]
 pub struct CommitSigners {
-    pub keys: HashSet<KeyId>,
+    pub keys: Signers,
     pub root: Option<[u8; 32]>,
 }
 

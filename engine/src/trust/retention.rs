@@ -12,8 +12,8 @@
 
 use crate::crypto::KeyId;
 use crate::key::PrimaryKey;
+use crate::trust::Signers;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 
 /// The object that holds a chain's retention policy.
 pub fn policy_key() -> PrimaryKey {
@@ -117,7 +117,7 @@ pub fn check_delete(
     policy: &RetentionPolicy,
     retention: &ObjectRetention,
     timestamp_us: u64,
-    signers: &HashSet<KeyId>,
+    signers: &Signers,
 ) -> Result<(), RetentionViolation> {
     if retention.legal_hold {
         return Err(RetentionViolation::Protected { rule: RetentionRule::LegalHold, until_us: None });
@@ -135,7 +135,7 @@ pub fn check_delete(
     }
 }
 
-fn bypassed(policy: &RetentionPolicy, signers: &HashSet<KeyId>) -> bool {
+fn bypassed(policy: &RetentionPolicy, signers: &Signers) -> bool {
     policy.bypass_keys.iter().any(|key| signers.contains(key))
 }
 
@@ -145,7 +145,7 @@ pub fn apply_object_change(
     current: ObjectRetention,
     retain_until_us: Option<u64>,
     legal_hold: Option<bool>,
-    signers: &HashSet<KeyId>,
+    signers: &Signers,
 ) -> Result<ObjectRetention, RetentionViolation> {
     let mut next = current;
     if let Some(requested_us) = retain_until_us {
@@ -213,7 +213,7 @@ mod tests {
         KeyId([byte; 32])
     }
 
-    fn signed_by(keys: &[KeyId]) -> HashSet<KeyId> {
+    fn signed_by(keys: &[KeyId]) -> Signers {
         keys.iter().copied().collect()
     }
 

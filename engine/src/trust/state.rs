@@ -6,6 +6,7 @@
 use super::authority::{AuthorityRecord, NodeKeyWrap, ReadAuthority, WriteAuthority};
 use super::events::EventContent;
 use super::retention::{self, ObjectRetention, RetentionChange, RetentionPolicy};
+use super::Signers;
 use super::{RejectReason, TrustConfig};
 use crate::crypto::{KeyId, PublicSignKey};
 use crate::format::{ArchivedEventHeader, EventKind};
@@ -133,6 +134,12 @@ pub struct StagedTrust {
 }
 
 impl StagedTrust {
+    /// Room for a commit of `events` events, each of which may stage a
+    /// node: an overlay that starts empty rehashes its way up, every commit.
+    pub fn for_commit(events: usize) -> Self {
+        Self { nodes: HashMap::with_capacity_and_hasher(events, FastHash::default()), ..Self::default() }
+    }
+
     /// Marks the commit being validated as the signed commit with this root.
     pub fn set_commit_root(&mut self, root: [u8; 32], timestamp_us: u64) {
         self.commit_root = Some((root, timestamp_us));
@@ -304,7 +311,7 @@ impl TrustState {
         &self,
         staged: &mut StagedTrust,
         event: &EventView<'_>,
-        signers: &HashSet<KeyId>,
+        signers: &Signers,
     ) -> Result<(), RejectReason> {
         let change: RetentionChange =
             postcard::from_bytes(event.payload).map_err(|error| RejectReason::MalformedPayload(error.to_string()))?;
@@ -484,7 +491,7 @@ impl TrustState {
         config: &TrustConfig,
         staged: &mut StagedTrust,
         event: &EventView<'_>,
-        signers: &HashSet<KeyId>,
+        signers: &Signers,
     ) -> Result<(), RejectReason> {
         // Size and timestamp checks are plugins (crate::plugin), run by the
         // chain; replays are recognised per commit (`replayed_commit`).
@@ -562,7 +569,7 @@ impl TrustState {
         staged: &StagedTrust,
         key: u128,
         parent: Option<u128>,
-        signers: &HashSet<KeyId>,
+        signers: &Signers,
     ) -> Result<(), RejectReason> {
         self.authorize_from(config, staged, key, None, parent, signers)
     }
@@ -576,7 +583,7 @@ impl TrustState {
         key: u128,
         known: Option<Option<NodeRef<'_>>>,
         parent: Option<u128>,
-        signers: &HashSet<KeyId>,
+        signers: &Signers,
     ) -> Result<(), RejectReason> {
         // Under centralized integrity the server key vouches for a commit
         // (the server checked the session's keys); a frozen object stays frozen.
@@ -829,7 +836,7 @@ mod tests {
                     expected
                 );
                 // Authorization agrees with the rule for a random signer set.
-                let signers: HashSet<KeyId> = (0..random.below(3)).map(|_| key_id(random.below(4) as u8)).collect();
+                let signers: Signers = (0..random.below(3)).map(|_| key_id(random.below(4) as u8)).collect();
                 let allowed = match &expected {
                     WriteRule::Everyone => true,
                     WriteRule::Nobody => false,
@@ -859,10 +866,10 @@ mod tests {
         assert_eq!(state.parents.get(&child), Some(&protected), "kept as a bare link");
         assert!(!state.nodes.contains_key(&child));
 
-        let nobody = HashSet::new();
+        let nobody = Signers::default();
         let empty = StagedTrust::default();
         assert!(state.authorize(&config, &empty, child, Some(open), &nobody).is_err());
-        assert!(state.authorize(&config, &empty, child, Some(open), &HashSet::from([key_id(7)])).is_ok());
+        assert!(state.authorize(&config, &empty, child, Some(open), &Signers::from_iter([key_id(7)])).is_ok());
 
         // Given a record of its own, the child leaves the link map.
         let mut staged = StagedTrust::default();
