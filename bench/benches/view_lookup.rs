@@ -9,18 +9,23 @@ const KEYS: u64 = 1_000_000;
 
 fn view_lookup(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    // The defaults, a chain whose page cache was populated with huge pages
-    // ahead of its appends (`populate_ahead_bytes`, for chains read far
-    // more than written), and one appended with O_DIRECT, whose lookups
-    // read the log back into huge pages (docs/benchmarks.md, seventeenth
-    // session).
-    for (variant, populate_ahead_bytes, direct_io) in
-        [("", 0, false), ("_populated_ahead", 32 << 20, false), ("_direct_appends", 0, true)]
-    {
+    // The defaults (pages dropped 64 MiB behind the appends, which lookups
+    // read back into huge pages), every page kept as the appends wrote it,
+    // a page cache populated with huge pages ahead of the appends
+    // (`populate_ahead_bytes`) and appends with O_DIRECT, read back into
+    // huge pages too (docs/benchmarks.md, seventeenth and eighteenth
+    // sessions). `None`: the default window.
+    for (variant, populate_ahead_bytes, direct_io, drop_behind_bytes) in [
+        ("", 0, false, None),
+        ("_all_pages_kept", 0, false, Some(0)),
+        ("_populated_ahead", 32 << 20, false, Some(0)),
+        ("_direct_appends", 0, true, None),
+    ] {
         let dir = scratch_dir();
         let chain = runtime.block_on(async {
             let config = config(dir.path(), StorageBackend::IoUring);
-            let chain = open(&AteConfig { populate_ahead_bytes, direct_io, ..config }).await;
+            let drop_behind_bytes = drop_behind_bytes.unwrap_or(config.drop_behind_bytes);
+            let chain = open(&AteConfig { populate_ahead_bytes, direct_io, drop_behind_bytes, ..config }).await;
             ingest(&chain, KEYS / 1000, 1000, 4, &payload(1024, 2), 0).await;
             chain
         });

@@ -112,7 +112,7 @@ pub struct ServerOptions {
     /// Zeros kept ahead of the appends (`[log] zero_ahead_bytes`; `None`: the engine's default).
     pub zero_ahead_bytes: Option<u64>,
     /// Log pages dropped from the page cache this far behind the appends
-    /// (`[log] drop_behind_bytes`; `None`: [`DEFAULT_DROP_BEHIND_BYTES`]).
+    /// (`[log] drop_behind_bytes`; `None`: the engine's default, 64 MiB).
     pub drop_behind_bytes: Option<u64>,
     /// Page cache populated with huge pages this far ahead of the appends
     /// (`[log] populate_ahead_bytes`; `None`: the engine's default, off).
@@ -120,14 +120,6 @@ pub struct ServerOptions {
     /// Compaction and old-segment dropping run by atedb itself (`[log]`).
     pub maintenance: Option<crate::maintenance::LogMaintenance>,
 }
-
-/// atedb drops its log pages this far behind the appends unless told
-/// otherwise, where the embedded engine keeps them all: a server's clients
-/// read through replicas of their own, so its pages are read back mostly
-/// by the streams following the appends, well inside the window. Measured:
-/// D1 +12-20% in this machine's slow memory phases, D3, D4 and D5 within
-/// their noise (docs/benchmarks.md, sixteenth and seventeenth sessions).
-pub const DEFAULT_DROP_BEHIND_BYTES: u64 = 64 << 20;
 
 impl ServerOptions {
     /// The engine configuration of the chains served from `root`.
@@ -143,7 +135,7 @@ impl ServerOptions {
             backend: self.backend,
             direct_io: self.direct_io,
             zero_ahead_bytes: self.zero_ahead_bytes.unwrap_or(defaults.zero_ahead_bytes),
-            drop_behind_bytes: self.drop_behind_bytes.unwrap_or(DEFAULT_DROP_BEHIND_BYTES),
+            drop_behind_bytes: self.drop_behind_bytes.unwrap_or(defaults.drop_behind_bytes),
             populate_ahead_bytes: self.populate_ahead_bytes.unwrap_or(defaults.populate_ahead_bytes),
             max_commit_bytes: defaults.max_commit_bytes.min(quarter),
             max_write_bytes: defaults.max_write_bytes.min(quarter),
@@ -980,11 +972,11 @@ mod tests {
     #[test]
     fn log_pages_are_dropped_behind_the_appends_unless_configured_otherwise() {
         let by_default = ServerOptions::default().engine_config(Path::new("/data"));
-        assert_eq!(by_default.drop_behind_bytes, DEFAULT_DROP_BEHIND_BYTES);
+        assert_eq!(by_default.drop_behind_bytes, 64 << 20, "the engine's default window");
+        assert_eq!(by_default.drop_behind_bytes, AteConfig::default().drop_behind_bytes);
         assert!(by_default.validate().is_ok());
         let off = ServerOptions { drop_behind_bytes: Some(0), ..Default::default() }.engine_config(Path::new("/data"));
         assert_eq!(off.drop_behind_bytes, 0, "0 turns it off");
-        assert_eq!(AteConfig::default().drop_behind_bytes, 0, "the embedded engine keeps its pages");
     }
 
     #[test]

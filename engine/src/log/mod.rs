@@ -17,7 +17,10 @@ pub use writer::CommitReceipt;
 pub(crate) use writer::{CommitRequest, WriterHandle};
 /// Steps of the page-cache helpers, which `AteConfig::validate` bounds
 /// their windows by.
-pub(crate) use {drop_behind::DROP_STEP_BYTES, populate_ahead::POPULATE_STEP_BYTES};
+pub(crate) use {
+    drop_behind::{DEFAULT_DROP_BEHIND_BYTES, DROP_STEP_BYTES},
+    populate_ahead::POPULATE_STEP_BYTES,
+};
 
 /// The name of a thread of `chain`'s log (`ate-log-`, `ate-zero-`, ...):
 /// as much of the chain's name as fits in the 15 bytes Linux keeps, which
