@@ -367,7 +367,7 @@ impl Dio {
         let mut events = Vec::with_capacity(plan.len() + 2);
         let mut nonces = CommitNonces::draw()?;
         // One per node key this commit seals payloads under (usually one).
-        let mut data_keys: Vec<(KeyId, DataKey)> = Vec::new();
+        let mut data_keys: HashMap<KeyId, DataKey, FastHash> = HashMap::default();
         // Retention rules accept designated signers (governance bypass, legal
         // holds) beyond the write rule: sign with those this session holds.
         // Only deletions and retention changes need them (and the policy).
@@ -424,12 +424,9 @@ impl Dio {
             if let Some(node_key_id) = sealed_under {
                 self.node_key(event.key, node_key_id)?;
                 let node_key = &self.node_keys[&node_key_id];
-                let data_key = match data_keys.iter().position(|(id, _)| *id == node_key_id) {
-                    Some(index) => &data_keys[index].1,
-                    None => {
-                        data_keys.push((node_key_id, DataKey::generate()?));
-                        &data_keys[data_keys.len() - 1].1
-                    }
+                let data_key = match data_keys.entry(node_key_id) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => entry.insert(DataKey::generate()?),
                 };
                 event.read_key_id = node_key_id.0;
                 let content = event.content([0; 32], timestamp_us);

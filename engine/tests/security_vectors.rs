@@ -543,3 +543,28 @@ async fn payloads_of_a_commit_share_a_data_key_under_distinct_nonces() {
     }
     assert_ne!(records[5].header.nonce[..8], nonces[0][..8], "each commit draws its own prefix");
 }
+
+/// Payloads under different node keys in one commit get different data keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_key_of_a_commit_seals_under_its_own_data_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
+    let (read_key, session) = reader();
+    let mut dio = chain.dio(&session).await;
+    store_readable_by(&mut dio, "first", &read_key);
+    store_readable_by(&mut dio, "second", &read_key);
+    dio.commit().await.unwrap();
+
+    let bytes = segment(&chain);
+    let records = records(&bytes);
+    let kinds: Vec<_> = records.iter().map(|record| record.header.kind().unwrap()).collect();
+    assert_eq!(kinds, [EventKind::Authority, EventKind::Authority, EventKind::Data, EventKind::Data]);
+    let mut data_keys = Vec::new();
+    for (authority, data, value) in [(&records[0], &records[2], "first"), (&records[1], &records[3], "second")] {
+        let (node_key_id, node_key) = open_node_key(authority, &read_key);
+        let (data_key, plaintext) = open_envelope(data, node_key_id, node_key);
+        assert_eq!(postcard::from_bytes::<String>(&plaintext).unwrap(), value);
+        data_keys.push(data_key);
+    }
+    assert_ne!(data_keys[0], data_keys[1], "one data key per node key");
+}
