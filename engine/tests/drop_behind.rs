@@ -6,9 +6,10 @@
 mod common;
 
 use ate::AteConfig;
-use common::{append_kib_commit, assert_all_read_back, cached_share, on_tmpfs, open_with, segment_files, small_config};
+use common::{
+    append_kib_commit, assert_all_read_back, cached_share, on_tmpfs, open_with, segment_files, small_config, wait_until,
+};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 const WINDOW: u64 = 16 << 20;
 /// Small segments, so that several are sealed behind the window.
@@ -41,11 +42,8 @@ async fn pages_behind_the_window_leave_the_cache_and_every_event_reads_back() {
     let segments = segment_files(dir.path());
     assert!(segments.len() >= 5, "the workload sealed several segments: {segments:?}");
     // Dropped by a thread of the writer's: give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
     let oldest = &segments[0];
-    while cached_share(oldest, ..) > 0.05 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(|| cached_share(oldest, ..) <= 0.05).await;
     assert!(cached_share(oldest, ..) <= 0.05, "the oldest segment is {:.0}% cached", 100.0 * cached_share(oldest, ..));
     // The newest segment is inside the window: still cached.
     assert!(cached_share(segments.last().unwrap(), ..) > 0.0, "the active segment was dropped");

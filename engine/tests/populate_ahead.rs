@@ -7,9 +7,11 @@
 mod common;
 
 use ate::AteConfig;
-use common::{append_kib_commit, assert_all_read_back, cached_share, on_tmpfs, open_with, segment_files, small_config};
+use common::{
+    append_kib_commit, assert_all_read_back, cached_share, on_tmpfs, open_with, segment_files, small_config, wait_until,
+};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SEGMENT: u64 = 32 << 20;
 const LEAD: u64 = 8 << 20;
@@ -61,10 +63,7 @@ async fn the_lead_is_cached_before_it_is_written_and_nothing_past_it() {
     let (chain, events) = write_past_a_roll(&config).await;
     let active = segment_files(dir.path()).pop().expect("two segments");
     // Populated by a thread of the writer's: give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cached_share(&active, 6 * MIB..9 * MIB) < 1.0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(|| cached_share(&active, 6 * MIB..9 * MIB) >= 1.0).await;
     let ahead = cached_share(&active, 6 * MIB..9 * MIB);
     assert_eq!(ahead, 1.0, "only {:.0}% of 6..9 MiB, ahead of the appends, is cached", 100.0 * ahead);
     // The kernel's readahead brings in a few MiB more than asked (10..16

@@ -164,6 +164,15 @@ pub fn cached_share(path: &Path, bytes: impl std::ops::RangeBounds<usize>) -> f6
     resident.iter().filter(|page| *page & 1 == 1).count() as f64 / pages as f64
 }
 
+/// Polls `done` every 20 ms until it holds or 10 s have passed: for work a
+/// chain's helper threads do in the background. The caller asserts after.
+pub async fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// tmpfs keeps a file's pages as its only copy: they are never dropped,
 /// and their size is the tmpfs's choice.
 pub fn on_tmpfs(dir: &Path) -> bool {
