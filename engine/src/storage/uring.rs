@@ -132,6 +132,11 @@ fn settle(slot: &Slot, overlapped: bool) -> io::Result<()> {
     }
 }
 
+/// The ring entry of submission `id`'s fdatasync (its user data: `id`, odd).
+fn datasync_entry(fd: types::Fd, id: u64) -> squeue::Entry {
+    opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1)
+}
+
 /// Whether appends to `file` bypass the page cache (`O_DIRECT`). Asked per
 /// group: one `fcntl`, against the hand-off to a kernel worker it saves.
 fn appends_direct(file: &File) -> bool {
@@ -154,32 +159,23 @@ impl LogDevice for UringDevice {
         assert!(self.slots.len() < MAX_IN_FLIGHT, "too many submissions in flight");
         let id = self.next_id;
         self.next_id += 1;
-        if alone && self.slots.is_empty() {
-            // Nothing to overlap with, and the writer waits for this next:
-            // through the ring, ext4 would hand the buffered write and the
-            // fdatasync each to a kernel worker thread (a wake-up on the
-            // other core each) for no gain. Unpipelined durable puts (D3):
-            // +9-14% done in place. The ring is idle, so order is kept.
-            let result =
-                super::std_write_all_at(file, &buffer, offset)
-                    .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
-            self.slots.push_back(Slot { done_in_place: Some(result), ..Slot::new(id, buffer, file, offset, sync) });
-            return;
-        }
+        let idle = alone && self.slots.is_empty();
         let fd = types::Fd(file.as_raw_fd());
-        if !appends_direct(file) {
-            // A buffered write is a copy into the page cache: through the
-            // ring, ext4 hands it to a kernel worker (a wake-up on the other
-            // core) that would only do the same copy. Written here, in
-            // order; only the fdatasync, which waits for the disk, goes to
-            // the ring and overlaps the next group's write.
+        if idle || !appends_direct(file) {
+            // Written here, in order. A buffered write is a copy into the
+            // page cache: through the ring, ext4 hands it to a kernel worker
+            // (a wake-up on the other core) that would only do the same
+            // copy. Idle (nothing to overlap, and the writer waits for this
+            // next), the fdatasync is done here too, for the same reason:
+            // unpipelined durable puts (D3) +9-14%. Otherwise it goes to the
+            // ring, which waits for the disk while the writer goes on.
             let written = super::std_write_all_at(file, &buffer, offset);
-            if written.is_err() || !sync {
-                self.slots
-                    .push_back(Slot { done_in_place: Some(written), ..Slot::new(id, buffer, file, offset, sync) });
+            if written.is_err() || !sync || idle {
+                let result = written.and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+                self.slots.push_back(Slot { done_in_place: Some(result), ..Slot::new(id, buffer, file, offset, sync) });
                 return;
             }
-            let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1);
+            let fsync = datasync_entry(fd, id);
             let mut slot = Slot { written_in_place: true, ..Slot::new(id, buffer, file, offset, sync) };
             // SAFETY: the file is owned by `slot`, which stays in
             // `self.slots` until the completion is reaped (wait_oldest,
@@ -205,7 +201,7 @@ impl LogDevice for UringDevice {
             flags |= squeue::Flags::IO_DRAIN;
         }
         write = write.flags(flags);
-        let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1);
+        let fsync = datasync_entry(fd, id);
         let mut slot = Slot::new(id, buffer, file, offset, sync);
         // SAFETY: the buffer and the file are owned by `slot`, which stays in
         // `self.slots` until both completions are reaped (wait_oldest, Drop),
