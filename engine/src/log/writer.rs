@@ -99,9 +99,7 @@ impl DirectAppends {
 struct Group {
     /// Each commit with the segment offset its records were written at.
     commits: Vec<(u64, CommitRequest)>,
-    /// Where the commits' records start in the written buffer (after the
-    /// rewritten start of a block, for direct appends), and their length.
-    records_at: usize,
+    /// Bytes of the commits' records.
     records_len: usize,
     segment: u32,
     submitted: std::time::Instant,
@@ -113,6 +111,7 @@ pub(crate) struct Writer {
     device: Box<dyn LogDevice>,
     active: ActiveSegment,
     in_flight: VecDeque<Group>,
+    /// Group buffers of direct appends, kept for reuse.
     spare: Vec<WriteBuffer>,
     /// Bytes written since the last fdatasync was requested. Buffered
     /// commits skip the sync, but never more than one write's worth in a
@@ -383,22 +382,17 @@ impl Writer {
     }
 
     fn submit(&mut self, commits: Vec<CommitRequest>, bytes: usize, alone: bool) {
-        let mut buffer = self.spare.pop().unwrap_or_default();
-        buffer.clear();
-        buffer.reserve(bytes + 2 * DIRECT_BLOCK);
-        if let Some(direct) = &self.active.direct {
-            buffer.extend_from_slice(&direct.partial_block);
-        }
-        let records_at = buffer.len();
+        let group_start = self.active.write_offset;
         let mut placed = Vec::with_capacity(commits.len());
         let mut sync = false;
+        let mut records_len = 0;
         for request in commits {
-            placed.push((self.active.write_offset + (buffer.len() - records_at) as u64, request));
-            let request = &placed.last().expect("just pushed").1;
-            buffer.extend_from_slice(&request.records);
             sync |= request.durability.needs_sync();
+            let len = request.records.len();
+            placed.push((group_start + records_len as u64, request));
+            records_len += len;
         }
-        let records_len = buffer.len() - records_at;
+        debug_assert_eq!(records_len, bytes);
         self.last_group_bytes = records_len;
         let last = &placed.last().expect("a group holds at least one commit").1;
         self.next_sequence = last.receipt.last_sequence + 1;
@@ -410,31 +404,53 @@ impl Writer {
         if sync {
             self.unsynced_bytes = 0;
         }
-        let mut offset = self.active.write_offset;
-        let mut file = &self.active.file;
-        if let Some(direct) = &mut self.active.direct {
+        self.active.write_offset += records_len as u64;
+        // Direct appends: one buffer of whole blocks, starting with the
+        // bytes already in the first one.
+        let spare = &mut self.spare;
+        let direct_write = self.active.direct.as_mut().map(|direct| {
+            let mut buffer = spare.pop().unwrap_or_default();
+            buffer.clear();
+            buffer.reserve(direct.partial_block.len() + records_len + DIRECT_BLOCK);
+            buffer.extend_from_slice(&direct.partial_block);
+            let offset = group_start - direct.partial_block.len() as u64;
+            for (_, request) in &placed {
+                buffer.extend_from_slice(&request.records);
+            }
             let end = buffer.len();
             direct.partial_block.clear();
             direct.partial_block.extend_from_slice(&buffer[end - end % DIRECT_BLOCK..end]);
             buffer.resize(end.next_multiple_of(DIRECT_BLOCK), 0);
-            offset -= records_at as u64;
-            file = &direct.file;
+            (Arc::clone(&direct.file), offset, buffer)
+        });
+        if let Some((_, offset, buffer)) = &direct_write {
             debug_assert!(offset % DIRECT_BLOCK as u64 == 0 && buffer.len() % DIRECT_BLOCK == 0);
             debug_assert!(offset + buffer.len() as u64 <= self.active.len, "whole segments are whole blocks");
         }
-        self.active.write_offset += records_len as u64;
         if let Some(zero_ahead) = &self.zero_ahead {
-            zero_ahead.claim(offset + buffer.len() as u64);
+            let written_end = match &direct_write {
+                Some((_, offset, buffer)) => offset + buffer.len() as u64,
+                None => self.active.write_offset,
+            };
+            zero_ahead.claim(written_end);
         }
         if let (Some(populate_ahead), Some(advice)) = (&mut self.populate_ahead, &self.advice) {
             populate_ahead.claimed(advice, self.active.index, self.active.write_offset, self.active.len);
         }
         // Before `submit`: a group written in place is done when it returns.
         let submitted = std::time::Instant::now();
-        self.device.submit(file, offset, buffer, sync, alone);
+        match direct_write {
+            Some((file, offset, buffer)) => self.device.submit(&file, offset, buffer, sync, alone),
+            None => {
+                // Through the page cache: one vectored write from the
+                // commits' own buffers, which the group keeps until it is
+                // published (no copy into a group buffer first).
+                let parts: Vec<&[u8]> = placed.iter().map(|(_, request)| &request.records[..]).collect();
+                self.device.submit_in_place(&self.active.file, group_start, &parts, sync, alone);
+            }
+        }
         self.in_flight.push_back(Group {
             commits: placed,
-            records_at,
             records_len,
             segment: self.active.index,
             submitted,
@@ -445,7 +461,6 @@ impl Writer {
     fn complete_oldest(&mut self) {
         let group = self.in_flight.pop_front().expect("complete_oldest with nothing in flight");
         let completion = self.device.wait_oldest();
-        let mut buffer = completion.buffer;
         let metrics = &self.chain.metrics;
         if group.synced {
             metrics.sync_latency.record(group.submitted.elapsed());
@@ -473,7 +488,7 @@ impl Writer {
                 let _ = request.reply.send(Err(self.chain.poisoned().expect("poisoned above")));
             }
         } else {
-            self.publish(&group, &buffer[group.records_at..group.records_at + group.records_len]);
+            self.publish(&group);
             if let (Some(drop_behind), Some(advice), Some((group_start, _))) =
                 (&mut self.drop_behind, &self.advice, group.commits.first())
             {
@@ -485,19 +500,19 @@ impl Writer {
                 self.chain.recycle_record_buffer(request.records);
             }
         }
-        buffer.clear();
-        if self.spare.len() < 2 {
-            self.spare.push(buffer);
+        if let Some(mut buffer) = completion.buffer {
+            buffer.clear();
+            if self.spare.len() < 2 {
+                self.spare.push(buffer);
+            }
         }
     }
 
     /// Applies a durable group to the view, reading back the headers from
-    /// the buffer that was written (the same bytes the mmap now holds).
-    fn publish(&self, group: &Group, written: &[u8]) {
-        let group_start = group.commits.first().map_or(0, |(offset, _)| *offset);
+    /// the commits' buffers (the same bytes the mmap now holds).
+    fn publish(&self, group: &Group) {
         let changes = group.commits.iter().flat_map(|(commit_offset, request)| {
-            let start = (commit_offset - group_start) as usize;
-            let bytes = &written[start..start + request.records.len()];
+            let bytes = &request.records[..];
             let mut cursor = 0usize;
             std::iter::from_fn(move || {
                 while cursor < bytes.len() {

@@ -43,6 +43,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn write_all_at(&self, file: &File, buffer: &[u8], offset: u64) -> io::Result<()> {
         std_write_all_at(file, buffer, offset)
     }
+    /// Writes `parts` one after another from `offset`. This default joins
+    /// them into one [`Storage::write_all_at`], so a storage that overrides
+    /// only that (fault injection) sees one write per group, as before
+    /// groups were written from their commits' own buffers.
+    fn write_all_vectored_at(&self, file: &File, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.write_all_at(file, &parts.concat(), offset)
+    }
     fn sync_data(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
@@ -76,10 +83,11 @@ pub const DIRECT_BLOCK: usize = 4096;
 /// What the log writer hands a device: aligned for direct appends.
 pub type WriteBuffer = AlignedVec<DIRECT_BLOCK>;
 
-/// A finished submission: the buffer comes back for reuse.
+/// A finished submission: the buffer of [`LogDevice::submit`] comes back
+/// for reuse (`None` after [`LogDevice::submit_in_place`]).
 #[derive(Debug)]
 pub struct Completion {
-    pub buffer: WriteBuffer,
+    pub buffer: Option<WriteBuffer>,
     pub result: io::Result<()>,
 }
 
@@ -92,6 +100,12 @@ pub trait LogDevice: Send {
     /// flight or waiting, so nothing can overlap this submission and the
     /// caller will wait for it next (a device may then just do it).
     fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool, alone: bool);
+    /// Writes `parts` (a group's commits, in order) at `offset` of `file`,
+    /// which is appended to through the page cache, before returning: the
+    /// commits' own buffers, so the group is not first copied into one.
+    /// The fdatasync (when `sync` is set) may still be in flight; the
+    /// completion says how both went. `alone` as for [`LogDevice::submit`].
+    fn submit_in_place(&mut self, file: &Arc<File>, offset: u64, parts: &[&[u8]], sync: bool, alone: bool);
     /// Waits for the oldest outstanding submission. Panics if there is none
     /// (a caller bug, not an I/O condition).
     fn wait_oldest(&mut self) -> Completion;
@@ -111,16 +125,25 @@ impl<S: Storage + ?Sized> SynchronousDevice<S> {
     }
 }
 
+impl<S: Storage + ?Sized> SynchronousDevice<S> {
+    /// Completes a submission: the fdatasync follows a write that succeeded.
+    fn synced_after(&mut self, file: &File, written: io::Result<()>, sync: bool, buffer: Option<WriteBuffer>) {
+        let result = written.and_then(|()| if sync { self.storage.sync_data(file) } else { Ok(()) });
+        self.done.push_back(Completion { buffer, result });
+    }
+}
+
 impl<S: Storage + ?Sized> LogDevice for SynchronousDevice<S> {
     fn max_in_flight(&self) -> usize {
         1
     }
     fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool, _alone: bool) {
-        let mut result = self.storage.write_all_at(file, &buffer, offset);
-        if result.is_ok() && sync {
-            result = self.storage.sync_data(file);
-        }
-        self.done.push_back(Completion { buffer, result });
+        let written = self.storage.write_all_at(file, &buffer, offset);
+        self.synced_after(file, written, sync, Some(buffer));
+    }
+    fn submit_in_place(&mut self, file: &Arc<File>, offset: u64, parts: &[&[u8]], sync: bool, _alone: bool) {
+        let written = self.storage.write_all_vectored_at(file, parts, offset);
+        self.synced_after(file, written, sync, None);
     }
     fn wait_oldest(&mut self) -> Completion {
         self.done.pop_front().expect("wait_oldest called with nothing in flight")
@@ -167,6 +190,30 @@ pub(crate) fn std_write_all_at(file: &File, buffer: &[u8], offset: u64) -> io::R
     file.write_all_at(buffer, offset)
 }
 
+/// Most slices one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_SLICES_PER_WRITE: usize = 1024;
+
+/// `pwritev` until every part is written: short writes continue where they
+/// stopped, and more parts than one call takes go in several calls.
+pub(crate) fn std_write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> =
+        parts.iter().filter(|part| !part.is_empty()).map(|part| io::IoSlice::new(part)).collect();
+    let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
+    while !remaining.is_empty() {
+        let window = remaining.len().min(MAX_SLICES_PER_WRITE);
+        match rustix::io::pwritev(file, &remaining[..window], offset) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(written) => {
+                offset += written as u64;
+                io::IoSlice::advance_slices(&mut remaining, written);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn std_open(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new().read(true).write(true).open(path)
 }
@@ -200,4 +247,48 @@ fn direct_alignment_fits(file: &File) -> bool {
     }
     let fits = |align: u32| align != 0 && DIRECT_BLOCK % align as usize == 0;
     fits(status.stx_dio_mem_align) && fits(status.stx_dio_offset_align)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// Parts of 0 to 16 bytes, more of them than one `pwritev` takes.
+    fn parts_and_joined() -> (Vec<Vec<u8>>, Vec<u8>) {
+        let parts: Vec<Vec<u8>> =
+            (0..3 * MAX_SLICES_PER_WRITE + 5).map(|index| vec![index as u8; index % 17]).collect();
+        let joined = parts.concat();
+        (parts, joined)
+    }
+
+    #[test]
+    fn a_vectored_write_of_more_parts_than_one_call_takes_lands_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std_create_preallocated(&dir.path().join("segment"), 65536).unwrap();
+        let (parts, joined) = parts_and_joined();
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        PortableStorage.write_all_vectored_at(&file, &slices, 100).unwrap();
+        let mut landed = vec![0u8; joined.len() + 1];
+        file.read_exact_at(&mut landed, 100).unwrap();
+        assert_eq!(&landed[..joined.len()], &joined[..]);
+        assert_eq!(landed[joined.len()], 0, "nothing written past the parts");
+    }
+
+    #[test]
+    fn a_fault_injecting_storage_sees_a_vectored_write_as_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std_create_preallocated(&dir.path().join("segment"), 65536).unwrap();
+        let (parts, joined) = parts_and_joined();
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let budget = joined.len() as u64 / 2;
+        let storage = FaultyStorage::new(FaultPlan { write_budget_bytes: Some(budget), ..FaultPlan::default() });
+        let error = storage.write_all_vectored_at(&file, &slices, 0).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EIO));
+        assert_eq!(storage.bytes_written(), budget, "torn at the budget, like a single write");
+        let mut landed = vec![0u8; joined.len()];
+        file.read_exact_at(&mut landed, 0).unwrap();
+        assert_eq!(&landed[..budget as usize], &joined[..budget as usize]);
+        assert!(landed[budget as usize..].iter().all(|&byte| byte == 0), "nothing past the tear");
+    }
 }
