@@ -322,7 +322,7 @@ impl Writer {
                 continue;
             }
             let alone = self.in_flight.is_empty() && carried.is_none() && receiver.is_empty();
-            self.submit(commits, bytes, alone);
+            self.submit(commits, alone);
         }
         self.drain();
     }
@@ -349,8 +349,7 @@ impl Writer {
     /// writer: the caller is the committer, and nothing else is queued).
     fn write_now(&mut self, request: CommitRequest) {
         let Some(request) = self.admit(request) else { return };
-        let bytes = request.records.len();
-        self.submit(vec![request], bytes, true);
+        self.submit(vec![request], true);
         self.drain();
         if self.prepare_ahead && self.prepared.is_none() && self.active.write_offset > self.active.len / 2 {
             let chain = Arc::clone(&self.chain);
@@ -381,7 +380,7 @@ impl Writer {
         self.active.write_offset + (queued + request.records.len()) as u64 <= self.active.len
     }
 
-    fn submit(&mut self, commits: Vec<CommitRequest>, bytes: usize, alone: bool) {
+    fn submit(&mut self, commits: Vec<CommitRequest>, alone: bool) {
         let group_start = self.active.write_offset;
         let mut placed = Vec::with_capacity(commits.len());
         let mut sync = false;
@@ -392,7 +391,6 @@ impl Writer {
             placed.push((group_start + records_len as u64, request));
             records_len += len;
         }
-        debug_assert_eq!(records_len, bytes);
         self.last_group_bytes = records_len;
         let last = &placed.last().expect("a group holds at least one commit").1;
         self.next_sequence = last.receipt.last_sequence + 1;

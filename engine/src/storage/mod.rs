@@ -96,9 +96,11 @@ pub struct Completion {
 pub trait LogDevice: Send {
     fn max_in_flight(&self) -> usize;
     /// Starts writing `buffer` at `offset` of `file`, followed by an
-    /// fdatasync of the file when `sync` is set. `alone`: nothing else is in
-    /// flight or waiting, so nothing can overlap this submission and the
-    /// caller will wait for it next (a device may then just do it).
+    /// fdatasync of the file when `sync` is set: a group of direct appends
+    /// (whole aligned blocks; buffered groups go to `submit_in_place`).
+    /// `alone`: nothing else is in flight or waiting, so nothing can overlap
+    /// this submission and the caller will wait for it next (a device may
+    /// then just do it).
     fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool, alone: bool);
     /// Writes `parts` (a group's commits, in order) at `offset` of `file`,
     /// which is appended to through the page cache, before returning: the
@@ -123,9 +125,7 @@ impl<S: Storage + ?Sized> SynchronousDevice<S> {
     pub(crate) fn new(storage: Arc<S>) -> Self {
         Self { storage, done: std::collections::VecDeque::with_capacity(1) }
     }
-}
 
-impl<S: Storage + ?Sized> SynchronousDevice<S> {
     /// Completes a submission: the fdatasync follows a write that succeeded.
     fn synced_after(&mut self, file: &File, written: io::Result<()>, sync: bool, buffer: Option<WriteBuffer>) {
         let result = written.and_then(|()| if sync { self.storage.sync_data(file) } else { Ok(()) });

@@ -1,10 +1,12 @@
 //! io_uring appends: the writer fills the next group while the previous
-//! group's fdatasync is in flight. A direct (`O_DIRECT`) group goes to the
-//! ring as a linked `write → fdatasync` pair. A buffered group is written in
-//! place (a copy into the page cache, which ext4 would otherwise hand to a
-//! kernel worker thread), one `pwritev` from its commits' own buffers, and
-//! only its fdatasync goes to the ring. A group with nothing to overlap (the
-//! ring idle, no commit waiting) is written and synced in place.
+//! group's fdatasync is in flight. A direct (`O_DIRECT`) group
+//! ([`LogDevice::submit`]) goes to the ring as a linked `write → fdatasync`
+//! pair. A buffered group is written in place
+//! ([`LogDevice::submit_in_place`]: a copy into the page cache, which ext4
+//! would otherwise hand to a kernel worker thread), one `pwritev` from its
+//! commits' own buffers, and only its fdatasync goes to the ring. A group
+//! with nothing to overlap (the ring idle, no commit waiting) is written and
+//! synced in place.
 
 use super::{Completion, LogDevice, Storage, WriteBuffer};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -143,12 +145,6 @@ fn datasync_entry(fd: types::Fd, id: u64) -> squeue::Entry {
     opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data((id << 1) | 1)
 }
 
-/// Whether appends to `file` bypass the page cache (`O_DIRECT`). Asked per
-/// group: one `fcntl`, against the hand-off to a kernel worker it saves.
-fn appends_direct(file: &File) -> bool {
-    rustix::fs::fcntl_getfl(file).is_ok_and(|flags| flags.contains(rustix::fs::OFlags::DIRECT))
-}
-
 /// Whether `slot` writes any of the `len` bytes at `offset` of `file`.
 fn overlaps(slot: &Slot, file: &Arc<File>, offset: u64, len: usize) -> bool {
     Arc::ptr_eq(&slot.file, file) && slot.offset < offset + len as u64 && offset < slot.offset + slot.len as u64
@@ -191,8 +187,10 @@ impl LogDevice for UringDevice {
 
     fn submit(&mut self, file: &Arc<File>, offset: u64, buffer: WriteBuffer, sync: bool, alone: bool) {
         assert!(self.slots.len() < MAX_IN_FLIGHT, "too many submissions in flight");
+        // Only direct groups come here (buffered ones go to
+        // `submit_in_place`); one with nothing to overlap is done here too.
         let idle = alone && self.slots.is_empty();
-        if idle || !appends_direct(file) {
+        if idle {
             let slot = self.write_in_place(file, offset, &[&buffer], sync, idle);
             self.slots.push_back(Slot { buffer: Some(buffer), ..slot });
             return;
@@ -277,6 +275,11 @@ impl Drop for UringDevice {
 mod tests {
     use super::*;
 
+    /// Whether appends to `file` bypass the page cache (`O_DIRECT`).
+    fn appends_direct(file: &File) -> bool {
+        rustix::fs::fcntl_getfl(file).is_ok_and(|flags| flags.contains(rustix::fs::OFlags::DIRECT))
+    }
+
     fn short_slot(file: &Arc<File>, written: usize) -> Slot {
         let mut buffer = WriteBuffer::new();
         buffer.extend_from_slice(&[7u8; 8192]);
@@ -327,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn a_buffered_group_is_written_before_submit_returns_and_synced_through_the_ring() {
+    fn a_buffered_group_is_written_from_its_commits_before_submit_returns_and_synced_through_the_ring() {
         let Ok(mut device) = UringDevice::new() else {
             eprintln!("SKIPPED: no io_uring here");
             return;
@@ -335,50 +338,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = Arc::new(super::super::std_create_preallocated(&dir.path().join("segment"), 16384).unwrap());
         assert!(!appends_direct(&file));
-        for (index, byte) in [3u8, 4].into_iter().enumerate() {
-            let mut buffer = WriteBuffer::new();
-            buffer.extend_from_slice(&[byte; 4096]);
-            // Not alone: before this change it went to the ring as write + sync.
-            device.submit(&file, index as u64 * 4096, buffer, true, false);
-            let mut landed = vec![0u8; 4096];
-            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut landed, index as u64 * 4096).unwrap();
-            assert!(landed.iter().all(|&landed| landed == byte), "written in place, before submit returned");
-            let slot = device.slots.back().unwrap();
-            assert!(slot.written_in_place && slot.done_in_place.is_none(), "the fdatasync is the ring's");
-        }
-        device.wait_oldest().result.unwrap();
-        device.wait_oldest().result.unwrap();
-        // Without a sync nothing goes to the ring at all.
-        let mut buffer = WriteBuffer::new();
-        buffer.extend_from_slice(&[5u8; 4096]);
-        device.submit(&file, 8192, buffer, false, false);
-        assert!(device.oldest_done());
-        device.wait_oldest().result.unwrap();
-    }
-
-    #[test]
-    fn commits_written_in_place_land_in_order_before_submit_returns() {
-        let Ok(mut device) = UringDevice::new() else {
-            eprintln!("SKIPPED: no io_uring here");
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let file = Arc::new(super::super::std_create_preallocated(&dir.path().join("segment"), 16384).unwrap());
         let commits = [vec![1u8; 100], vec![2u8; 3000], vec![3u8; 50]];
         let parts: Vec<&[u8]> = commits.iter().map(Vec::as_slice).collect();
-        // Not alone: written here, synced through the ring.
-        device.submit_in_place(&file, 10, &parts, true, false);
-        let mut landed = vec![0u8; 3150];
-        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut landed, 10).unwrap();
-        assert_eq!(landed, commits.concat(), "written in place, before submit returned");
-        let slot = device.slots.back().unwrap();
-        assert!(slot.written_in_place && slot.done_in_place.is_none(), "the fdatasync is the ring's");
-        assert_eq!(slot.len, 3150);
-        let completion = device.wait_oldest();
-        completion.result.unwrap();
-        assert!(completion.buffer.is_none(), "no buffer of the device's to give back");
+        let mut offset = 10;
+        for _ in 0..2 {
+            // Not alone: written here, synced through the ring.
+            device.submit_in_place(&file, offset, &parts, true, false);
+            let mut landed = vec![0u8; 3150];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut landed, offset).unwrap();
+            assert_eq!(landed, commits.concat(), "written in place, in order, before submit returned");
+            let slot = device.slots.back().unwrap();
+            assert!(slot.written_in_place && slot.done_in_place.is_none(), "the fdatasync is the ring's");
+            assert_eq!(slot.len, 3150);
+            offset += 3150;
+        }
+        for _ in 0..2 {
+            let completion = device.wait_oldest();
+            completion.result.unwrap();
+            assert!(completion.buffer.is_none(), "no buffer of the device's to give back");
+        }
+        // Without a sync nothing goes to the ring at all.
+        device.submit_in_place(&file, offset, &parts, false, false);
+        assert!(device.oldest_done());
+        device.wait_oldest().result.unwrap();
         // Alone: written and synced here.
-        device.submit_in_place(&file, 3160, &parts, true, true);
+        device.submit_in_place(&file, offset + 3150, &parts, true, true);
         assert!(device.oldest_done(), "done before submit returned");
         device.wait_oldest().result.unwrap();
     }
