@@ -1,24 +1,26 @@
 //! Chains and the builder that opens them.
 
+mod assign;
 mod compaction;
 mod log_retention;
 mod replica;
+use assign::{AssignQueue, Assigned};
 pub use compaction::CompactionReport;
 pub use log_retention::{checkpoint_first_sequence, DropReport, DropRule};
 pub use replica::{CommitScope, Upstream, UpstreamFuture};
 
 use crate::config::{AteConfig, Durability, StorageBackend};
 use crate::crypto::{KeyId, PrivateSignKey, PublicSignKey};
-use crate::format::{encode_record, padded_record_len, EventFlags, EventHash, EventHeader, EventKind, HEADER_LEN};
+use crate::format::{EventHash, EventKind};
 use crate::key::{ChainKey, CollectionId, PrimaryKey};
-use crate::log::{recover, ChainShared, CommitReceipt, CommitRequest, WriterHandle};
-use crate::plugin::{Linter, SizeValidator, TimestampValidator, Transformer, ValidationContext, Validator};
+use crate::log::{recover, ChainShared, CommitReceipt, WriterHandle};
+use crate::plugin::{Linter, SizeValidator, TimestampValidator, Transformer, Validator};
 use crate::proof::{ConsistencyProof, InclusionProof, MerkleTree, TreeHead};
 use crate::session::AteSession;
 use crate::storage::{PortableStorage, Storage, UringStorage};
 use crate::trust::{
-    verify_commit_signatures, verify_commit_signatures_with_root, CommitSigners, EventContent, EventView,
-    IntegrityMode, NodeKeyWrap, SignedContents, SignedEvent, StagedTrust, TrustConfig, TrustState,
+    verify_commit_signatures, EventContent, IntegrityMode, NodeKeyWrap, SignedContents, SignedEvent, StagedTrust,
+    TrustConfig, TrustState,
 };
 use crate::verify::{verify_chain, VerifyError, VerifyReport};
 use crate::{AteError, Result};
@@ -422,6 +424,7 @@ impl ChainBuilder {
             checked_from: recovered.next_sequence,
             proofs: parking_lot::Mutex::new(proofs),
             upkeep: tokio::sync::Mutex::new(()),
+            assign_queue: AssignQueue::default(),
             shared,
             writer,
             _lock: lock,
@@ -512,18 +515,6 @@ struct AppendState {
     trust: TrustState,
 }
 
-/// A commit whose sequences are assigned, on its way to the disk.
-enum Assigned {
-    /// A replay of a commit already appended: its original receipt.
-    Done(CommitReceipt),
-    Pending {
-        receipt: tokio::sync::oneshot::Receiver<Result<CommitReceipt>>,
-        /// (key, sequence, is a tombstone) of the events: cleared from
-        /// `in_flight` when durable; a tombstone also ends the key's lease.
-        written: Vec<(u128, u64, bool)>,
-    },
-}
-
 /// A submitted commit (see [`Chain::submit`]).
 #[must_use = "a submitted commit is only acknowledged once `durable` returns"]
 pub struct PendingCommit {
@@ -569,6 +560,8 @@ pub struct Chain {
     upkeep: tokio::sync::Mutex<()>,
     shared: Arc<ChainShared>,
     append: parking_lot::Mutex<AppendState>,
+    /// Commits checked and waiting for the append lock (see `assign.rs`).
+    assign_queue: AssignQueue,
     permits: Arc<tokio::sync::Semaphore>,
     /// Dropped before the segment files' lock: finishes what is queued.
     writer: WriterHandle,
@@ -740,213 +733,6 @@ impl Chain {
         assert_eq!(events.len(), payload_hashes.len(), "one payload hash per event");
         let assigned = self.assign(events, payload_hashes, signed_contents, durability).await?;
         self.finish(assigned).await
-    }
-
-    /// Validates a commit, assigns its sequences and hands it to the writer
-    /// (waiting only for room in the writer's queue); [`Chain::finish`]
-    /// waits for durability. Commits are assigned in the order this is called.
-    async fn assign(
-        &self,
-        events: Vec<NewEvent>,
-        payload_hashes: Vec<[u8; 32]>,
-        signed_contents: Option<SignedContents>,
-        durability: Option<Durability>,
-    ) -> Result<Assigned> {
-        let limit = self.shared.config.max_commit_bytes;
-        let mut bytes = 0usize;
-        for event in &events {
-            bytes = bytes.saturating_add(padded_record_len(HEADER_LEN.saturating_add(event.payload.len())));
-        }
-        if bytes > limit || events.iter().any(|event| event.payload.len() > u32::MAX as usize) {
-            return Err(AteError::CommitTooLarge { bytes, limit });
-        }
-        // Signatures are checked before taking the lock, in parallel across committers.
-        let signed = events.iter().any(|event| event.kind == EventKind::Signature);
-        if signed && events.iter().any(|event| event.timestamp_us == 0) {
-            return Err(AteError::InvalidInput("signed commits carry their own timestamps".into()));
-        }
-        let contents_of = |events: &[NewEvent]| -> Vec<EventContent> {
-            events.iter().zip(&payload_hashes).map(|(event, hash)| event.content(*hash, event.timestamp_us)).collect()
-        };
-        let signers: CommitSigners = if signed {
-            let (hashes, computed_root) = match signed_contents {
-                // The signature events themselves are not covered: their
-                // content hashes are never read.
-                Some(SignedContents { mut content_hashes, root }) => {
-                    debug_assert_eq!(
-                        content_hashes,
-                        EventContent::hashes(contents_of(&events[..content_hashes.len()])),
-                        "the DIO signed what it appends"
-                    );
-                    debug_assert_eq!(root, crate::trust::events::commit_root(&content_hashes));
-                    content_hashes.resize(events.len(), [0; 32]);
-                    (content_hashes, Some(root))
-                }
-                None => (EventContent::hashes(contents_of(&events)), None),
-            };
-            let views: Vec<SignedEvent<'_>> = events
-                .iter()
-                .zip(&hashes)
-                .map(|(event, hash)| SignedEvent { kind: event.kind, content_hash: *hash, payload: &event.payload })
-                .collect();
-            let keys = &self.shared.keys.public_keys;
-            verify_commit_signatures_with_root(&self.shared.chain_id, &views, computed_root, |id| {
-                keys.get(id).map(|key| key.clone())
-            })
-            .map_err(|(index, reason)| AteError::Rejected { index, key: events[index].key, reason })?
-        } else {
-            CommitSigners::default()
-        };
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
-        let (reply, receipt) = tokio::sync::oneshot::channel();
-        let written: Vec<(u128, u64, bool)>;
-        {
-            let mut state = self.append.lock();
-            if let Some(error) = self.shared.poisoned() {
-                return Err(error);
-            }
-            let now = now_us();
-            let stamp = now.max(state.last_timestamp_us);
-            let contents: Vec<EventContent> = events
-                .iter()
-                .zip(&payload_hashes)
-                .map(|(event, hash)| {
-                    event.content(*hash, if event.timestamp_us == 0 { stamp } else { event.timestamp_us })
-                })
-                .collect();
-            let commit_time_us = contents.iter().map(|content| content.timestamp_us).max().unwrap_or(stamp);
-            if let Some(root) = &signers.root {
-                // A retried commit whose acknowledgement was lost: idempotent.
-                if let Some((first_sequence, last_sequence)) = state.trust.replayed_commit(root) {
-                    return Ok(Assigned::Done(CommitReceipt { first_sequence, last_sequence }));
-                }
-                state
-                    .trust
-                    .check_replay_window(&self.trust, commit_time_us, now)
-                    .map_err(|reason| AteError::Rejected { index: 0, key: events[0].key, reason })?;
-            }
-            for event in &events {
-                self.check_expectation(&state, event)?;
-            }
-            let mut staged = StagedTrust::for_commit(events.len());
-            for (index, (event, content)) in events.iter().zip(&contents).enumerate() {
-                let view = EventView {
-                    kind: event.kind,
-                    key: event.key.as_u128(),
-                    parent: event.parent.map(|(parent, _)| parent.as_u128()),
-                    content,
-                    payload: &event.payload,
-                };
-                let rejected = |reason| AteError::Rejected { index, key: event.key, reason };
-                state.trust.check_event(&self.trust, &mut staged, &view, &signers.keys).map_err(rejected)?;
-                let context = ValidationContext {
-                    chain: self.key.name(),
-                    config: &self.trust,
-                    signers: &signers.keys,
-                    now_us: now,
-                    index,
-                };
-                for validator in &self.plugins.validators {
-                    validator.validate(&view, &context).map_err(rejected)?;
-                }
-            }
-            let first_sequence = state.next_sequence;
-            let mut records = self.shared.record_buffer(bytes);
-            let count = events.len();
-            let mut keys = Vec::with_capacity(count);
-            for (index, (event, content)) in events.iter().zip(&contents).enumerate() {
-                let sequence = first_sequence + index as u64;
-                let header = EventHeader {
-                    sequence,
-                    timestamp_us: content.timestamp_us,
-                    collection: content.collection,
-                    type_tag: event.type_tag,
-                    payload_len: event.payload.len() as u32,
-                    kind: event.kind as u8,
-                    flags: if index + 1 == count { EventFlags::COMMIT_END } else { 0 },
-                    reserved: 0,
-                    key: content.key,
-                    parent: content.parent,
-                    prev_hash: state.last_hash,
-                    payload_hash: content.payload_hash,
-                    read_key_id: content.read_key_id,
-                    nonce: content.nonce,
-                    reserved_tail: [0; 4],
-                };
-                state.last_hash = encode_record(&mut records, &header, &event.payload);
-                keys.push((event.key.as_u128(), sequence, event.kind == EventKind::Tombstone));
-            }
-            debug_assert_eq!(records.len(), bytes);
-            let receipt = CommitReceipt { first_sequence, last_sequence: first_sequence + count as u64 - 1 };
-            let request = CommitRequest {
-                records,
-                receipt,
-                last_hash: state.last_hash,
-                durability: durability.unwrap_or(self.durability),
-                reply,
-                _permit: permit,
-            };
-            for key in staged.public_keys() {
-                self.shared.keys.public_keys.insert(key.id(), key.clone());
-            }
-            for wrap in &staged.node_key_wraps {
-                self.shared.keys.add_wrap(wrap.clone());
-            }
-            if let Some(root) = signers.root {
-                staged.set_commit_root(root, commit_time_us);
-            }
-            state.trust.commit(staged, &self.trust, now, first_sequence, receipt.last_sequence);
-            for (event, (key, sequence, tombstone)) in events.iter().zip(&keys) {
-                if matches!(event.kind, EventKind::Data | EventKind::Tombstone) {
-                    state.in_flight.insert(*key, (*sequence, *tombstone));
-                }
-            }
-            // Last: an inline writer publishes the commit to readers at once,
-            // and they may look up the keys and trust it brought.
-            self.send_to_writer(request)?;
-            state.next_sequence = receipt.last_sequence + 1;
-            state.last_timestamp_us = stamp;
-            written = keys;
-        }
-        Ok(Assigned::Pending { receipt, written })
-    }
-
-    /// Hands an encoded commit to the writer (under the append lock, with a
-    /// permit: the writer's queue has room).
-    pub(crate) fn send_to_writer(&self, request: CommitRequest) -> Result<()> {
-        self.writer.send(request).map_err(|_| AteError::Closed { chain: self.key.to_string() })
-    }
-
-    /// Waits until an assigned commit is durable and in the view.
-    async fn finish(&self, assigned: Assigned) -> Result<CommitReceipt> {
-        let (receipt, written) = match assigned {
-            Assigned::Done(receipt) => return Ok(receipt),
-            Assigned::Pending { receipt, written } => (receipt, written),
-        };
-        let outcome = receipt.await.map_err(|_| AteError::Closed { chain: self.key.to_string() })?;
-        if outcome.is_ok() {
-            // The view has it now; drop in-flight entries unless a later
-            // commit has taken them over.
-            let mut state = self.append.lock();
-            for (key, sequence, tombstone) in written {
-                if state.in_flight.get(&key).is_some_and(|&(latest, _)| latest == sequence) {
-                    state.in_flight.remove(&key);
-                }
-                if tombstone {
-                    // A deleted object cannot be leased again: its lease
-                    // entry goes with it, even if a later commit already
-                    // wrote the key again (a new object, leased afresh). So
-                    // an acknowledgement needs no separate "forget" (on a
-                    // replica that was a round trip per item) and the
-                    // table stays bounded.
-                    self.leases.drop_key(key);
-                }
-            }
-        }
-        outcome
     }
 
     /// [`Chain::append`] in two steps, for servers that pipeline one

@@ -1,0 +1,131 @@
+//! Many committers at once: each commit gets its own run of sequences in
+//! one hash chain, and optimistic checks see every commit before them while
+//! the commits are assigned by whichever committer holds the combiner's role
+//! (`chain/assign.rs`).
+
+mod common;
+
+use ate::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const COMMITTERS: u64 = 16;
+
+/// Fails the test instead of hanging it if a queued commit is never answered.
+async fn within_a_minute<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future).await.expect("a commit was never answered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_commit_gets_its_own_contiguous_sequences_and_the_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
+    let mut tasks = Vec::new();
+    for committer in 0..COMMITTERS {
+        let chain = Arc::clone(&chain);
+        tasks.push(tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for commit in 0..40u64 {
+                // 1 to 5 events, so commits of different sizes interleave.
+                let events: Vec<NewEvent> = (0..=(commit + committer) % 5)
+                    .map(|event| {
+                        let key = PrimaryKey::from(format!("{committer}-{commit}-{event}").as_str());
+                        NewEvent::data(key, vec![committer as u8; 100 + event as usize])
+                    })
+                    .collect();
+                let count = events.len() as u64;
+                let receipt = chain.append(events, None).await.unwrap();
+                assert_eq!(receipt.last_sequence - receipt.first_sequence + 1, count);
+                receipts.push(receipt);
+            }
+            receipts
+        }));
+    }
+    let mut receipts = Vec::new();
+    for task in tasks {
+        receipts.extend(within_a_minute(task).await.unwrap());
+    }
+    receipts.sort_by_key(|receipt| receipt.first_sequence);
+    let mut next = receipts[0].first_sequence;
+    for receipt in &receipts {
+        assert_eq!(receipt.first_sequence, next, "sequences are neither shared nor skipped");
+        next = receipt.last_sequence + 1;
+    }
+    assert_eq!(chain.durable_sequence(), next);
+    let events = next - receipts[0].first_sequence;
+    let report = chain.verify().await.unwrap();
+    assert_eq!(report.commits as usize, receipts.len(), "one commit per receipt");
+    assert_eq!(report.events, events);
+    drop(chain);
+    let reopened = common::open(dir.path()).await.unwrap();
+    assert_eq!(reopened.durable_sequence(), next);
+    assert_eq!(reopened.verify().await.unwrap().events, report.events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_under_contention_are_never_lost() {
+    let (_dir, chain) = {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = common::open(dir.path()).await.unwrap();
+        (dir, chain)
+    };
+    let key = PrimaryKey::from("counter");
+    let mut setup = chain.dio(&AteSession::default()).await;
+    setup.store_with_key(key, 0u64).unwrap();
+    setup.commit().await.unwrap();
+    const INCREMENTS: u64 = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let chain = Arc::clone(&chain);
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0u64;
+            for _ in 0..INCREMENTS {
+                loop {
+                    let mut dio = chain.dio(&AteSession::default()).await;
+                    let mut counter = dio.load::<u64>(&key).await.unwrap();
+                    *counter += 1;
+                    dio.update(&counter).unwrap();
+                    match dio.commit().await {
+                        Ok(()) => break,
+                        Err(AteError::Conflict { .. }) => conflicts += 1,
+                        Err(error) => panic!("{error}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += within_a_minute(task).await.unwrap();
+    }
+    let total = *chain.dio(&AteSession::default()).await.load::<u64>(&key).await.unwrap();
+    assert_eq!(total, 8 * INCREMENTS, "every increment landed once ({conflicts} conflicts retried)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_many_committers_creating_one_key_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
+    for round in 0..20 {
+        let key = PrimaryKey::from(format!("claim-{round}").as_str());
+        let mut tasks = Vec::new();
+        for committer in 0..COMMITTERS {
+            let chain = Arc::clone(&chain);
+            tasks.push(tokio::spawn(async move {
+                let mut event = NewEvent::data(key, vec![committer as u8; 64]);
+                event.expect = Expect::Absent;
+                chain.append(vec![event], None).await
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            match within_a_minute(task).await.unwrap() {
+                Ok(_) => winners += 1,
+                Err(AteError::Conflict { key: lost }) => assert_eq!(lost, key),
+                Err(error) => panic!("{error}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}
