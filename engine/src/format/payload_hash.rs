@@ -130,15 +130,7 @@ fn chaining_values(platform: &Platform, mode: Mode, chunks: &[Chunk<'_>]) -> Vec
     // index), grouped. A chunk of whole blocks goes through the kernel
     // entirely (its last block flagged there); any other keeps its partial
     // last block for a compression of its own.
-    let mut order: Vec<(u8, bool, u8, bool, u32)> = chunks
-        .iter()
-        .enumerate()
-        .map(|(at, chunk)| {
-            let (blocks, whole) = kernel_blocks(chunk.bytes.len());
-            (blocks, whole, chunk.counter, chunk.root, at as u32)
-        })
-        .collect();
-    order.sort_unstable();
+    let order = grouped(chunks);
     let mut kernel_output = Vec::new();
     for run in order.chunk_by(|a, b| (a.0, a.1, a.2, a.3) == (b.0, b.1, b.2, b.3)) {
         let (blocks, whole, counter, root) = (run[0].0 as usize, run[0].1, run[0].2 as u64, run[0].3);
@@ -165,6 +157,36 @@ fn chaining_values(platform: &Platform, mode: Mode, chunks: &[Chunk<'_>]) -> Vec
         }
     }
     values
+}
+
+/// Kinds of chunk [`grouped`] tells apart: up to 16 kernel blocks, whole
+/// or not, counter 0 or 1, root or not.
+const CHUNK_KINDS: usize = (CHUNK_LEN / BLOCK_LEN + 1) * 8;
+
+/// Every chunk as (kernel blocks, whole, counter, root, index), chunks of
+/// one kind next to each other: a counting sort, since a commit's
+/// thousand payloads come in a handful of kinds (a comparison sort of the
+/// tuples was 1.3% of E2's samples).
+fn grouped(chunks: &[Chunk<'_>]) -> Vec<(u8, bool, u8, bool, u32)> {
+    let kind = |chunk: &Chunk<'_>| {
+        let (blocks, whole) = kernel_blocks(chunk.bytes.len());
+        (blocks as usize) << 3 | (whole as usize) << 2 | (chunk.counter as usize) << 1 | chunk.root as usize
+    };
+    let mut starts = [0usize; CHUNK_KINDS + 1];
+    for chunk in chunks {
+        starts[kind(chunk) + 1] += 1;
+    }
+    for at in 1..starts.len() {
+        starts[at] += starts[at - 1];
+    }
+    let mut order = vec![(0, false, 0, false, 0); chunks.len()];
+    for (at, chunk) in chunks.iter().enumerate() {
+        let (blocks, whole) = kernel_blocks(chunk.bytes.len());
+        let slot = &mut starts[kind(chunk)];
+        order[*slot] = (blocks, whole, chunk.counter, chunk.root, at as u32);
+        *slot += 1;
+    }
+    order
 }
 
 /// Compresses a chunk's last block (0 to 64 bytes, zero-padded) into `value`.
