@@ -387,7 +387,7 @@ impl Dio {
             }
         }
         for step in plan {
-            if let WriteRule::AnyOf(allowed) = &step.write_rule {
+            if let WriteRule::AnyOf(allowed) = &*step.write_rule {
                 let key = self
                     .session
                     .write_keys()
@@ -396,7 +396,7 @@ impl Dio {
                 if !signing_keys.iter().any(|known| known.id() == key.id()) {
                     signing_keys.push(key.clone());
                 }
-            } else if step.write_rule == WriteRule::Nobody {
+            } else if *step.write_rule == WriteRule::Nobody {
                 return Err(AteError::Rejected {
                     index: events.len(),
                     key: step.event.key,
@@ -618,6 +618,7 @@ impl Dio {
         let authority = &self.authority;
         Ok(self.chain.with_trust(|state, config| {
             let mut overlay = StagedTrust::for_commit(events.len());
+            let mut previous: Option<Arc<WriteRule>> = None;
             events
                 .into_iter()
                 .map(|event| {
@@ -630,7 +631,9 @@ impl Dio {
                         EventKind::Data => Some(None),
                         _ => None,
                     };
-                    let (write_rule, read_rule) = state.plan_event(config, &mut overlay, key, parent, stage);
+                    let (write_rule, read_rule) =
+                        state.plan_event(config, &mut overlay, key, parent, stage, previous.as_ref());
+                    previous = Some(Arc::clone(&write_rule));
                     let payload_staged = !linted && event.kind == EventKind::Data;
                     PlannedEvent { event, write_rule, read_rule, payload_staged }
                 })
@@ -738,7 +741,8 @@ impl Dio {
 /// One event of a commit with the rules that govern it.
 struct PlannedEvent {
     event: NewEvent,
-    write_rule: WriteRule,
+    /// Shared by neighbours under the same rule.
+    write_rule: Arc<WriteRule>,
     read_rule: ReadRule,
     /// The payload is still the staged one (`event.payload` is empty).
     payload_staged: bool,
