@@ -48,11 +48,7 @@ impl DataKey {
     /// [`seal`] of `buffer[from..]` in place, the tag appended: no second
     /// buffer for the ciphertext. `nonce` must be new to this key.
     pub fn seal_in_place(&self, nonce: &Nonce, aad: &[u8], buffer: &mut Vec<u8>, from: usize) {
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer[from..])
-            .expect("AES sealing fails only for inputs beyond 64 GiB");
-        buffer.extend_from_slice(tag.as_ref());
+        seal_tail(&self.key, nonce, aad, buffer, from);
     }
 }
 
@@ -72,9 +68,16 @@ fn seal_with(algorithm: &'static Algorithm, key: &[u8; 32], nonce: &Nonce, aad: 
 fn seal_with_key(key: &LessSafeKey, nonce: &Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mut buffer = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
     buffer.extend_from_slice(plaintext);
-    key.seal_in_place_append_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer)
-        .expect("AES sealing fails only for inputs beyond 64 GiB");
+    seal_tail(key, nonce, aad, &mut buffer, 0);
     buffer
+}
+
+/// Seals `buffer[from..]` in place and appends its tag.
+fn seal_tail(key: &LessSafeKey, nonce: &Nonce, aad: &[u8], buffer: &mut Vec<u8>, from: usize) {
+    let tag = key
+        .seal_in_place_separate_tag(AeadNonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buffer[from..])
+        .expect("AES sealing fails only for inputs beyond 64 GiB");
+    buffer.extend_from_slice(tag.as_ref());
 }
 
 fn open_with(
@@ -173,6 +176,18 @@ impl ReadKey {
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
         Ok((nonce, seal_with_key(self.wrapping_key(), &nonce, aad, plaintext)))
+    }
+
+    /// [`ReadKey::encrypt`] appending the sealed bytes (the plaintext's
+    /// length plus [`AEAD_TAG_LEN`]) to `out`: no buffer of its own, for a
+    /// per-event data key sealed straight into its envelope.
+    pub fn encrypt_append(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<Nonce, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        let from = out.len();
+        out.extend_from_slice(plaintext);
+        seal_tail(self.wrapping_key(), &nonce, aad, out, from);
+        Ok(nonce)
     }
 
     pub fn decrypt(&self, nonce: &Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {

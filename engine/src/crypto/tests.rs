@@ -61,6 +61,19 @@ fn read_keys_encrypt_with_unique_nonces_and_detect_tampering() {
 }
 
 #[test]
+fn sealing_appended_to_a_buffer_opens_like_a_sealed_copy() {
+    let key = ReadKey::generate().unwrap();
+    let mut out = b"head".to_vec();
+    let nonce = key.encrypt_append(b"aad", b"a data key", &mut out).unwrap();
+    assert_eq!(&out[..4], b"head", "what was there stays");
+    assert_eq!(out.len(), 4 + b"a data key".len() + AEAD_TAG_LEN);
+    assert_eq!(key.decrypt(&nonce, b"aad", &out[4..]).unwrap(), b"a data key");
+    assert_eq!(key.decrypt(&nonce, b"AAD", &out[4..]), Err(CryptoError::DecryptionFailed));
+    let again = key.encrypt_append(b"aad", b"a data key", &mut Vec::new()).unwrap();
+    assert_ne!(nonce, again, "a fresh nonce each time");
+}
+
+#[test]
 fn read_keys_are_shared_through_ml_kem() {
     let alice_read = ReadKey::generate().unwrap();
     let bob = PrivateEncryptKey::generate();

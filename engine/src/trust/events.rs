@@ -36,6 +36,23 @@ impl EncryptedPayload {
         out
     }
 
+    /// [`EncryptedPayload::encode_head`] with the data key sealed straight
+    /// into the envelope by `seal`, which appends `wrapped_len` bytes and
+    /// returns the nonce it sealed them under.
+    pub fn encode_head_sealing<E>(
+        wrapped_len: usize,
+        ciphertext_len: usize,
+        seal: impl FnOnce(&mut Vec<u8>) -> Result<Nonce, E>,
+    ) -> Result<Vec<u8>, E> {
+        let mut out = Vec::with_capacity(14 + wrapped_len + ciphertext_len);
+        out.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(&(wrapped_len as u16).to_le_bytes());
+        let wrap_nonce = seal(&mut out)?;
+        assert_eq!(out.len(), 14 + wrapped_len, "the sealed data key is as long as announced");
+        out[..12].copy_from_slice(&wrap_nonce);
+        Ok(out)
+    }
+
     /// `None` for anything that is not a well-formed envelope.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let wrap_nonce: Nonce = bytes.get(..12)?.try_into().ok()?;
