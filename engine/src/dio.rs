@@ -429,8 +429,7 @@ impl Dio {
             event.timestamp_us = timestamp_us;
             event.nonce = nonces.next()?;
             if let Some(node_key_id) = sealed_under {
-                self.node_key(event.key, node_key_id)?;
-                let node_key = &self.node_keys[&node_key_id];
+                let node_key = node_key_in(&mut self.node_keys, &self.chain, &self.session, event.key, node_key_id)?;
                 let data_key = match data_keys.entry(node_key_id) {
                     std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::hash_map::Entry::Vacant(entry) => entry.insert(DataKey::generate()?),
@@ -731,17 +730,30 @@ impl Dio {
     /// Node key `id`, unwrapped with any read key of the session.
     /// Lent, not cloned: the key keeps its prepared cipher across events.
     fn node_key(&mut self, key: PrimaryKey, id: KeyId) -> Result<&ReadKey> {
-        if !self.node_keys.contains_key(&id) {
-            let opened = self
-                .chain
+        node_key_in(&mut self.node_keys, &self.chain, &self.session, key, id)
+    }
+}
+
+/// [`Dio::node_key`] borrowing only the cache, so a commit can seal with
+/// the key while it reads what is staged: one lookup per event.
+fn node_key_in<'a>(
+    node_keys: &'a mut HashMap<KeyId, ReadKey, FastHash>,
+    chain: &Chain,
+    session: &AteSession,
+    key: PrimaryKey,
+    id: KeyId,
+) -> Result<&'a ReadKey> {
+    match node_keys.entry(id) {
+        std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            let opened = chain
                 .node_key_wraps(&id)
                 .iter()
-                .filter_map(|wrap| open_node_key(wrap, &self.session))
+                .filter_map(|wrap| open_node_key(wrap, session))
                 .find(|node_key| node_key.id() == id)
                 .ok_or(AteError::NoReadAccess { key, node_key_id: id })?;
-            self.node_keys.insert(id, opened);
+            Ok(entry.insert(opened))
         }
-        Ok(&self.node_keys[&id])
     }
 }
 
