@@ -27,7 +27,9 @@ pub struct ValidationContext<'a> {
 }
 
 /// Decides whether one event of a commit may be written. Any rejection
-/// rejects the whole commit. Runs under the chain's append lock: keep it fast.
+/// rejects the whole commit. Runs under the chain's append lock, possibly
+/// on another committer's task: keep it fast. A panic rejects the commit
+/// (`RejectReason::Custom`, "the validator panicked").
 pub trait Validator: Send + Sync + Debug {
     fn name(&self) -> &'static str;
     fn validate(&self, event: &EventView<'_>, context: &ValidationContext<'_>) -> Result<(), RejectReason>;

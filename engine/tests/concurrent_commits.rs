@@ -5,7 +5,9 @@
 
 mod common;
 
+use ate::plugin::{ValidationContext, Validator};
 use ate::prelude::*;
+use ate::trust::{EventView, RejectReason};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,4 +130,63 @@ async fn of_many_committers_creating_one_key_exactly_one_wins() {
         }
         assert_eq!(winners, 1, "round {round}");
     }
+}
+
+/// Panics on a payload of 0xFF bytes: a bug in an application's validator.
+#[derive(Debug)]
+struct PanicsOnFf;
+
+impl Validator for PanicsOnFf {
+    fn name(&self) -> &'static str {
+        "panics-on-ff"
+    }
+
+    fn validate(&self, event: &EventView<'_>, _: &ValidationContext<'_>) -> Result<(), RejectReason> {
+        assert!(event.payload.first() != Some(&0xFF), "a bug in the validator");
+        Ok(())
+    }
+}
+
+/// Commits are assigned by whichever committer holds the combiner's role,
+/// so a validator may run on another committer's task: its panic must
+/// reject only its own commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_validator_rejects_its_own_commit_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainBuilder::new(&common::small_config(dir.path()))
+        .await
+        .add_validator(Arc::new(PanicsOnFf))
+        .build()
+        .open(&ChainKey::from("validators"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for committer in 0..COMMITTERS {
+        let chain = Arc::clone(&chain);
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for commit in 0..20u64 {
+                let byte = if (committer + commit) % 4 == 0 { 0xFF } else { committer as u8 };
+                let key = PrimaryKey::from(format!("{committer}-{commit}").as_str());
+                outcomes.push((byte, chain.append(vec![NewEvent::data(key, vec![byte; 32])], None).await));
+            }
+            outcomes
+        }));
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for task in tasks {
+        for (byte, outcome) in within_a_minute(task).await.unwrap() {
+            match outcome {
+                Ok(_) if byte != 0xFF => accepted += 1,
+                Err(AteError::Rejected { reason: RejectReason::Custom { validator: "panics-on-ff", .. }, .. })
+                    if byte == 0xFF =>
+                {
+                    refused += 1
+                }
+                other => panic!("payload {byte:#x}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(accepted + refused, COMMITTERS * 20);
+    assert_eq!(chain.verify().await.unwrap().events, accepted);
 }

@@ -20,8 +20,8 @@ use crate::format::{encode_record, padded_record_len, EventFlags, EventHeader, E
 use crate::log::{CommitReceipt, CommitRequest};
 use crate::plugin::ValidationContext;
 use crate::trust::{
-    verify_commit_signatures_with_root, CommitSigners, EventContent, EventView, SignedContents, SignedEvent,
-    StagedTrust,
+    verify_commit_signatures_with_root, CommitSigners, EventContent, EventView, RejectReason, SignedContents,
+    SignedEvent, StagedTrust,
 };
 use crate::{AteError, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,8 +123,8 @@ impl<T> Combiner<T> {
     }
 }
 
-/// The combiner's role, given back however its holder leaves (a panic in
-/// a validator included), or no commit would be assigned again.
+/// The combiner's role, given back however its holder leaves (a panic, a
+/// bug, included), or no commit would be assigned again.
 struct CombinerRole<'a>(&'a AtomicBool);
 
 impl Drop for CombinerRole<'_> {
@@ -266,7 +266,19 @@ impl Chain {
                 index,
             };
             for validator in &self.plugins.validators {
-                validator.validate(&view, &context).map_err(rejected)?;
+                // The application's code, run by whichever committer holds
+                // the combiner's role: its panic rejects its own commit, not
+                // the others queued with it. (It runs before this commit
+                // changes any state.)
+                let verdict =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| validator.validate(&view, &context)))
+                        .unwrap_or_else(|_| {
+                            Err(RejectReason::Custom {
+                                validator: validator.name(),
+                                reason: "the validator panicked".into(),
+                            })
+                        });
+                verdict.map_err(rejected)?;
             }
         }
         let first_sequence = state.next_sequence;
