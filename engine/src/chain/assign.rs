@@ -372,12 +372,14 @@ impl Chain {
     }
 
     /// The view has a durable commit now: its keys leave `in_flight` (if no
-    /// later commit took them over), at once when the append lock is free,
-    /// else by the lock's next combiner, so that an acknowledgement does not
-    /// wait behind a commit being assigned.
+    /// later commit took them over), at once when the append lock is free
+    /// (with any left before), else by the next commit assigned or the next
+    /// settling that finds the lock free, so that an acknowledgement does
+    /// not wait behind a commit being assigned.
     fn settle(&self, written: Vec<(u128, u64, bool)>) {
         if let Some(mut state) = self.append.try_lock() {
             clear_in_flight(&mut state, &written);
+            self.clear_settled(&mut state);
             return;
         }
         let mut settled = self.assign_queue.settled.lock();
