@@ -13,40 +13,46 @@ use std::time::Duration;
 
 const COMMITTERS: u64 = 16;
 
-/// Fails the test instead of hanging it if a queued commit is never answered.
-async fn within_a_minute<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future).await.expect("a commit was never answered")
+/// Runs `committer(index, chain)` as `count` tasks at once and returns
+/// their results in index order, failing the test instead of hanging it if
+/// a queued commit is never answered.
+async fn each_committer<T, F>(chain: &Arc<Chain>, count: u64, committer: impl Fn(u64, Arc<Chain>) -> F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..count).map(|index| tokio::spawn(committer(index, Arc::clone(chain)))).collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let joined = tokio::time::timeout(Duration::from_secs(60), task).await.expect("a commit was never answered");
+        results.push(joined.unwrap());
+    }
+    results
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_commit_gets_its_own_contiguous_sequences_and_the_chain_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let chain = common::open(dir.path()).await.unwrap();
-    let mut tasks = Vec::new();
-    for committer in 0..COMMITTERS {
-        let chain = Arc::clone(&chain);
-        tasks.push(tokio::spawn(async move {
-            let mut receipts = Vec::new();
-            for commit in 0..40u64 {
-                // 1 to 5 events, so commits of different sizes interleave.
-                let events: Vec<NewEvent> = (0..=(commit + committer) % 5)
-                    .map(|event| {
-                        let key = PrimaryKey::from(format!("{committer}-{commit}-{event}").as_str());
-                        NewEvent::data(key, vec![committer as u8; 100 + event as usize])
-                    })
-                    .collect();
-                let count = events.len() as u64;
-                let receipt = chain.append(events, None).await.unwrap();
-                assert_eq!(receipt.last_sequence - receipt.first_sequence + 1, count);
-                receipts.push(receipt);
-            }
-            receipts
-        }));
-    }
-    let mut receipts = Vec::new();
-    for task in tasks {
-        receipts.extend(within_a_minute(task).await.unwrap());
-    }
+    let per_committer = each_committer(&chain, COMMITTERS, |committer, chain| async move {
+        let mut receipts = Vec::new();
+        for commit in 0..40u64 {
+            // 1 to 5 events, so commits of different sizes interleave.
+            let events: Vec<NewEvent> = (0..=(commit + committer) % 5)
+                .map(|event| {
+                    let key = PrimaryKey::from(format!("{committer}-{commit}-{event}").as_str());
+                    NewEvent::data(key, vec![committer as u8; 100 + event as usize])
+                })
+                .collect();
+            let count = events.len() as u64;
+            let receipt = chain.append(events, None).await.unwrap();
+            assert_eq!(receipt.last_sequence - receipt.first_sequence + 1, count);
+            receipts.push(receipt);
+        }
+        receipts
+    })
+    .await;
+    let mut receipts: Vec<_> = per_committer.into_iter().flatten().collect();
     receipts.sort_by_key(|receipt| receipt.first_sequence);
     let mut next = receipts[0].first_sequence;
     for receipt in &receipts {
@@ -66,41 +72,33 @@ async fn every_commit_gets_its_own_contiguous_sequences_and_the_chain_verifies()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increments_under_contention_are_never_lost() {
-    let (_dir, chain) = {
-        let dir = tempfile::tempdir().unwrap();
-        let chain = common::open(dir.path()).await.unwrap();
-        (dir, chain)
-    };
+    let dir = tempfile::tempdir().unwrap();
+    let chain = common::open(dir.path()).await.unwrap();
     let key = PrimaryKey::from("counter");
     let mut setup = chain.dio(&AteSession::default()).await;
     setup.store_with_key(key, 0u64).unwrap();
     setup.commit().await.unwrap();
     const INCREMENTS: u64 = 25;
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let chain = Arc::clone(&chain);
-        tasks.push(tokio::spawn(async move {
-            let mut conflicts = 0u64;
-            for _ in 0..INCREMENTS {
-                loop {
-                    let mut dio = chain.dio(&AteSession::default()).await;
-                    let mut counter = dio.load::<u64>(&key).await.unwrap();
-                    *counter += 1;
-                    dio.update(&counter).unwrap();
-                    match dio.commit().await {
-                        Ok(()) => break,
-                        Err(AteError::Conflict { .. }) => conflicts += 1,
-                        Err(error) => panic!("{error}"),
-                    }
+    let conflicts: u64 = each_committer(&chain, 8, |_, chain| async move {
+        let mut conflicts = 0u64;
+        for _ in 0..INCREMENTS {
+            loop {
+                let mut dio = chain.dio(&AteSession::default()).await;
+                let mut counter = dio.load::<u64>(&key).await.unwrap();
+                *counter += 1;
+                dio.update(&counter).unwrap();
+                match dio.commit().await {
+                    Ok(()) => break,
+                    Err(AteError::Conflict { .. }) => conflicts += 1,
+                    Err(error) => panic!("{error}"),
                 }
             }
-            conflicts
-        }));
-    }
-    let mut conflicts = 0;
-    for task in tasks {
-        conflicts += within_a_minute(task).await.unwrap();
-    }
+        }
+        conflicts
+    })
+    .await
+    .into_iter()
+    .sum();
     let total = *chain.dio(&AteSession::default()).await.load::<u64>(&key).await.unwrap();
     assert_eq!(total, 8 * INCREMENTS, "every increment landed once ({conflicts} conflicts retried)");
 }
@@ -111,18 +109,15 @@ async fn of_many_committers_creating_one_key_exactly_one_wins() {
     let chain = common::open(dir.path()).await.unwrap();
     for round in 0..20 {
         let key = PrimaryKey::from(format!("claim-{round}").as_str());
-        let mut tasks = Vec::new();
-        for committer in 0..COMMITTERS {
-            let chain = Arc::clone(&chain);
-            tasks.push(tokio::spawn(async move {
-                let mut event = NewEvent::data(key, vec![committer as u8; 64]);
-                event.expect = Expect::Absent;
-                chain.append(vec![event], None).await
-            }));
-        }
+        let outcomes = each_committer(&chain, COMMITTERS, |committer, chain| async move {
+            let mut event = NewEvent::data(key, vec![committer as u8; 64]);
+            event.expect = Expect::Absent;
+            chain.append(vec![event], None).await
+        })
+        .await;
         let mut winners = 0;
-        for task in tasks {
-            match within_a_minute(task).await.unwrap() {
+        for outcome in outcomes {
+            match outcome {
                 Ok(_) => winners += 1,
                 Err(AteError::Conflict { key: lost }) => assert_eq!(lost, key),
                 Err(error) => panic!("{error}"),
@@ -160,22 +155,19 @@ async fn a_panicking_validator_rejects_its_own_commit_and_no_other() {
         .open(&ChainKey::from("validators"))
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    for committer in 0..COMMITTERS {
-        let chain = Arc::clone(&chain);
-        tasks.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            for commit in 0..20u64 {
-                let byte = if (committer + commit) % 4 == 0 { 0xFF } else { committer as u8 };
-                let key = PrimaryKey::from(format!("{committer}-{commit}").as_str());
-                outcomes.push((byte, chain.append(vec![NewEvent::data(key, vec![byte; 32])], None).await));
-            }
-            outcomes
-        }));
-    }
+    let per_committer = each_committer(&chain, COMMITTERS, |committer, chain| async move {
+        let mut outcomes = Vec::new();
+        for commit in 0..20u64 {
+            let byte = if (committer + commit) % 4 == 0 { 0xFF } else { committer as u8 };
+            let key = PrimaryKey::from(format!("{committer}-{commit}").as_str());
+            outcomes.push((byte, chain.append(vec![NewEvent::data(key, vec![byte; 32])], None).await));
+        }
+        outcomes
+    })
+    .await;
     let (mut accepted, mut refused) = (0, 0);
-    for task in tasks {
-        for (byte, outcome) in within_a_minute(task).await.unwrap() {
+    for outcomes in per_committer {
+        for (byte, outcome) in outcomes {
             match outcome {
                 Ok(_) if byte != 0xFF => accepted += 1,
                 Err(AteError::Rejected { reason: RejectReason::Custom { validator: "panics-on-ff", .. }, .. })

@@ -377,18 +377,18 @@ impl Chain {
     /// settling that finds the lock free, so that an acknowledgement does
     /// not wait behind a commit being assigned.
     fn settle(&self, written: Vec<(u128, u64, bool)>) {
-        if let Some(mut state) = self.append.try_lock() {
-            clear_in_flight(&mut state, &written);
-            self.clear_settled(&mut state);
-            return;
-        }
-        let mut settled = self.assign_queue.settled.lock();
-        if settled.len() < MAX_SETTLED_COMMITS {
-            settled.push(written);
-            return;
-        }
-        drop(settled);
-        let mut state = self.append.lock();
+        let mut state = match self.append.try_lock() {
+            Some(state) => state,
+            None => {
+                let mut settled = self.assign_queue.settled.lock();
+                if settled.len() < MAX_SETTLED_COMMITS {
+                    settled.push(written);
+                    return;
+                }
+                drop(settled);
+                self.append.lock()
+            }
+        };
         clear_in_flight(&mut state, &written);
         self.clear_settled(&mut state);
     }

@@ -170,21 +170,21 @@ const CHUNK_KINDS: usize = (CHUNK_LEN / BLOCK_LEN + 1) * 8;
 fn grouped(chunks: &[Chunk<'_>]) -> Vec<(u8, bool, u8, bool, u32)> {
     let kind = |chunk: &Chunk<'_>| {
         let (blocks, whole) = kernel_blocks(chunk.bytes.len());
-        (blocks as usize) << 3 | (whole as usize) << 2 | (chunk.counter as usize) << 1 | chunk.root as usize
+        let kind = (blocks as usize) << 3 | (whole as usize) << 2 | (chunk.counter as usize) << 1 | chunk.root as usize;
+        (kind, (blocks, whole, chunk.counter, chunk.root))
     };
     let mut starts = [0usize; CHUNK_KINDS + 1];
     for chunk in chunks {
-        starts[kind(chunk) + 1] += 1;
+        starts[kind(chunk).0 + 1] += 1;
     }
     for at in 1..starts.len() {
         starts[at] += starts[at - 1];
     }
     let mut order = vec![(0, false, 0, false, 0); chunks.len()];
     for (at, chunk) in chunks.iter().enumerate() {
-        let (blocks, whole) = kernel_blocks(chunk.bytes.len());
-        let slot = &mut starts[kind(chunk)];
-        order[*slot] = (blocks, whole, chunk.counter, chunk.root, at as u32);
-        *slot += 1;
+        let (kind, (blocks, whole, counter, root)) = kind(chunk);
+        order[starts[kind]] = (blocks, whole, counter, root, at as u32);
+        starts[kind] += 1;
     }
     order
 }

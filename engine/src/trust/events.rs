@@ -21,24 +21,20 @@ pub struct EncryptedPayload {
 
 impl EncryptedPayload {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Self::encode_head(&self.wrap_nonce, &self.wrapped_data_key, self.ciphertext.len());
+        let wrapped = &self.wrapped_data_key;
+        let head = Self::encode_head_sealing(wrapped.len(), self.ciphertext.len(), |out| {
+            out.extend_from_slice(wrapped);
+            Ok::<_, std::convert::Infallible>(self.wrap_nonce)
+        });
+        let Ok(mut out) = head;
         out.extend_from_slice(&self.ciphertext);
         out
     }
 
     /// The envelope up to its ciphertext, with room for `ciphertext_len`
-    /// more bytes: a writer appends the plaintext and seals it in place.
-    pub fn encode_head(wrap_nonce: &Nonce, wrapped_data_key: &[u8], ciphertext_len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(14 + wrapped_data_key.len() + ciphertext_len);
-        out.extend_from_slice(wrap_nonce);
-        out.extend_from_slice(&(wrapped_data_key.len() as u16).to_le_bytes());
-        out.extend_from_slice(wrapped_data_key);
-        out
-    }
-
-    /// [`EncryptedPayload::encode_head`] with the data key sealed straight
-    /// into the envelope by `seal`, which appends `wrapped_len` bytes and
-    /// returns the nonce it sealed them under.
+    /// more bytes (a writer appends the plaintext and seals it in place),
+    /// the data key sealed straight into it by `seal`, which appends
+    /// `wrapped_len` bytes and returns the nonce it sealed them under.
     pub fn encode_head_sealing<E>(
         wrapped_len: usize,
         ciphertext_len: usize,
