@@ -2,6 +2,11 @@
 
 use std::fmt;
 
+/// The BLAKE3 `derive_key` context of named keys, and its key (derived once).
+const NAME_CONTEXT: &str = "ate 2026 primary key from name";
+static NAME_KEY: std::sync::LazyLock<crate::format::DerivedKey> =
+    std::sync::LazyLock::new(|| crate::format::DerivedKey::new(NAME_CONTEXT));
+
 /// 128-bit object key. Fresh keys come from a CSPRNG (BLAKE3 in keyed mode
 /// over a per-thread secret from the OS, so ids are unpredictable and
 /// collisions need ~2^64 objects); named keys are derived from the name.
@@ -21,9 +26,16 @@ impl PrimaryKey {
         }
     }
 
-    /// The key every process derives from the same name.
+    /// The key every process derives from the same name: BLAKE3
+    /// `derive_key` with the context's key derived once, not per name (a
+    /// name of up to 64 bytes is then one compression, not two).
     pub fn from_name(name: &str) -> Self {
-        let derived = blake3::derive_key("ate 2026 primary key from name", name.as_bytes());
+        Self::from_derived(crate::format::derive_key_hash(&NAME_KEY, name.as_bytes()))
+    }
+
+    /// The first 16 bytes of a name's derived key; all-zero (reserved for
+    /// "no parent") is moved off zero.
+    fn from_derived(derived: [u8; 32]) -> Self {
         let mut key: [u8; 16] = derived[..16].try_into().expect("16 bytes");
         if key == [0u8; 16] {
             key[15] = 1;
@@ -130,6 +142,18 @@ mod tests {
         let keys: std::collections::HashSet<_> = (0..10_000).map(|_| PrimaryKey::generate()).collect();
         assert_eq!(keys.len(), 10_000);
         assert!(!keys.contains(&PrimaryKey::from_bytes([0; 16])));
+    }
+
+    #[test]
+    fn named_keys_are_blake3_derive_key_of_the_name() {
+        // Names around BLAKE3's block (64 bytes) and chunk (1024) edges.
+        for len in [0usize, 1, 17, 63, 64, 65, 200, 1023, 1024, 1025, 5000] {
+            let name: String = (0..len).map(|at| char::from(b'a' + (at % 26) as u8)).collect();
+            let derived = blake3::derive_key(NAME_CONTEXT, name.as_bytes());
+            assert_eq!(PrimaryKey::from_name(&name).as_bytes()[..], derived[..16], "{len} bytes");
+        }
+        // A key written to disk under an earlier build.
+        assert_eq!(PrimaryKey::from_name("doc-1").to_string(), "d47bddff79633190787c7abc7985dd35");
     }
 
     #[test]

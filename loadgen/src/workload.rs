@@ -194,12 +194,13 @@ pub async fn build(
             backend.subscribe(worker).await?;
         }
     }
+    let run_id = fastrand::u32(..);
     Ok(Arc::new(Driven {
         backend,
         config: config.clone(),
         keys: KeyChooser::new(config.keys, config.distribution),
         counter: AtomicU64::new(0),
-        run_id: fastrand::u32(..),
+        name_prefixes: (0..workers).map(|worker| format!("lg-{run_id:08x}-{worker}-")).collect(),
         pushed: AtomicU64::new(0),
         taken: AtomicU64::new(0),
     }))
@@ -210,9 +211,10 @@ struct Driven {
     config: WorkloadConfig,
     keys: KeyChooser,
     counter: AtomicU64,
-    /// Names written by this run start with it, so that runs against one
-    /// chain (say, before and after a crash) never overwrite each other.
-    run_id: u32,
+    /// Each worker's `lg-RUN-WORKER-`: names written by this run start with
+    /// its random id, so that runs against one chain (say, before and after
+    /// a crash) never overwrite each other.
+    name_prefixes: Vec<String>,
     /// Queue items acknowledged as pushed, and as taken (and acknowledged).
     pushed: AtomicU64,
     taken: AtomicU64,
@@ -226,7 +228,12 @@ impl Driven {
     }
 
     fn ingest_name(&self, worker: usize, index: u64) -> String {
-        format!("lg-{:08x}-{worker}-{index}", self.run_id)
+        use std::fmt::Write;
+        let prefix = &self.name_prefixes[worker];
+        let mut name = String::with_capacity(prefix.len() + 20);
+        name.push_str(prefix);
+        let _ = write!(name, "{index}");
+        name
     }
 
     /// A batch of new, unique names (`lg-RUN-WORKER-N`) with payloads.

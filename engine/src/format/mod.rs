@@ -9,7 +9,7 @@ mod record;
 mod segment_header;
 
 pub use header::{ArchivedEventHeader, EventFlags, EventHeader, EventKind, HEADER_LEN};
-pub use payload_hash::{derive_key_hashes, payload_hashes, DerivedKey};
+pub use payload_hash::{derive_key_hash, derive_key_hashes, hash, payload_hashes, DerivedKey};
 pub(crate) use record::decode_validated_record;
 pub use record::{
     decode_record, encode_compacted, encode_record, event_hashes, header_at, is_compacted, padded_record_len,

@@ -73,7 +73,7 @@ pub fn encode_record(out: &mut AlignedVec<16>, header: &EventHeader, payload: &[
     *out = buffer;
     // The header has no out-of-line data, so rkyv wrote exactly the struct.
     assert_eq!(out.len(), start + FRAME_LEN + HEADER_LEN, "archived header size");
-    let event_hash: EventHash = blake3::hash(&out[start + FRAME_LEN..start + FRAME_LEN + HEADER_LEN]).into();
+    let event_hash = super::payload_hash::hash(&out[start + FRAME_LEN..start + FRAME_LEN + HEADER_LEN]);
     out.extend_from_slice(payload);
     let body_len = HEADER_LEN + payload.len();
     let padded = padded_record_len(body_len);
@@ -120,7 +120,7 @@ pub struct DecodedRecord<'a> {
 
 impl DecodedRecord<'_> {
     pub fn event_hash(&self) -> EventHash {
-        blake3::hash(self.header_bytes).into()
+        super::payload_hash::hash(self.header_bytes)
     }
     pub fn sequence(&self) -> u64 {
         self.header.sequence()
@@ -131,7 +131,7 @@ impl DecodedRecord<'_> {
     /// Data event (the only kind compaction touches; the others carry what
     /// trust needs).
     pub fn verify_payload_hash(&self) -> Result<(), RecordError> {
-        self.payload_hash_is(|| blake3::hash(self.payload).into())
+        self.payload_hash_is(|| super::payload_hash::hash(self.payload))
     }
 
     /// The check of [`DecodedRecord::verify_payload_hash`] with the payload's

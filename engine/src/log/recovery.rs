@@ -300,7 +300,7 @@ pub(crate) fn recover(chain: &ChainShared, on_commit: &mut dyn FnMut(&[StoredEve
                     offset = record.next_offset;
                     if record.header.is_commit_end() {
                         if !active {
-                            last_hash = blake3::hash(record.header_bytes).into();
+                            last_hash = record.event_hash();
                         }
                         for change in pending.drain(..) {
                             chain.view.apply(change);

@@ -21,12 +21,12 @@ pub const MAX_PATH_LEN: usize = 64;
 
 /// `BLAKE3(0x00 || event_hash)`: the hash of one leaf, whose content is an event hash.
 pub fn leaf_hash(event_hash: &Hash) -> Hash {
-    blake3::hash(&leaf_input(event_hash)).into()
+    crate::format::hash(&leaf_input(event_hash))
 }
 
 /// `BLAKE3(0x01 || left || right)`: the hash of an inner node.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    blake3::hash(&node_input(left, right)).into()
+    crate::format::hash(&node_input(left, right))
 }
 
 /// What a leaf hash hashes: `0x00 || event_hash`.
