@@ -1118,7 +1118,10 @@ impl Chain {
         let location = self.shared.view.get(key.as_u128())?;
         let bytes = self.shared.segments.get(location.segment())?.bytes();
         let offset = location.offset() as usize;
-        let record = crate::format::decode_record(bytes, offset).ok()??;
+        // In the view, so durable: checksummed when written or recovered
+        // (as for `read_before`). Whoever receives these bytes decodes and
+        // checks them again (a replica, a queue consumer without one).
+        let record = crate::format::decode_validated_record(bytes, offset).ok()??;
         Some(&bytes[offset..record.next_offset])
     }
 
