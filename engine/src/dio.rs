@@ -98,9 +98,7 @@ pub struct Dio {
     retention: Vec<NewEvent>,
 }
 
-/// Keys are random or chosen by this process's own caller: SipHash's
-/// flood resistance buys nothing here, and per-event hashing shows in E2.
-type FastHash = foldhash::fast::RandomState;
+use crate::FastHash;
 
 /// postcard bytes of `value` in a buffer of their exact size: sized first,
 /// where growing a buffer from empty reallocated and copied about ten times

@@ -509,7 +509,7 @@ struct AppendState {
     /// key → (sequence, deleted). Conflict checks look here first.
     /// Randomly seeded foldhash, as the view's maps (SipHash was 6% of an
     /// ingest profile).
-    in_flight: HashMap<u128, (u64, bool), foldhash::fast::RandomState>,
+    in_flight: HashMap<u128, (u64, bool), crate::FastHash>,
     /// Authority tree, public keys and anti-replay window, as of the last
     /// assigned commit.
     trust: TrustState,

@@ -42,8 +42,11 @@ pub(crate) struct Lease {
 /// every item available, which is at-least-once and loses nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Leases {
-    table: parking_lot::Mutex<HashMap<u128, Lease>>,
+    table: parking_lot::Mutex<LeaseTable>,
 }
+
+/// Item key to its lease (and delivery count).
+type LeaseTable = HashMap<u128, Lease, crate::FastHash>;
 
 impl Lease {
     /// Whether the item is taken and its time not yet up at `now`.
@@ -61,7 +64,7 @@ fn lease_end(now: Instant, lease: Duration) -> Instant {
 
 /// Takes `key` in `table` for `token` until `until`, unless a live lease
 /// holds it; returns the delivery count.
-fn take(table: &mut HashMap<u128, Lease>, key: u128, token: u64, until: Instant, now: Instant) -> Option<u32> {
+fn take(table: &mut LeaseTable, key: u128, token: u64, until: Instant, now: Instant) -> Option<u32> {
     let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
     if entry.held_at(now) {
         return None;

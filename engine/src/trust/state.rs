@@ -13,9 +13,7 @@ use crate::format::{ArchivedEventHeader, EventKind};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-/// Object keys and roots are spread already; SipHash cost 7% of `verify`
-/// (profile in docs/benchmarks.md). Seeded per map, like the view's.
-type FastHash = foldhash::fast::RandomState;
+use crate::FastHash;
 
 /// Resolved write rule of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]

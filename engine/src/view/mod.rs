@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-type Hasher = foldhash::fast::RandomState;
+use crate::FastHash as Hasher;
 
 /// Where an event lives: segment index and byte offset of its record.
 /// Packed into 8 bytes to keep the view small (segments are ≤ 4 GiB).
