@@ -47,7 +47,7 @@ pub use log::EventRef;
 pub use session::AteSession;
 
 /// The hasher of the engine's maps keyed by object keys, key ids and the
-/// like: they are spread already (random, or BLAKE3 of a name), and each
-/// map is seeded on its own, so SipHash's flood resistance buys nothing
-/// here. SipHash cost 7% of `verify` (docs/benchmarks.md) and showed in E2.
+/// like. Each map is seeded at random on its own, so a writer choosing keys
+/// cannot aim collisions at a seed it never sees; SipHash's stronger flood
+/// resistance cost 7% of `verify` (docs/benchmarks.md) and showed in E2.
 pub(crate) type FastHash = foldhash::fast::RandomState;

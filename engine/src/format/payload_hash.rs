@@ -262,7 +262,8 @@ impl KernelBatch<'_, '_> {
     }
 }
 
-/// One input through the crate's own path.
+/// One input: up to a chunk compressed here, longer ones through the
+/// crate's own path.
 fn one_hash(mode: Mode, input: &[u8]) -> [u8; 32] {
     // One chunk: its compressions, with the mode's key (which for
     // derive-key mode the crate would first derive from the context again)
