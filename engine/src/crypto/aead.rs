@@ -173,9 +173,9 @@ impl ReadKey {
     /// 96-bit nonces, and SIV keeps a repeated nonce from costing more than
     /// revealing that two sealed secrets are equal.
     pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<(Nonce, Vec<u8>), CryptoError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        random_bytes(&mut nonce)?;
-        Ok((nonce, seal_with_key(self.wrapping_key(), &nonce, aad, plaintext)))
+        let mut sealed = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
+        let nonce = self.encrypt_append(aad, plaintext, &mut sealed)?;
+        Ok((nonce, sealed))
     }
 
     /// [`ReadKey::encrypt`] appending the sealed bytes (the plaintext's

@@ -1,6 +1,6 @@
 //! Payloads of trust events, and the hashes a commit's signatures cover.
 
-use crate::crypto::{KeyId, Nonce, SignatureScheme};
+use crate::crypto::{KeyId, Nonce, SignatureScheme, NONCE_LEN};
 use crate::format::{ArchivedEventHeader, EventHeader};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,10 @@ pub struct EncryptedPayload {
     pub wrapped_data_key: Vec<u8>,
     pub ciphertext: Vec<u8>,
 }
+
+/// Bytes of an envelope before its wrapped key: the wrap nonce and the
+/// wrapped key's length.
+const ENVELOPE_HEAD_LEN: usize = NONCE_LEN + 2;
 
 impl EncryptedPayload {
     pub fn encode(&self) -> Vec<u8> {
@@ -40,21 +44,21 @@ impl EncryptedPayload {
         ciphertext_len: usize,
         seal: impl FnOnce(&mut Vec<u8>) -> Result<Nonce, E>,
     ) -> Result<Vec<u8>, E> {
-        let mut out = Vec::with_capacity(14 + wrapped_len + ciphertext_len);
-        out.extend_from_slice(&[0; 12]);
+        let mut out = Vec::with_capacity(ENVELOPE_HEAD_LEN + wrapped_len + ciphertext_len);
+        out.extend_from_slice(&[0; NONCE_LEN]);
         out.extend_from_slice(&(wrapped_len as u16).to_le_bytes());
         let wrap_nonce = seal(&mut out)?;
-        assert_eq!(out.len(), 14 + wrapped_len, "the sealed data key is as long as announced");
-        out[..12].copy_from_slice(&wrap_nonce);
+        assert_eq!(out.len(), ENVELOPE_HEAD_LEN + wrapped_len, "the sealed data key is as long as announced");
+        out[..NONCE_LEN].copy_from_slice(&wrap_nonce);
         Ok(out)
     }
 
     /// `None` for anything that is not a well-formed envelope.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let wrap_nonce: Nonce = bytes.get(..12)?.try_into().ok()?;
-        let wrapped_len = u16::from_le_bytes(bytes.get(12..14)?.try_into().ok()?) as usize;
-        let wrapped_data_key = bytes.get(14..14 + wrapped_len)?.to_vec();
-        let ciphertext = bytes.get(14 + wrapped_len..)?.to_vec();
+        let wrap_nonce: Nonce = bytes.get(..NONCE_LEN)?.try_into().ok()?;
+        let wrapped_len = u16::from_le_bytes(bytes.get(NONCE_LEN..ENVELOPE_HEAD_LEN)?.try_into().ok()?) as usize;
+        let wrapped_data_key = bytes.get(ENVELOPE_HEAD_LEN..ENVELOPE_HEAD_LEN + wrapped_len)?.to_vec();
+        let ciphertext = bytes.get(ENVELOPE_HEAD_LEN + wrapped_len..)?.to_vec();
         Some(Self { wrap_nonce, wrapped_data_key, ciphertext })
     }
 }
