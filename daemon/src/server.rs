@@ -9,6 +9,7 @@ use ate_client::protocol::{negotiate_version, ClientMessage, ErrorCode, FrameKin
 use ate_client::ring::{HashRing, DEFAULT_VIRTUAL_NODES};
 use ate_client::token::{self, Claims};
 use ate_client::transport::{write_queued, FramedReader, ServerIdentity, TransportError};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ const EVENTS_BATCH_BYTES: usize = 256 << 10;
 /// memory (about 4 MiB), beyond which its stream waits and reads from disk
 /// later.
 const OUTBOX_FRAMES: usize = 16;
+/// Commits queued for the replier at once (each already holds its bytes'
+/// permits, which bound them first in all but tiny commits).
+const AWAITING_DURABLE_COMMITS: usize = 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Live subscriptions one connection may hold. Each stream holds at most
 /// one batch while it waits for the outbox, so a connection that stops
@@ -328,9 +332,12 @@ impl Server {
             let _ = write_queued(&mut write_half, FrameKind::Server, &mut outgoing, Outgoing::encode_into, more_coming)
                 .await;
         });
+        let (awaiting_durable, awaiting) = mpsc::channel(AWAITING_DURABLE_COMMITS);
+        let replier = tokio::spawn(reply_when_durable(Arc::clone(&self), outbox.clone(), awaiting));
         let mut session = Session {
             server: self,
             outbox,
+            awaiting_durable,
             claims: None,
             version: None,
             chains: HashMap::new(),
@@ -388,6 +395,7 @@ impl Server {
         session.server.metrics.subscribers_active.fetch_sub(subscriptions, std::sync::atomic::Ordering::Relaxed);
         session.server.metrics.connections_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(session);
+        let _ = replier.await;
         let _ = writer.await;
         tracing::debug!(%peer, "connection closed");
         result
@@ -411,9 +419,70 @@ impl Drop for PendingReply {
     }
 }
 
+type Permits = (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit);
+
+/// A connection's commit waiting for durability, with what it holds until
+/// its reply is queued.
+struct AwaitingDurable {
+    request: u64,
+    started: std::time::Instant,
+    pending: ate::chain::PendingCommit,
+    /// Room for its bytes on the connection and on the server.
+    permits: Permits,
+    reply_pending: PendingReply,
+}
+
+/// Replies to a connection's commits as they turn durable, in whatever
+/// order their chains finish them. One task per connection rather than one
+/// per commit: a group of commits synced together wakes it once, and its
+/// replies reach the writer together (one write, not one per commit).
+async fn reply_when_durable(
+    server: Arc<Server>,
+    outbox: mpsc::Sender<Outgoing>,
+    mut awaiting: mpsc::Receiver<AwaitingDurable>,
+) {
+    type Settled = (u64, std::time::Instant, ate::Result<ate::CommitReceipt>, Permits, PendingReply);
+    async fn durable(commit: AwaitingDurable) -> Settled {
+        let AwaitingDurable { request, started, pending, permits, reply_pending } = commit;
+        (request, started, pending.durable().await, permits, reply_pending)
+    }
+    let mut waiting = FuturesUnordered::new();
+    let mut accepting = true;
+    while accepting || !waiting.is_empty() {
+        tokio::select! {
+            // Replies first: they release the client's next requests.
+            biased;
+            Some(settled) = waiting.next(), if !waiting.is_empty() => {
+                let (request, started, outcome, permits, reply_pending): Settled = settled;
+                let reply = match outcome {
+                    Ok(receipt) => {
+                        server.metrics.commit_latency.record(started.elapsed());
+                        server.metrics.commits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (first_sequence, last_sequence) = (receipt.first_sequence, receipt.last_sequence);
+                        ServerMessage::Committed { request, first_sequence, last_sequence }
+                    }
+                    Err(error) => engine_error_reply(&server.metrics, request, error),
+                };
+                // Before the send: the writer, woken by it, sees only the others.
+                drop(reply_pending);
+                // A closed outbox (the connection is gone) still lets the commit settle.
+                let _ = outbox.send(reply.into()).await;
+                drop(permits);
+                server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            next = awaiting.recv(), if accepting => match next {
+                Some(commit) => waiting.push(durable(commit)),
+                None => accepting = false,
+            },
+        }
+    }
+}
+
 struct Session {
     server: Arc<Server>,
     outbox: mpsc::Sender<Outgoing>,
+    /// Commits handed to the connection's replier.
+    awaiting_durable: mpsc::Sender<AwaitingDurable>,
     claims: Option<Claims>,
     version: Option<u16>,
     chains: HashMap<String, Arc<Chain>>,
@@ -649,26 +718,16 @@ impl Session {
                     Ok(pending) => pending,
                     Err(error) => return self.engine_error(request, error).await,
                 };
-                let (server, outbox) = (Arc::clone(&self.server), self.outbox.clone());
-                server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                let reply_pending = PendingReply::new(&self.replies_pending);
-                tokio::spawn(async move {
-                    let reply = match pending.durable().await {
-                        Ok(receipt) => {
-                            server.metrics.commit_latency.record(started.elapsed());
-                            server.metrics.commits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let (first_sequence, last_sequence) = (receipt.first_sequence, receipt.last_sequence);
-                            ServerMessage::Committed { request, first_sequence, last_sequence }
-                        }
-                        Err(error) => engine_error_reply(&server.metrics, request, error),
-                    };
-                    // Before the send: the writer, woken by it, sees only the others.
-                    drop(reply_pending);
-                    let _ = outbox.send(reply.into()).await;
-                    drop((permit, server_permit));
-                    server.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                });
-                true
+                self.server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let awaiting = AwaitingDurable {
+                    request,
+                    started,
+                    pending,
+                    permits: (permit, server_permit),
+                    reply_pending: PendingReply::new(&self.replies_pending),
+                };
+                // Closed only if the replier ended, which it does after the session.
+                self.awaiting_durable.send(awaiting).await.is_ok()
             }
             ClientMessage::Load { request, chain, key } => {
                 let Some(chain) = self.chain_for(request, &chain, false).await else { return true };
