@@ -905,7 +905,9 @@ impl Outgoing {
 /// that stops reading can pin, about 16 MiB.
 const MAX_TAKE_REPLY_BYTES: usize = 1 << 20;
 /// Pages of candidates one `Take` looks through at most: a backlog of held
-/// items costs a request a bounded scan, and the taker simply asks again.
+/// items costs a request a bounded scan, and the taker simply asks again
+/// (takes start past the run of held items the last ones found, so the
+/// next one looks further).
 const MAX_TAKE_PAGES: usize = 16;
 
 /// What a `Take` found: the records of the items it leased, and the first

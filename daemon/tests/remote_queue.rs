@@ -196,6 +196,40 @@ async fn a_take_leases_only_what_fits_in_its_reply() {
     assert_eq!(taken, 12);
 }
 
+/// A take looks through a bounded number of candidates, oldest first. The
+/// items before where the last take stopped are all held, so a take starts
+/// there: a long backlog of held items does not hide the free ones behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_items_behind_a_long_run_of_held_ones_are_taken() {
+    let running = start().await;
+    let url = format!("tcp://{}/backlog", running.address);
+    let config = QueueConfig { lease: Duration::from_secs(60), ..QueueConfig::default() };
+    let registry = registry(&running).await;
+    let slow = registry.queue(&url, "jobs", config).await.unwrap();
+    let pushed = slow.push_many(0..3000u32).await.unwrap();
+    // A consumer holds the oldest 2,100 items (more than one small take
+    // looks through: 16 pages of 64 candidates).
+    let mut held = Vec::new();
+    while held.len() < 2100 {
+        let batch = slow.take_many::<u32>(100).await.unwrap();
+        assert_eq!(batch.first().map(|delivery| delivery.key), Some(pushed[held.len()]), "oldest first");
+        held.extend(batch);
+    }
+    let fresh = registry.queue(&url, "jobs", config).await.unwrap();
+    for (expected, &key) in pushed.iter().enumerate().skip(2100).take(5) {
+        let taken = fresh.take_many::<u32>(1).await.unwrap();
+        assert_eq!(taken.len(), 1, "item {expected} is free but was not found");
+        assert_eq!((taken[0].key, taken[0].value), (key, expected as u32));
+        fresh.ack_many(taken).await.unwrap();
+    }
+    // A released item before the rest is found again at once.
+    let released = held.remove(7);
+    let key = released.key;
+    slow.release(released).await.unwrap();
+    let again = fresh.take_many::<u32>(1).await.unwrap();
+    assert_eq!(again.iter().map(|delivery| (delivery.key, delivery.deliveries)).collect::<Vec<_>>(), vec![(key, 2)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_or_foreign_records_from_the_owner_are_typed_errors() {
     let running = start().await;

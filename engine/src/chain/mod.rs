@@ -14,6 +14,7 @@ use crate::crypto::{KeyId, PrivateSignKey, PublicSignKey};
 use crate::format::{EventHash, EventKind};
 use crate::key::{ChainKey, CollectionId, PrimaryKey};
 use crate::log::{recover, ChainShared, CommitReceipt, WriterHandle};
+use crate::messaging::ItemPage;
 use crate::plugin::{Linter, SizeValidator, TimestampValidator, Transformer, Validator};
 use crate::proof::{ConsistencyProof, InclusionProof, MerkleTree, TreeHead};
 use crate::session::AteSession;
@@ -926,17 +927,68 @@ impl Chain {
         token: u64,
         lease: std::time::Duration,
         max: usize,
+        accept: impl FnMut(&PrimaryKey) -> bool,
+    ) -> Vec<(PrimaryKey, u32)> {
+        let keys: Vec<u128> = candidates.iter().map(PrimaryKey::as_u128).collect();
+        self.lease_on_owner(accept, |leases, is_live| leases.acquire_many(&keys, token, lease, max, is_live))
+    }
+
+    /// Runs `acquire` on the owner's lease table under the append lock,
+    /// with a liveness check that also asks `accept`; a replica leases nothing.
+    fn lease_on_owner(
+        &self,
         mut accept: impl FnMut(&PrimaryKey) -> bool,
+        acquire: impl FnOnce(&crate::messaging::Leases, &mut dyn FnMut(u128) -> bool) -> Vec<(u128, u32)>,
     ) -> Vec<(PrimaryKey, u32)> {
         if self.upstream().is_some() {
             return Vec::new();
         }
         let state = self.append.lock();
-        let keys: Vec<u128> = candidates.iter().map(PrimaryKey::as_u128).collect();
-        let leased = self.leases.acquire_many(&keys, token, lease, max, |key| {
-            self.is_live(&state, key) && accept(&PrimaryKey::from_u128(key))
-        });
+        let mut is_live = |key| self.is_live(&state, key) && accept(&PrimaryKey::from_u128(key));
+        let leased = acquire(&self.leases, &mut is_live);
         leased.into_iter().map(|(key, deliveries)| (PrimaryKey::from_u128(key), deliveries)).collect()
+    }
+
+    /// Where a take of the queue whose items are the children of `items`
+    /// may start looking: past the run of its oldest items that the last
+    /// takes found held, while those leases last (0 on a replica).
+    pub fn lease_scan_from(&self, items: &PrimaryKey) -> u64 {
+        match self.upstream() {
+            Some(_) => 0,
+            None => self.leases.scan_from(items.as_u128()),
+        }
+    }
+
+    /// [`Chain::lease_acquire_many`] of a page of a queue's items: the
+    /// owner also notes how far the run of held items at the queue's start
+    /// reaches ([`Chain::lease_scan_from`]).
+    pub async fn lease_acquire_page(
+        &self,
+        page: &ItemPage,
+        token: u64,
+        lease: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<(PrimaryKey, u32)>> {
+        match self.upstream() {
+            Some((upstream, _)) => {
+                let candidates = page.entries.iter().map(|&(_, key)| key).collect();
+                upstream.lease_many(candidates, token, lease, max).await
+            }
+            None => Ok(self.lease_acquire_page_where(page, token, lease, max, |_| true)),
+        }
+    }
+
+    /// [`Chain::lease_acquire_many_where`] of a page of a queue's items, as
+    /// [`Chain::lease_acquire_page`] takes one.
+    pub fn lease_acquire_page_where(
+        &self,
+        page: &ItemPage,
+        token: u64,
+        lease: std::time::Duration,
+        max: usize,
+        accept: impl FnMut(&PrimaryKey) -> bool,
+    ) -> Vec<(PrimaryKey, u32)> {
+        self.lease_on_owner(accept, |leases, is_live| leases.acquire_page(page, token, lease, max, is_live))
     }
 
     /// [`Chain::lease_holds`] for many leases; on a replica, one request.

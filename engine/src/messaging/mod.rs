@@ -15,7 +15,7 @@ pub use cache::Cache;
 pub use consumer::{consumer_offset, set_consumer_offset, Consumer};
 pub(crate) use queue::Leases;
 pub use queue::{
-    ack_each, random_token, Delivery, ItemLeaser, Queue, QueueConfig, QueueSpec, TakenItem, MAX_LEASE,
+    ack_each, random_token, Delivery, ItemLeaser, ItemPage, Queue, QueueConfig, QueueSpec, TakenItem, MAX_LEASE,
     MAX_LEASE_CANDIDATES,
 };
 pub use service::{invoke, serve, Message, ServiceError, ServiceHandle};

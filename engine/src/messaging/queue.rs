@@ -45,8 +45,40 @@ pub(crate) struct Leases {
     table: parking_lot::Mutex<LeaseTable>,
 }
 
-/// Item key to its lease (and delivery count).
-type LeaseTable = HashMap<u128, Lease, crate::FastHash>;
+#[derive(Debug, Default)]
+struct LeaseTable {
+    /// Item key to its lease (and delivery count).
+    leases: HashMap<u128, Lease, crate::FastHash>,
+    /// Queue (its items' parent key) to where its takes may start looking.
+    scan_hints: HashMap<u128, ScanHint, crate::FastHash>,
+}
+
+/// A page of a queue's items, oldest first, as a take looks through them.
+#[derive(Debug, Clone)]
+pub struct ItemPage {
+    /// The queue's items key (the items' parent).
+    pub items: PrimaryKey,
+    /// Where the page was looked up from.
+    pub from_sequence: u64,
+    /// `(sequence, key)` of each item.
+    pub entries: Vec<(u64, PrimaryKey)>,
+}
+
+/// Where a queue's takes may start looking: every item of the queue before
+/// `from_sequence` is held by a lease until `valid_until` at least. Takes
+/// look for the oldest free items, and with competing consumers the oldest
+/// are mostly held: without a hint every take looked through all of them,
+/// under the append lock, and an owner's take (which looks through a
+/// bounded number) found nothing behind a long run of held items.
+#[derive(Debug, Clone, Copy)]
+struct ScanHint {
+    from_sequence: u64,
+    valid_until: Instant,
+}
+
+/// Queues one chain keeps a scan hint for; past this they are all dropped
+/// (a take without one looks from the oldest item, as before).
+const MAX_SCAN_HINTS: usize = 1024;
 
 impl Lease {
     /// Whether the item is taken and its time not yet up at `now`.
@@ -62,10 +94,16 @@ fn lease_end(now: Instant, lease: Duration) -> Instant {
     now.checked_add(lease).unwrap_or_else(|| now + Duration::from_secs(1 << 32))
 }
 
-/// Takes `key` in `table` for `token` until `until`, unless a live lease
+/// Takes `key` in `leases` for `token` until `until`, unless a live lease
 /// holds it; returns the delivery count.
-fn take(table: &mut LeaseTable, key: u128, token: u64, until: Instant, now: Instant) -> Option<u32> {
-    let entry = table.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
+fn take(
+    leases: &mut HashMap<u128, Lease, crate::FastHash>,
+    key: u128,
+    token: u64,
+    until: Instant,
+    now: Instant,
+) -> Option<u32> {
+    let entry = leases.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
     if entry.held_at(now) {
         return None;
     }
@@ -75,11 +113,61 @@ fn take(table: &mut LeaseTable, key: u128, token: u64, until: Instant, now: Inst
     Some(entry.deliveries)
 }
 
+/// What [`LeaseTable::acquire_run`] leased, and how many of the first
+/// candidates are all held now (by anyone), with the earliest end of
+/// their leases.
+struct Acquired {
+    leased: Vec<(u128, u32)>,
+    held_run: usize,
+    held_until: Option<Instant>,
+}
+
+impl LeaseTable {
+    /// Leases up to `max` of `candidates`, in order (see [`Leases::acquire_many`]).
+    fn acquire_run(
+        &mut self,
+        candidates: impl Iterator<Item = u128>,
+        token: u64,
+        lease: Duration,
+        max: usize,
+        mut is_live: impl FnMut(u128) -> bool,
+    ) -> Acquired {
+        let now = Instant::now();
+        let until = lease_end(now, lease);
+        let mut acquired = Acquired { leased: Vec::new(), held_run: 0, held_until: None };
+        let mut in_run = true;
+        for (index, key) in candidates.enumerate() {
+            if acquired.leased.len() >= max {
+                break;
+            }
+            let held = self.leases.get(&key).filter(|held| held.held_at(now)).map(|held| held.until);
+            let held_until = match held {
+                Some(end) => Some(end),
+                // Gone, or one `is_live` turns down: not known to be held.
+                None if !is_live(key) => None,
+                None => take(&mut self.leases, key, token, until, now).map(|deliveries| {
+                    acquired.leased.push((key, deliveries));
+                    until
+                }),
+            };
+            match held_until {
+                Some(end) if in_run => {
+                    acquired.held_run = index + 1;
+                    acquired.held_until = Some(acquired.held_until.map_or(end, |earliest| earliest.min(end)));
+                }
+                Some(_) => {}
+                None => in_run = false,
+            }
+        }
+        acquired
+    }
+}
+
 impl Leases {
     /// Takes the item unless a live lease holds it; returns the delivery count.
     pub(crate) fn acquire(&self, key: u128, token: u64, lease: Duration) -> Option<u32> {
         let now = Instant::now();
-        take(&mut self.table.lock(), key, token, lease_end(now, lease), now)
+        take(&mut self.table.lock().leases, key, token, lease_end(now, lease), now)
     }
 
     /// Takes up to `max` of `candidates`, in order, as [`Leases::acquire`]
@@ -93,38 +181,63 @@ impl Leases {
         token: u64,
         lease: Duration,
         max: usize,
-        mut is_live: impl FnMut(u128) -> bool,
+        is_live: impl FnMut(u128) -> bool,
     ) -> Vec<(u128, u32)> {
+        self.table.lock().acquire_run(candidates.iter().copied(), token, lease, max, is_live).leased
+    }
+
+    /// Where a take from the queue whose items are the children of `queue`
+    /// may start looking (see [`ScanHint`]): 0 for its oldest item.
+    pub(crate) fn scan_from(&self, queue: u128) -> u64 {
         let now = Instant::now();
+        let table = self.table.lock();
+        table.scan_hints.get(&queue).filter(|hint| hint.valid_until > now).map_or(0, |hint| hint.from_sequence)
+    }
+
+    /// [`Leases::acquire_many`] over a page of a queue's items. A page that
+    /// starts where the queue's run of held items ends (or at its start)
+    /// carries the run on past the items it finds held or leases.
+    pub(crate) fn acquire_page(
+        &self,
+        page: &ItemPage,
+        token: u64,
+        lease: Duration,
+        max: usize,
+        is_live: impl FnMut(u128) -> bool,
+    ) -> Vec<(u128, u32)> {
         let mut table = self.table.lock();
-        let mut leased = Vec::new();
-        for &key in candidates {
-            if leased.len() >= max {
-                break;
+        let candidates = page.entries.iter().map(|(_, key)| key.as_u128());
+        let acquired = table.acquire_run(candidates, token, lease, max, is_live);
+        let (queue, now) = (page.items.as_u128(), Instant::now());
+        let hint = table.scan_hints.get(&queue).copied().filter(|hint| hint.valid_until > now);
+        let continues = hint.map_or(page.from_sequence == 0, |hint| hint.from_sequence == page.from_sequence);
+        if let (true, Some(held_until)) = (continues, acquired.held_until) {
+            let from_sequence = page.entries[acquired.held_run - 1].0 + 1;
+            let valid_until = hint.map_or(held_until, |hint| hint.valid_until.min(held_until));
+            if table.scan_hints.len() >= MAX_SCAN_HINTS && !table.scan_hints.contains_key(&queue) {
+                table.scan_hints.clear();
             }
-            if table.get(&key).is_some_and(|held| held.held_at(now)) || !is_live(key) {
-                continue;
-            }
-            if let Some(deliveries) = take(&mut table, key, token, lease_end(now, lease), now) {
-                leased.push((key, deliveries));
-            }
+            table.scan_hints.insert(queue, ScanHint { from_sequence, valid_until });
         }
-        leased
+        acquired.leased
     }
 
     /// Whether `token` still holds `key` (its lease may have run out, but
     /// nobody has taken the item since).
     pub(crate) fn holds(&self, key: u128, token: u64) -> bool {
-        self.table.lock().get(&key).is_some_and(|lease| lease.token == token)
+        self.table.lock().leases.get(&key).is_some_and(|lease| lease.token == token)
     }
 
     /// Gives the item back, only if `token` holds it: a refused or stale
     /// caller can never release someone else's lease.
     pub(crate) fn release(&self, key: u128, token: u64) -> bool {
         let mut table = self.table.lock();
-        match table.get_mut(&key) {
+        match table.leases.get_mut(&key) {
             Some(lease) if lease.token == token => {
                 lease.token = 0;
+                // The item may sit before where some queue's takes start
+                // looking (which queue, the table does not know).
+                table.scan_hints.clear();
                 true
             }
             _ => false,
@@ -134,19 +247,19 @@ impl Leases {
     /// Entries of the table: items taken and not yet acknowledged (or
     /// whose lease ran out, until taken again or deleted).
     pub(crate) fn len(&self) -> usize {
-        self.table.lock().len()
+        self.table.lock().leases.len()
     }
 
     /// Drops whatever lease `key` has (the object was deleted).
     pub(crate) fn drop_key(&self, key: u128) {
-        self.table.lock().remove(&key);
+        self.table.lock().leases.remove(&key);
     }
 
     pub(crate) fn forget(&self, key: u128, token: u64) -> bool {
         let mut table = self.table.lock();
-        let held = table.get(&key).is_some_and(|lease| lease.token == token);
+        let held = table.leases.get(&key).is_some_and(|lease| lease.token == token);
         if held {
-            table.remove(&key);
+            table.leases.remove(&key);
         }
         held
     }
@@ -449,23 +562,26 @@ impl<'a> ItemLeaser<'a> {
         // went from 26-27k to 36-40k msgs/s with eight times (a page of 128
         // keys, 2 KiB; docs/benchmarks.md, eleventh session).
         let per_request = max.saturating_mul(8).clamp(64, MAX_LEASE_CANDIDATES);
-        Self { chain, items, token, lease, per_request, from_sequence: 0 }
+        // On the owner, past the run of held items the last takes found.
+        let from_sequence = chain.lease_scan_from(&items);
+        Self { chain, items, token, lease, per_request, from_sequence }
     }
 
     /// The next page of candidates, oldest first; `None` once none are left.
-    fn next_candidates(&mut self) -> Option<Vec<PrimaryKey>> {
-        let page = self.chain.children_page(&self.items, CollectionId::default(), self.from_sequence, self.per_request);
-        let &(last, _) = page.last()?;
+    fn next_candidates(&mut self) -> Option<ItemPage> {
+        let page_from = self.from_sequence;
+        let entries = self.chain.children_page(&self.items, CollectionId::default(), page_from, self.per_request);
+        let &(last, _) = entries.last()?;
         self.from_sequence = last + 1;
-        Some(page.into_iter().map(|(_, key)| key).collect())
+        Some(ItemPage { items: self.items, from_sequence: page_from, entries })
     }
 
     /// Leases up to `wanted` items of the next page of candidates, oldest
     /// first (possibly none, when the page is all held); `None` once no
     /// candidates are left.
     pub async fn next(&mut self, wanted: usize) -> Result<Option<Vec<(PrimaryKey, u32)>>> {
-        let Some(candidates) = self.next_candidates() else { return Ok(None) };
-        self.chain.lease_acquire_many(&candidates, self.token, self.lease, wanted).await.map(Some)
+        let Some(page) = self.next_candidates() else { return Ok(None) };
+        self.chain.lease_acquire_page(&page, self.token, self.lease, wanted).await.map(Some)
     }
 
     /// On the chain's owner, [`ItemLeaser::next`] leasing only the items
@@ -475,8 +591,8 @@ impl<'a> ItemLeaser<'a> {
         wanted: usize,
         accept: impl FnMut(&PrimaryKey) -> bool,
     ) -> Option<Vec<(PrimaryKey, u32)>> {
-        let candidates = self.next_candidates()?;
-        Some(self.chain.lease_acquire_many_where(&candidates, self.token, self.lease, wanted, accept))
+        let page = self.next_candidates()?;
+        Some(self.chain.lease_acquire_page_where(&page, self.token, self.lease, wanted, accept))
     }
 }
 
@@ -647,6 +763,38 @@ mod tests {
         assert_eq!(expired.acquire(8, 1, Duration::ZERO), Some(1));
         assert_eq!(expired.acquire_many(&[8], 2, lease, 1, |_| true), vec![(8, 2)]);
         assert_eq!(leases.acquire_many(&[3, 5], 12, lease, 8, |_| true), Vec::new(), "held by 9");
+    }
+
+    #[test]
+    fn takes_start_past_the_run_of_held_items_while_their_leases_last() {
+        let (queue, lease) = (99u128, Duration::from_secs(30));
+        let leases = Leases::default();
+        let page = |from_sequence: u64, keys: std::ops::Range<u128>| ItemPage {
+            items: PrimaryKey::from_u128(queue),
+            from_sequence,
+            entries: keys.map(|key| (key as u64 * 10, PrimaryKey::from_u128(key))).collect(),
+        };
+        assert_eq!(leases.scan_from(queue), 0, "no takes yet: from the oldest");
+        // A take from the start leases 1-3: the run of held items ends at 3.
+        assert_eq!(leases.acquire_page(&page(0, 1..8), 5, lease, 3, |_| true), vec![(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(leases.scan_from(queue), 31);
+        // A page that starts elsewhere than the run's end leaves the hint alone.
+        assert_eq!(leases.acquire_page(&page(50, 5..6), 6, lease, 1, |_| true), vec![(5, 1)]);
+        assert_eq!(leases.scan_from(queue), 31);
+        // From the run's end: 4 is leased, 5 is held, 6 is gone (the run stops), 7 is leased.
+        let taken = leases.acquire_page(&page(31, 4..8), 7, lease, 8, |key| key != 6);
+        assert_eq!(taken, vec![(4, 1), (7, 1)]);
+        assert_eq!(leases.scan_from(queue), 51, "up to 5, the last before the gone item");
+        assert_eq!(leases.scan_from(queue + 1), 0, "hints are per queue");
+        // A release may free an item before the run's end: takes look from the start again.
+        assert!(leases.release(2, 5));
+        assert_eq!(leases.scan_from(queue), 0);
+        // A run stops where a take has what it wanted, and lasts only as long as its shortest lease.
+        let short = Duration::from_millis(30);
+        assert_eq!(leases.acquire_page(&page(0, 1..8), 8, short, 1, |_| true), vec![(2, 2)]);
+        assert_eq!(leases.scan_from(queue), 21, "3 was not looked at");
+        std::thread::sleep(short + Duration::from_millis(20));
+        assert_eq!(leases.scan_from(queue), 0, "2's lease ran out");
     }
 
     #[test]
