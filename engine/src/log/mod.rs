@@ -72,14 +72,45 @@ pub(crate) struct ChainShared {
     /// Commit buffers the writer is done with, for the next commits: a
     /// large buffer allocated afresh per commit is mapped and zeroed by the
     /// kernel page by page (13% of an E2 profile).
-    record_buffers: parking_lot::Mutex<Vec<AlignedVec<16>>>,
+    record_buffers: parking_lot::Mutex<KeptBuffers>,
     poison: OnceLock<String>,
 }
 
-/// Commit buffers kept for reuse, and the largest kept: at most 8 MiB
-/// held per chain.
-const KEPT_RECORD_BUFFERS: usize = 4;
+/// Commit buffers kept for reuse: the largest kept, the most bytes kept
+/// per chain, and the most buffers. Small commits need many: a group of 28
+/// single-event commits (D1, one event per commit) handed back 24 more
+/// buffers than four kept, each freed in the writer thread into the arena
+/// of the thread that allocated it, and the writer slept on glibc's arena
+/// lock about 800 times a second.
 const KEPT_RECORD_BUFFER_BYTES: usize = 2 << 20;
+const KEPT_RECORD_BYTES: usize = 8 << 20;
+const KEPT_RECORD_BUFFERS: usize = 1024;
+
+/// Commit buffers kept for reuse, and their capacity in bytes.
+#[derive(Debug, Default)]
+struct KeptBuffers {
+    buffers: Vec<AlignedVec<16>>,
+    bytes: usize,
+}
+
+impl KeptBuffers {
+    /// A kept buffer, or a new empty one.
+    fn take(&mut self) -> AlignedVec<16> {
+        let buffer = self.buffers.pop().unwrap_or_default();
+        self.bytes -= buffer.capacity();
+        buffer
+    }
+
+    /// Keeps `buffer` if there is room; gives it back if not.
+    fn keep(&mut self, buffer: AlignedVec<16>) -> Option<AlignedVec<16>> {
+        if self.buffers.len() >= KEPT_RECORD_BUFFERS || self.bytes + buffer.capacity() > KEPT_RECORD_BYTES {
+            return Some(buffer);
+        }
+        self.bytes += buffer.capacity();
+        self.buffers.push(buffer);
+        None
+    }
+}
 
 impl ChainShared {
     pub fn new(name: String, dir: PathBuf, storage: Arc<dyn Storage>, config: AteConfig) -> Self {
@@ -105,7 +136,7 @@ impl ChainShared {
 
     /// An empty buffer for a commit of `bytes`, reused when one is kept.
     pub fn record_buffer(&self, bytes: usize) -> AlignedVec<16> {
-        let mut buffer = self.record_buffers.lock().pop().unwrap_or_default();
+        let mut buffer = self.record_buffers.lock().take();
         buffer.reserve(bytes);
         buffer
     }
@@ -116,10 +147,9 @@ impl ChainShared {
             return;
         }
         buffer.clear();
-        let mut kept = self.record_buffers.lock();
-        if kept.len() < KEPT_RECORD_BUFFERS {
-            kept.push(buffer);
-        }
+        let refused = self.record_buffers.lock().keep(buffer);
+        // Freed outside the lock.
+        drop(refused);
     }
 
     /// Marks the chain unusable for writes. The first reason sticks.
