@@ -218,7 +218,40 @@ pub(crate) fn view_change_for(header: &ArchivedEventHeader, location: EventLocat
 
 #[cfg(test)]
 mod tests {
-    use super::helper_thread_name;
+    use super::{helper_thread_name, KeptBuffers, KEPT_RECORD_BUFFERS, KEPT_RECORD_BYTES};
+    use rkyv::util::AlignedVec;
+
+    fn buffer_of(capacity: usize) -> AlignedVec<16> {
+        AlignedVec::with_capacity(capacity)
+    }
+
+    #[test]
+    fn kept_commit_buffers_stay_within_their_count_and_bytes() {
+        let mut kept = KeptBuffers::default();
+        // Many small buffers are kept (a group of single-event commits), up to the count.
+        for _ in 0..KEPT_RECORD_BUFFERS {
+            assert!(kept.keep(buffer_of(2048)).is_none());
+        }
+        assert!(kept.keep(buffer_of(2048)).is_some(), "over the count");
+        while !kept.buffers.is_empty() {
+            kept.take();
+        }
+        assert_eq!(kept.bytes, 0);
+        // Large ones up to the bytes.
+        let large = KEPT_RECORD_BYTES / 4;
+        for _ in 0..4 {
+            assert!(kept.keep(buffer_of(large)).is_none());
+        }
+        let refused = kept.keep(buffer_of(16)).expect("over the bytes");
+        assert!(refused.capacity() >= 16);
+        // Taking one makes room; an empty pool gives a new buffer.
+        assert!(kept.take().capacity() >= large);
+        assert!(kept.keep(buffer_of(16)).is_none());
+        while !kept.buffers.is_empty() {
+            kept.take();
+        }
+        assert_eq!((kept.bytes, kept.take().capacity()), (0, 0));
+    }
 
     #[test]
     fn helper_thread_names_fit_linux_and_keep_whole_characters() {
