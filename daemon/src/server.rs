@@ -419,17 +419,20 @@ impl Drop for PendingReply {
     }
 }
 
-type Permits = (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit);
-
-/// A connection's commit waiting for durability, with what it holds until
-/// its reply is queued.
+/// A connection's commit waiting for durability.
 struct AwaitingDurable {
+    pending: ate::chain::PendingCommit,
+    reply: ReplyTo,
+}
+
+/// What a commit's reply needs, and what the commit holds until its reply
+/// is queued.
+struct ReplyTo {
     request: u64,
     started: std::time::Instant,
-    pending: ate::chain::PendingCommit,
     /// Room for its bytes on the connection and on the server.
-    permits: Permits,
-    reply_pending: PendingReply,
+    permits: (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit),
+    pending_reply: PendingReply,
 }
 
 /// Replies to a connection's commits as they turn durable, in whatever
@@ -441,10 +444,10 @@ async fn reply_when_durable(
     outbox: mpsc::Sender<Outgoing>,
     mut awaiting: mpsc::Receiver<AwaitingDurable>,
 ) {
-    type Settled = (u64, std::time::Instant, ate::Result<ate::CommitReceipt>, Permits, PendingReply);
+    type Settled = (ReplyTo, ate::Result<ate::CommitReceipt>);
     async fn durable(commit: AwaitingDurable) -> Settled {
-        let AwaitingDurable { request, started, pending, permits, reply_pending } = commit;
-        (request, started, pending.durable().await, permits, reply_pending)
+        let outcome = commit.pending.durable().await;
+        (commit.reply, outcome)
     }
     let mut waiting = FuturesUnordered::new();
     let mut accepting = true;
@@ -453,7 +456,7 @@ async fn reply_when_durable(
             // Replies first: they release the client's next requests.
             biased;
             Some(settled) = waiting.next(), if !waiting.is_empty() => {
-                let (request, started, outcome, permits, reply_pending): Settled = settled;
+                let (ReplyTo { request, started, permits, pending_reply }, outcome): Settled = settled;
                 let reply = match outcome {
                     Ok(receipt) => {
                         server.metrics.commit_latency.record(started.elapsed());
@@ -464,7 +467,7 @@ async fn reply_when_durable(
                     Err(error) => engine_error_reply(&server.metrics, request, error),
                 };
                 // Before the send: the writer, woken by it, sees only the others.
-                drop(reply_pending);
+                drop(pending_reply);
                 // A closed outbox (the connection is gone) still lets the commit settle.
                 let _ = outbox.send(reply.into()).await;
                 drop(permits);
@@ -719,13 +722,13 @@ impl Session {
                     Err(error) => return self.engine_error(request, error).await,
                 };
                 self.server.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                let awaiting = AwaitingDurable {
+                let reply = ReplyTo {
                     request,
                     started,
-                    pending,
                     permits: (permit, server_permit),
-                    reply_pending: PendingReply::new(&self.replies_pending),
+                    pending_reply: PendingReply::new(&self.replies_pending),
                 };
+                let awaiting = AwaitingDurable { pending, reply };
                 // Closed only if the replier ended, which it does after the session.
                 self.awaiting_durable.send(awaiting).await.is_ok()
             }

@@ -94,25 +94,6 @@ fn lease_end(now: Instant, lease: Duration) -> Instant {
     now.checked_add(lease).unwrap_or_else(|| now + Duration::from_secs(1 << 32))
 }
 
-/// Takes `key` in `leases` for `token` until `until`, unless a live lease
-/// holds it; returns the delivery count.
-fn take(
-    leases: &mut HashMap<u128, Lease, crate::FastHash>,
-    key: u128,
-    token: u64,
-    until: Instant,
-    now: Instant,
-) -> Option<u32> {
-    let entry = leases.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
-    if entry.held_at(now) {
-        return None;
-    }
-    entry.token = token;
-    entry.until = until;
-    entry.deliveries += 1;
-    Some(entry.deliveries)
-}
-
 /// What [`LeaseTable::acquire_run`] leased, and how many of the first
 /// candidates are all held now (by anyone), with the earliest end of
 /// their leases.
@@ -123,6 +104,19 @@ struct Acquired {
 }
 
 impl LeaseTable {
+    /// Takes `key` for `token` until `until`, unless a live lease holds it;
+    /// returns the delivery count.
+    fn take(&mut self, key: u128, token: u64, until: Instant, now: Instant) -> Option<u32> {
+        let entry = self.leases.entry(key).or_insert(Lease { token: 0, until: now, deliveries: 0 });
+        if entry.held_at(now) {
+            return None;
+        }
+        entry.token = token;
+        entry.until = until;
+        entry.deliveries += 1;
+        Some(entry.deliveries)
+    }
+
     /// Leases up to `max` of `candidates`, in order (see [`Leases::acquire_many`]).
     fn acquire_run(
         &mut self,
@@ -145,7 +139,7 @@ impl LeaseTable {
                 Some(end) => Some(end),
                 // Gone, or one `is_live` turns down: not known to be held.
                 None if !is_live(key) => None,
-                None => take(&mut self.leases, key, token, until, now).map(|deliveries| {
+                None => self.take(key, token, until, now).map(|deliveries| {
                     acquired.leased.push((key, deliveries));
                     until
                 }),
@@ -167,7 +161,7 @@ impl Leases {
     /// Takes the item unless a live lease holds it; returns the delivery count.
     pub(crate) fn acquire(&self, key: u128, token: u64, lease: Duration) -> Option<u32> {
         let now = Instant::now();
-        take(&mut self.table.lock().leases, key, token, lease_end(now, lease), now)
+        self.table.lock().take(key, token, lease_end(now, lease), now)
     }
 
     /// Takes up to `max` of `candidates`, in order, as [`Leases::acquire`]

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use crate::FastHash as Hasher;
+use crate::FastHash;
 
 /// Where an event lives: segment index and byte offset of its record.
 /// Packed into 8 bytes to keep the view small (segments are ≤ 4 GiB).
@@ -75,18 +75,18 @@ pub struct View {
     /// Seqlock over whole commits: odd while a group is being applied, so a
     /// reader of several keys can tell it saw no commit half-applied.
     epoch: AtomicU64,
-    objects: DashMap<u128, EventLocation, Hasher>,
-    children: DashMap<(u128, u64), BTreeMap<u64, u128>, Hasher>,
-    positions: DashMap<u128, ChildPosition, Hasher>,
+    objects: DashMap<u128, EventLocation, FastHash>,
+    children: DashMap<(u128, u64), BTreeMap<u64, u128>, FastHash>,
+    positions: DashMap<u128, ChildPosition, FastHash>,
 }
 
 impl Default for View {
     fn default() -> Self {
         Self {
             epoch: AtomicU64::new(0),
-            objects: DashMap::with_hasher_and_shard_amount(Hasher::default(), OBJECT_SHARDS),
-            children: DashMap::with_hasher_and_shard_amount(Hasher::default(), CHILD_SHARDS),
-            positions: DashMap::with_hasher_and_shard_amount(Hasher::default(), CHILD_SHARDS),
+            objects: DashMap::with_hasher_and_shard_amount(FastHash::default(), OBJECT_SHARDS),
+            children: DashMap::with_hasher_and_shard_amount(FastHash::default(), CHILD_SHARDS),
+            positions: DashMap::with_hasher_and_shard_amount(FastHash::default(), CHILD_SHARDS),
         }
     }
 }
